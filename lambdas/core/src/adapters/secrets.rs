@@ -1,0 +1,156 @@
+//! [`SecretStore`] on AWS Secrets Manager.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::Client;
+
+use super::{classify, error_code};
+use crate::domain::{DbSecret, SecretVersion, AWSCURRENT, AWSPENDING};
+use crate::errors::RotationError;
+use crate::password::Password;
+use crate::ports::SecretStore;
+
+pub struct SecretsManager {
+    client: Client,
+}
+
+impl SecretsManager {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// Version id → staging labels.
+    async fn versions(
+        &self,
+        secret_id: &str,
+    ) -> Result<HashMap<String, Vec<String>>, RotationError> {
+        let out = self
+            .client
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| not_found_or(secret_id, "secretsmanager:DescribeSecret", e))?;
+        Ok(out.version_ids_to_stages.unwrap_or_default())
+    }
+
+    async fn move_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<(), RotationError> {
+        self.client
+            .update_secret_version_stage()
+            .secret_id(secret_id)
+            .version_stage(stage)
+            .set_move_to_version_id(to.map(str::to_string))
+            .set_remove_from_version_id(from.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| not_found_or(secret_id, "secretsmanager:UpdateSecretVersionStage", e))?;
+        Ok(())
+    }
+}
+
+fn not_found_or<E>(
+    secret_id: &str,
+    operation: &str,
+    e: aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> RotationError
+where
+    E: aws_sdk_secretsmanager::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if error_code(&e) == Some("ResourceNotFoundException") {
+        RotationError::SecretNotFound(secret_id.to_string())
+    } else {
+        classify(operation, e)
+    }
+}
+
+fn stage_of<'a>(versions: &'a HashMap<String, Vec<String>>, stage: &str) -> Option<&'a str> {
+    versions
+        .iter()
+        .find(|(_, stages)| stages.iter().any(|s| s == stage))
+        .map(|(id, _)| id.as_str())
+}
+
+#[async_trait]
+impl SecretStore for SecretsManager {
+    async fn get_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+    ) -> Result<Option<SecretVersion>, RotationError> {
+        let result = self
+            .client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .version_stage(stage)
+            .send()
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+                // Either the secret is missing or no version has this label.
+                self.versions(secret_id).await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(classify("secretsmanager:GetSecretValue", e)),
+        };
+        let version_id = out.version_id.unwrap_or_default();
+        let raw = out
+            .secret_string
+            .ok_or_else(|| RotationError::SecretMalformed {
+                secret: secret_id.to_string(),
+                reason: "the version holds binary data, not a JSON string".into(),
+            })?;
+        Ok(Some(SecretVersion {
+            version_id,
+            secret: DbSecret::parse(secret_id, &raw)?,
+        }))
+    }
+
+    async fn put_pending(
+        &self,
+        secret_id: &str,
+        token: &str,
+        secret_string: &Password,
+    ) -> Result<String, RotationError> {
+        let out = self
+            .client
+            .put_secret_value()
+            .secret_id(secret_id)
+            .client_request_token(token)
+            .secret_string(secret_string.expose())
+            .version_stages(AWSPENDING)
+            .send()
+            .await
+            .map_err(|e| not_found_or(secret_id, "secretsmanager:PutSecretValue", e))?;
+        Ok(out.version_id.unwrap_or_else(|| token.to_string()))
+    }
+
+    async fn promote(&self, secret_id: &str, version_id: &str) -> Result<(), RotationError> {
+        let versions = self.versions(secret_id).await?;
+        if !versions.contains_key(version_id) {
+            return Err(RotationError::SecretNotFound(format!(
+                "{secret_id} has no version {version_id}"
+            )));
+        }
+        let current = stage_of(&versions, AWSCURRENT);
+        if current != Some(version_id) {
+            self.move_stage(secret_id, AWSCURRENT, Some(version_id), current)
+                .await?;
+        }
+        if versions[version_id].iter().any(|s| s == AWSPENDING) {
+            self.move_stage(secret_id, AWSPENDING, None, Some(version_id))
+                .await?;
+        }
+        Ok(())
+    }
+}

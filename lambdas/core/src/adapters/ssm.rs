@@ -1,0 +1,52 @@
+//! [`ParameterStore`] on SSM Parameter Store.
+
+use async_trait::async_trait;
+use aws_sdk_ssm::Client;
+
+use super::{classify, error_code};
+use crate::errors::RotationError;
+use crate::ports::ParameterStore;
+
+pub struct SsmParameters {
+    client: Client,
+}
+
+impl SsmParameters {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait]
+impl ParameterStore for SsmParameters {
+    async fn get(&self, name: &str) -> Result<String, RotationError> {
+        let out = self
+            .client
+            .get_parameter()
+            .name(name)
+            .send()
+            .await
+            .map_err(|e| {
+                if error_code(&e) == Some("ParameterNotFound") {
+                    RotationError::ParameterNotFound(name.to_string())
+                } else {
+                    classify("ssm:GetParameter", e)
+                }
+            })?;
+        out.parameter
+            .and_then(|p| p.value)
+            .ok_or_else(|| RotationError::ParameterNotFound(name.to_string()))
+    }
+
+    async fn put(&self, name: &str, value: &str) -> Result<(), RotationError> {
+        self.client
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| classify("ssm:PutParameter", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,298 @@
+//! Typed configuration, read from the environment once at cold start.
+//!
+//! Each Lambda parses only the part it needs; the README's configuration table
+//! lists every variable. Values are identifiers (names, ARNs), never secrets.
+
+use std::collections::HashMap;
+
+use crate::errors::RotationError;
+use crate::password::{PasswordPolicy, DEFAULT_EXCLUDED};
+
+/// A source of environment variables (the process environment, or a map in tests).
+pub trait Env {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Env for HashMap<&str, &str> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key)
+            .map(|v| v.to_string())
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+fn required(env: &dyn Env, key: &str) -> Result<String, RotationError> {
+    env.var(key).map(|v| v.trim().to_string()).ok_or_else(|| {
+        RotationError::Configuration(format!("environment variable {key} is not set"))
+    })
+}
+
+fn number(
+    env: &dyn Env,
+    key: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, RotationError> {
+    let Some(raw) = env.var(key) else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(RotationError::Configuration(format!(
+            "{key} must be a whole number between {min} and {max}, got {raw:?}"
+        ))),
+    }
+}
+
+/// Splits a comma-separated list, dropping blanks.
+pub fn split_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// What one rotation acts on: the pointer, the two users and their secrets, the
+/// services that read them. Read by `select-user`, which passes what later
+/// steps need on in the [`crate::domain::Plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    pub parameter_name: String,
+    pub blue_user: String,
+    pub green_user: String,
+    pub blue_secret_id: String,
+    pub green_secret_id: String,
+    pub cluster: String,
+    pub services: Vec<String>,
+    pub stable_poll_seconds: u64,
+    pub stable_timeout_seconds: u64,
+}
+
+impl TargetConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Self, RotationError> {
+        let users = UserKeys::from_env(env)?;
+        let services = split_list(&required(env, "ECS_SERVICES")?);
+        if services.is_empty() {
+            return Err(RotationError::Configuration(
+                "ECS_SERVICES must name at least one service".into(),
+            ));
+        }
+        let stable_poll_seconds = number(env, "STABLE_POLL_SECONDS", 30, 0, 3600)?;
+        let stable_timeout_seconds = number(env, "STABLE_TIMEOUT_SECONDS", 1800, 1, 86_400)?;
+        Ok(Self {
+            parameter_name: required(env, "ACTIVE_USER_PARAMETER")?,
+            blue_user: users.blue,
+            green_user: users.green,
+            blue_secret_id: required(env, "BLUE_SECRET_ID")?,
+            green_secret_id: required(env, "GREEN_SECRET_ID")?,
+            cluster: required(env, "ECS_CLUSTER")?,
+            services,
+            stable_poll_seconds,
+            stable_timeout_seconds,
+        })
+    }
+
+    /// How many polls fit in the deadline (at least one).
+    pub fn stable_max_polls(&self) -> u64 {
+        match self.stable_poll_seconds {
+            0 => self.stable_timeout_seconds.max(1),
+            poll => self.stable_timeout_seconds.div_ceil(poll).max(1),
+        }
+    }
+
+    /// The secret of a user key, if the key is one of the two users.
+    pub fn secret_of(&self, user: &str) -> Option<&str> {
+        if user == self.blue_user {
+            Some(&self.blue_secret_id)
+        } else if user == self.green_user {
+            Some(&self.green_secret_id)
+        } else {
+            None
+        }
+    }
+
+    /// The other user of the pair.
+    pub fn other(&self, user: &str) -> Option<&str> {
+        if user == self.blue_user {
+            Some(&self.green_user)
+        } else if user == self.green_user {
+            Some(&self.blue_user)
+        } else {
+            None
+        }
+    }
+}
+
+/// The two values the active-user parameter may hold (`blue` and `green` by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserKeys {
+    pub blue: String,
+    pub green: String,
+}
+
+impl UserKeys {
+    pub fn from_env(env: &dyn Env) -> Result<Self, RotationError> {
+        let blue = env
+            .var("BLUE_USER")
+            .unwrap_or_else(|| "blue".into())
+            .trim()
+            .to_string();
+        let green = env
+            .var("GREEN_USER")
+            .unwrap_or_else(|| "green".into())
+            .trim()
+            .to_string();
+        if blue == green {
+            return Err(RotationError::Configuration(format!(
+                "BLUE_USER and GREEN_USER must differ, both are {blue:?}"
+            )));
+        }
+        Ok(Self { blue, green })
+    }
+
+    pub fn contains(&self, user: &str) -> bool {
+        user == self.blue || user == self.green
+    }
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plaintext. Only when explicitly configured (the local stack).
+    Disable,
+    /// TLS, verify the certificate chain against `DB_SSL_ROOT_CERT` and the host name.
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbConfig {
+    pub ssl_mode: SslMode,
+    /// PEM bundle of the CAs to trust (for RDS: the RDS CA bundle shipped with the function).
+    pub ssl_root_cert: Option<String>,
+    pub connect_timeout_seconds: u64,
+}
+
+impl DbConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Self, RotationError> {
+        let ssl_mode = match env.var("DB_SSLMODE").as_deref().map(str::trim) {
+            None | Some("verify-full") => SslMode::VerifyFull,
+            Some("disable") => SslMode::Disable,
+            Some(other) => {
+                return Err(RotationError::Configuration(format!(
+                    "DB_SSLMODE must be verify-full or disable, got {other:?}"
+                )))
+            }
+        };
+        let ssl_root_cert = env.var("DB_SSL_ROOT_CERT");
+        if ssl_mode == SslMode::VerifyFull && ssl_root_cert.is_none() {
+            return Err(RotationError::Configuration(
+                "DB_SSLMODE=verify-full needs DB_SSL_ROOT_CERT (a PEM CA bundle path)".into(),
+            ));
+        }
+        Ok(Self {
+            ssl_mode,
+            ssl_root_cert,
+            connect_timeout_seconds: number(env, "DB_CONNECT_TIMEOUT_SECONDS", 5, 1, 60)?,
+        })
+    }
+}
+
+/// The password policy from `PASSWORD_LENGTH` and `PASSWORD_EXCLUDE_CHARACTERS`.
+pub fn password_policy_from_env(env: &dyn Env) -> Result<PasswordPolicy, RotationError> {
+    let length = number(env, "PASSWORD_LENGTH", 32, 0, u64::MAX)? as usize;
+    let excluded = env
+        .var("PASSWORD_EXCLUDE_CHARACTERS")
+        .unwrap_or_else(|| DEFAULT_EXCLUDED.to_string());
+    PasswordPolicy::new(length, &excluded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("ACTIVE_USER_PARAMETER", "/app/db/active-user"),
+            ("BLUE_SECRET_ID", "app/db/blue"),
+            ("GREEN_SECRET_ID", "app/db/green"),
+            ("ECS_CLUSTER", "app"),
+            ("ECS_SERVICES", "web, worker ,"),
+        ])
+    }
+
+    #[test]
+    fn target_defaults() {
+        let c = TargetConfig::from_env(&base()).unwrap();
+        assert_eq!(c.services, vec!["web", "worker"]);
+        assert_eq!(
+            (c.blue_user.as_str(), c.green_user.as_str()),
+            ("blue", "green")
+        );
+        assert_eq!(c.stable_max_polls(), 60);
+        assert_eq!(c.other("blue"), Some("green"));
+        assert_eq!(c.secret_of("green"), Some("app/db/green"));
+        assert_eq!(c.other("purple"), None);
+    }
+
+    #[test]
+    fn missing_and_invalid_values_are_named() {
+        let mut env = base();
+        env.remove("ECS_CLUSTER");
+        let err = TargetConfig::from_env(&env).unwrap_err();
+        assert_eq!(err.name(), "ConfigurationError");
+        assert!(err.to_string().contains("ECS_CLUSTER"));
+
+        let mut env = base();
+        env.insert("STABLE_POLL_SECONDS", "soon");
+        assert!(TargetConfig::from_env(&env)
+            .unwrap_err()
+            .to_string()
+            .contains("STABLE_POLL_SECONDS"));
+
+        let mut env = base();
+        env.insert("ECS_SERVICES", " , ");
+        assert!(TargetConfig::from_env(&env)
+            .unwrap_err()
+            .to_string()
+            .contains("ECS_SERVICES"));
+
+        let mut env = base();
+        env.insert("GREEN_USER", "blue");
+        assert!(TargetConfig::from_env(&env).is_err());
+    }
+
+    #[test]
+    fn ssl_defaults_to_verify_full_and_needs_a_ca() {
+        let env: HashMap<&str, &str> = HashMap::new();
+        assert!(DbConfig::from_env(&env)
+            .unwrap_err()
+            .to_string()
+            .contains("DB_SSL_ROOT_CERT"));
+        let env = HashMap::from([("DB_SSLMODE", "disable")]);
+        assert_eq!(DbConfig::from_env(&env).unwrap().ssl_mode, SslMode::Disable);
+        let env = HashMap::from([("DB_SSLMODE", "prefer")]);
+        assert!(
+            DbConfig::from_env(&env).is_err(),
+            "no silent fallback modes"
+        );
+    }
+
+    #[test]
+    fn password_policy_from_env_enforces_bounds() {
+        let env = HashMap::from([("PASSWORD_LENGTH", "8")]);
+        assert!(password_policy_from_env(&env).is_err());
+        let env = HashMap::from([("PASSWORD_LENGTH", "40")]);
+        assert_eq!(password_policy_from_env(&env).unwrap().length(), 40);
+    }
+}

@@ -1,0 +1,312 @@
+//! Domain types: the secret value, the rotation plan and the payloads passed
+//! between states. Payloads hold names, ARNs and version ids, never a secret.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::errors::RotationError;
+use crate::password::Password;
+
+/// Secrets Manager staging labels the rotation uses.
+pub const AWSCURRENT: &str = "AWSCURRENT";
+pub const AWSPENDING: &str = "AWSPENDING";
+
+/// A user's secret in the shape RDS uses:
+/// `{"engine":"postgres","host":…,"port":5432,"dbname":…,"username":…,"password":…}`.
+/// Fields the product does not know are kept as they are when a new version
+/// is written.
+#[derive(Clone)]
+pub struct DbSecret {
+    fields: Map<String, Value>,
+    password: Password,
+}
+
+impl std::fmt::Debug for DbSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbSecret")
+            .field("username", &self.username())
+            .field("host", &self.host())
+            .field("port", &self.port())
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+impl DbSecret {
+    /// Parses a secret string. Errors name the secret and the field, never the value.
+    pub fn parse(secret_id: &str, secret_string: &str) -> Result<Self, RotationError> {
+        let malformed = |reason: &str| RotationError::SecretMalformed {
+            secret: secret_id.to_string(),
+            reason: reason.to_string(),
+        };
+        // serde_json's error message can quote the input: do not pass it on.
+        let value: Value =
+            serde_json::from_str(secret_string).map_err(|_| malformed("not valid JSON"))?;
+        let Value::Object(mut fields) = value else {
+            return Err(malformed("not a JSON object"));
+        };
+        let password = match fields.remove("password") {
+            Some(Value::String(p)) if !p.is_empty() => Password::new(p),
+            Some(_) => return Err(malformed("field \"password\" is not a non-empty string")),
+            None => return Err(malformed("field \"password\" is missing")),
+        };
+        for key in ["username", "host", "dbname"] {
+            match fields.get(key) {
+                Some(Value::String(s)) if !s.is_empty() => {}
+                Some(_) => {
+                    return Err(malformed(&format!(
+                        "field \"{key}\" is not a non-empty string"
+                    )))
+                }
+                None => return Err(malformed(&format!("field \"{key}\" is missing"))),
+            }
+        }
+        match fields.get("port") {
+            None => {}
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|p| p > 0 && p < 65536) => {}
+            Some(Value::String(s)) if s.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            Some(_) => return Err(malformed("field \"port\" is not a port number")),
+        }
+        Ok(Self { fields, password })
+    }
+
+    fn string(&self, key: &str) -> &str {
+        self.fields
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    pub fn username(&self) -> &str {
+        self.string("username")
+    }
+
+    pub fn host(&self) -> &str {
+        self.string("host")
+    }
+
+    pub fn dbname(&self) -> &str {
+        self.string("dbname")
+    }
+
+    pub fn port(&self) -> u16 {
+        match self.fields.get("port") {
+            Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+        .unwrap_or(5432)
+    }
+
+    pub fn password(&self) -> &Password {
+        &self.password
+    }
+
+    /// The same secret with another password.
+    pub fn with_password(&self, password: Password) -> Self {
+        Self {
+            fields: self.fields.clone(),
+            password,
+        }
+    }
+
+    /// The JSON to store in Secrets Manager. The result holds the plaintext:
+    /// it goes straight into the `PutSecretValue` request.
+    pub fn to_secret_string(&self) -> Password {
+        let mut fields = self.fields.clone();
+        fields.insert(
+            "password".to_string(),
+            Value::String(self.password.expose().to_string()),
+        );
+        Password::new(Value::Object(fields).to_string())
+    }
+
+    /// Where to connect, for logins as this secret's user.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            host: self.host().to_string(),
+            port: self.port(),
+            dbname: self.dbname().to_string(),
+        }
+    }
+}
+
+/// A database endpoint, taken from a user's secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+}
+
+/// One version of a secret, as read at a staging label or version id.
+#[derive(Debug, Clone)]
+pub struct SecretVersion {
+    pub version_id: String,
+    pub secret: DbSecret,
+}
+
+/// The rotation decided by `select-user`: it is the state every later step reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The execution this rotation belongs to (for logs and idempotency tokens).
+    pub execution_name: String,
+    /// `ClientRequestToken` for the new secret version: derived from the
+    /// execution, so a retried or redriven step never creates a second version.
+    pub client_request_token: String,
+    pub parameter_name: String,
+    /// The user that is active now and stays untouched.
+    pub previous_user: String,
+    /// The inactive user whose password this rotation changes.
+    pub target_user: String,
+    pub target_secret_id: String,
+    pub previous_secret_id: String,
+    pub cluster: String,
+    pub services: Vec<String>,
+    pub dry_run: bool,
+    pub stable_poll_seconds: u64,
+    pub stable_max_polls: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Output of `generate-and-set-password`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPassword {
+    pub version_id: String,
+    /// True when an existing `AWSPENDING` version was resumed instead of a new one made.
+    pub resumed: bool,
+}
+
+/// Output of `verify-login`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verified {
+    pub version_id: String,
+    /// True when the version already was `AWSCURRENT` (a replayed step).
+    pub already_current: bool,
+}
+
+/// Input of `flip-parameter`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlipRequest {
+    pub parameter_name: String,
+    /// The user the parameter must name afterwards.
+    pub to: String,
+}
+
+/// Output of `flip-parameter`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Flipped {
+    pub active_user: String,
+    /// What the parameter held before this call.
+    pub was: String,
+    pub changed: bool,
+}
+
+/// Input of `redeploy-ecs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedeployRequest {
+    pub cluster: String,
+    pub services: Vec<String>,
+    pub stable_poll_seconds: u64,
+    pub stable_max_polls: u64,
+}
+
+/// One service's deployment started by `redeploy-ecs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDeployment {
+    pub service: String,
+    pub deployment_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_state: Option<String>,
+}
+
+/// Rollout status as the state machine's `Choice` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RolloutStatus {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+/// Output of `redeploy-ecs` and input and output of `wait-for-stable`: the
+/// rollout being watched and how long the state machine may keep polling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    pub cluster: String,
+    pub deployments: Vec<ServiceDeployment>,
+    pub status: RolloutStatus,
+    /// Polls done so far; the state machine stops at `max_polls` (the deadline).
+    pub poll: u64,
+    pub max_polls: u64,
+    pub poll_seconds: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"engine":"postgres","host":"db.example","port":5433,"dbname":"app","username":"green","password":"s3cr3t-value","proxy":"keep-me"}"#;
+
+    #[test]
+    fn parses_the_rds_shape_and_keeps_unknown_fields() {
+        let s = DbSecret::parse("arn:green", GOOD).unwrap();
+        assert_eq!(s.username(), "green");
+        assert_eq!(s.port(), 5433);
+        assert_eq!(s.endpoint().dbname, "app");
+        let written = s
+            .with_password(Password::new("n3w".into()))
+            .to_secret_string();
+        let v: Value = serde_json::from_str(written.expose()).unwrap();
+        assert_eq!(v["password"], "n3w");
+        assert_eq!(v["proxy"], "keep-me");
+        assert_eq!(v["port"], 5433);
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let s = DbSecret::parse("arn:green", GOOD).unwrap();
+        assert!(!format!("{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn malformed_secrets_name_the_field_not_the_value() {
+        for (raw, expect) in [
+            ("not json s3cr3t", "not valid JSON"),
+            ("[1]", "not a JSON object"),
+            (
+                r#"{"host":"h","dbname":"d","username":"u"}"#,
+                "\"password\" is missing",
+            ),
+            (
+                r#"{"host":"h","dbname":"d","password":"s3cr3t"}"#,
+                "\"username\" is missing",
+            ),
+            (
+                r#"{"host":"h","dbname":"d","username":"u","password":"s3cr3t","port":"x"}"#,
+                "\"port\"",
+            ),
+        ] {
+            let err = DbSecret::parse("arn:x", raw).unwrap_err();
+            assert_eq!(err.name(), "SecretMalformed");
+            let msg = err.to_string();
+            assert!(msg.contains(expect), "{msg}");
+            assert!(!msg.contains("s3cr3t"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn plan_serializes_in_camel_case() {
+        let v = serde_json::to_value(RolloutStatus::InProgress).unwrap();
+        assert_eq!(v, "IN_PROGRESS");
+    }
+}

@@ -1,0 +1,199 @@
+//! The error contract between the Lambdas and the state machine.
+//!
+//! Every error that crosses a Lambda boundary carries one of the names below as
+//! its `errorType`; `statemachine/rotation.asl.json` matches these names in
+//! `Retry` and `Catch`. The names are stable: renaming one is a breaking change
+//! of the state machine contract. The README's error table lists them all.
+//!
+//! Messages are shown in the Step Functions execution history, so they hold
+//! names, ARNs and version ids only, never a secret value.
+
+use lambda_runtime::Diagnostic;
+
+/// The execution input has a known field with a wrong type or value.
+pub const INVALID_INPUT: &str = "InvalidInput";
+/// A Lambda's environment is missing a variable or holds an invalid value.
+pub const CONFIGURATION_ERROR: &str = "ConfigurationError";
+/// The active-user parameter holds neither of the two configured users.
+pub const INVALID_ACTIVE_USER: &str = "InvalidActiveUser";
+/// The active-user parameter does not exist.
+pub const PARAMETER_NOT_FOUND: &str = "ParameterNotFound";
+/// A user's secret, or the version the step needs, does not exist.
+pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+/// A secret's value is not the JSON the product expects.
+pub const SECRET_MALFORMED: &str = "SecretMalformed";
+/// One of the two database users does not exist.
+pub const USER_NOT_FOUND: &str = "UserNotFound";
+/// The two users' privileges, memberships or owned objects differ.
+pub const PRIVILEGE_DRIFT: &str = "PrivilegeDrift";
+/// The inactive user still has sessions (old tasks draining). Retryable.
+pub const INACTIVE_USER_IN_USE: &str = "InactiveUserInUse";
+/// The database refused a login with the password the step tried.
+pub const LOGIN_REJECTED: &str = "LoginRejected";
+/// The database could not be reached or failed transiently. Retryable.
+pub const DATABASE_UNAVAILABLE: &str = "DatabaseUnavailable";
+/// The database answered with an error that retrying will not fix.
+pub const DATABASE_ERROR: &str = "DatabaseError";
+/// An AWS API throttled or failed transiently. Retryable.
+pub const AWS_UNAVAILABLE: &str = "AwsUnavailable";
+/// An AWS API rejected the request for a reason retrying will not fix.
+pub const AWS_REQUEST_FAILED: &str = "AwsRequestFailed";
+/// The ECS cluster or one of the services does not exist.
+pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
+/// An ECS deployment reported `FAILED` (raised by the state machine).
+pub const ROLLOUT_FAILED: &str = "RolloutFailed";
+/// The deployments did not finish before the deadline (raised by the state machine).
+pub const ROLLOUT_TIMED_OUT: &str = "RolloutTimedOut";
+/// The rotation failed after the flip and was rolled back (raised by the state machine).
+pub const ROTATION_ROLLED_BACK: &str = "RotationRolledBack";
+/// The rollback itself failed; a person must look (raised by the state machine).
+pub const ROLLBACK_FAILED: &str = "RollbackFailed";
+
+/// Every error name, with whether the state machine retries it. The offline
+/// ASL test checks this list against the names the definition uses.
+pub const ALL: &[(&str, bool)] = &[
+    (INVALID_INPUT, false),
+    (CONFIGURATION_ERROR, false),
+    (INVALID_ACTIVE_USER, false),
+    (PARAMETER_NOT_FOUND, false),
+    (SECRET_NOT_FOUND, false),
+    (SECRET_MALFORMED, false),
+    (USER_NOT_FOUND, false),
+    (PRIVILEGE_DRIFT, false),
+    (INACTIVE_USER_IN_USE, true),
+    (LOGIN_REJECTED, false),
+    (DATABASE_UNAVAILABLE, true),
+    (DATABASE_ERROR, false),
+    (AWS_UNAVAILABLE, true),
+    (AWS_REQUEST_FAILED, false),
+    (SERVICE_NOT_FOUND, false),
+    (ROLLOUT_FAILED, false),
+    (ROLLOUT_TIMED_OUT, false),
+    (ROTATION_ROLLED_BACK, false),
+    (ROLLBACK_FAILED, false),
+];
+
+/// An error of a rotation step. Each variant maps to exactly one name above.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RotationError {
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("configuration: {0}")]
+    Configuration(String),
+    #[error("parameter {parameter} holds {value:?}, which is neither {blue:?} nor {green:?}")]
+    InvalidActiveUser {
+        parameter: String,
+        value: String,
+        blue: String,
+        green: String,
+    },
+    #[error("parameter {0} does not exist")]
+    ParameterNotFound(String),
+    #[error("secret not found: {0}")]
+    SecretNotFound(String),
+    #[error("secret {secret} is malformed: {reason}")]
+    SecretMalformed { secret: String, reason: String },
+    #[error("database user {0:?} does not exist")]
+    UserNotFound(String),
+    #[error("privileges of {a:?} and {b:?} differ: {differences}")]
+    PrivilegeDrift {
+        a: String,
+        b: String,
+        differences: String,
+    },
+    #[error("inactive user {user:?} has {sessions} live session(s); old tasks are still draining")]
+    InactiveUserInUse { user: String, sessions: i64 },
+    #[error("login as {user:?} rejected: {detail}")]
+    LoginRejected { user: String, detail: String },
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("AWS unavailable or throttling: {0}")]
+    AwsUnavailable(String),
+    #[error("AWS request failed: {0}")]
+    AwsRequestFailed(String),
+    #[error("ECS service or cluster not found: {0}")]
+    ServiceNotFound(String),
+}
+
+impl RotationError {
+    /// The stable `errorType` of this error.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::InvalidInput(_) => INVALID_INPUT,
+            Self::Configuration(_) => CONFIGURATION_ERROR,
+            Self::InvalidActiveUser { .. } => INVALID_ACTIVE_USER,
+            Self::ParameterNotFound(_) => PARAMETER_NOT_FOUND,
+            Self::SecretNotFound(_) => SECRET_NOT_FOUND,
+            Self::SecretMalformed { .. } => SECRET_MALFORMED,
+            Self::UserNotFound(_) => USER_NOT_FOUND,
+            Self::PrivilegeDrift { .. } => PRIVILEGE_DRIFT,
+            Self::InactiveUserInUse { .. } => INACTIVE_USER_IN_USE,
+            Self::LoginRejected { .. } => LOGIN_REJECTED,
+            Self::DatabaseUnavailable(_) => DATABASE_UNAVAILABLE,
+            Self::Database(_) => DATABASE_ERROR,
+            Self::AwsUnavailable(_) => AWS_UNAVAILABLE,
+            Self::AwsRequestFailed(_) => AWS_REQUEST_FAILED,
+            Self::ServiceNotFound(_) => SERVICE_NOT_FOUND,
+        }
+    }
+
+    /// Whether the state machine retries this error.
+    pub fn is_retryable(&self) -> bool {
+        ALL.iter()
+            .find(|(name, _)| *name == self.name())
+            .is_some_and(|(_, retryable)| *retryable)
+    }
+}
+
+impl From<RotationError> for Diagnostic {
+    fn from(error: RotationError) -> Self {
+        Diagnostic {
+            error_type: error.name().to_string(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_pascal_case_and_not_reserved() {
+        let mut seen = std::collections::HashSet::new();
+        for (name, _) in ALL {
+            assert!(seen.insert(*name), "duplicate error name {name}");
+            assert!(
+                !name.starts_with("States."),
+                "{name} uses the reserved prefix"
+            );
+            assert!(name.chars().next().unwrap().is_ascii_uppercase(), "{name}");
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric()), "{name}");
+        }
+    }
+
+    #[test]
+    fn diagnostic_carries_the_stable_name() {
+        let d: Diagnostic = RotationError::InactiveUserInUse {
+            user: "green".into(),
+            sessions: 3,
+        }
+        .into();
+        assert_eq!(d.error_type, "InactiveUserInUse");
+        assert!(d.error_message.contains("3 live session"));
+    }
+
+    #[test]
+    fn retryable_errors_are_the_transient_ones() {
+        assert!(RotationError::DatabaseUnavailable("x".into()).is_retryable());
+        assert!(RotationError::AwsUnavailable("x".into()).is_retryable());
+        assert!(!RotationError::LoginRejected {
+            user: "g".into(),
+            detail: "d".into()
+        }
+        .is_retryable());
+        assert!(!RotationError::InvalidInput("x".into()).is_retryable());
+    }
+}

@@ -1,0 +1,410 @@
+//! In-memory fakes of the ports, for unit tests. They keep state the way the
+//! real services do (staging labels move, passwords change, deployments get
+//! new ids), so a step that runs things in the wrong order fails its test.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::domain::{DbSecret, Endpoint, SecretVersion, AWSCURRENT, AWSPENDING};
+use crate::errors::RotationError;
+use crate::password::Password;
+use crate::ports::*;
+
+/// Queued failures for the next calls of a named operation.
+#[derive(Default)]
+pub struct Faults(Mutex<HashMap<&'static str, Vec<RotationError>>>);
+
+impl Faults {
+    pub fn push(&self, op: &'static str, error: RotationError) {
+        self.0.lock().unwrap().entry(op).or_default().push(error);
+    }
+
+    fn take(&self, op: &'static str) -> Result<(), RotationError> {
+        match self.0.lock().unwrap().get_mut(op) {
+            Some(queue) if !queue.is_empty() => Err(queue.remove(0)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct FakeParameters {
+    pub values: Mutex<HashMap<String, String>>,
+    pub puts: Mutex<u32>,
+    pub faults: Faults,
+}
+
+impl FakeParameters {
+    pub fn with(name: &str, value: &str) -> Self {
+        let p = Self::default();
+        p.values.lock().unwrap().insert(name.into(), value.into());
+        p
+    }
+
+    pub fn value(&self, name: &str) -> Option<String> {
+        self.values.lock().unwrap().get(name).cloned()
+    }
+}
+
+#[async_trait]
+impl ParameterStore for FakeParameters {
+    async fn get(&self, name: &str) -> Result<String, RotationError> {
+        self.faults.take("get")?;
+        self.value(name)
+            .ok_or_else(|| RotationError::ParameterNotFound(name.into()))
+    }
+
+    async fn put(&self, name: &str, value: &str) -> Result<(), RotationError> {
+        self.faults.take("put")?;
+        *self.puts.lock().unwrap() += 1;
+        self.values
+            .lock()
+            .unwrap()
+            .insert(name.into(), value.into());
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub struct FakeVersion {
+    pub id: String,
+    pub value: String,
+    pub stages: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct FakeSecrets {
+    pub secrets: Mutex<BTreeMap<String, Vec<FakeVersion>>>,
+    pub faults: Faults,
+}
+
+impl FakeSecrets {
+    pub fn add(&self, id: &str, version_id: &str, value: &str) {
+        self.secrets
+            .lock()
+            .unwrap()
+            .entry(id.into())
+            .or_default()
+            .push(FakeVersion {
+                id: version_id.into(),
+                value: value.into(),
+                stages: vec![AWSCURRENT.into()],
+            });
+    }
+
+    /// The version id carrying `stage`.
+    pub fn version_at(&self, id: &str, stage: &str) -> Option<String> {
+        self.secrets
+            .lock()
+            .unwrap()
+            .get(id)?
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == stage))
+            .map(|v| v.id.clone())
+    }
+
+    pub fn password_at(&self, id: &str, stage: &str) -> Option<String> {
+        let secrets = self.secrets.lock().unwrap();
+        let v = secrets
+            .get(id)?
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == stage))?;
+        let json: serde_json::Value = serde_json::from_str(&v.value).ok()?;
+        json["password"].as_str().map(str::to_string)
+    }
+
+    pub fn version_count(&self, id: &str) -> usize {
+        self.secrets.lock().unwrap().get(id).map_or(0, Vec::len)
+    }
+
+    fn move_stage(versions: &mut [FakeVersion], stage: &str, to: Option<&str>) {
+        for v in versions.iter_mut() {
+            v.stages.retain(|s| s != stage);
+        }
+        if let Some(to) = to {
+            if let Some(v) = versions.iter_mut().find(|v| v.id == to) {
+                v.stages.push(stage.into());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for FakeSecrets {
+    async fn get_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+    ) -> Result<Option<SecretVersion>, RotationError> {
+        self.faults.take("get_stage")?;
+        let secrets = self.secrets.lock().unwrap();
+        let versions = secrets
+            .get(secret_id)
+            .ok_or_else(|| RotationError::SecretNotFound(secret_id.into()))?;
+        versions
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == stage))
+            .map(|v| {
+                Ok(SecretVersion {
+                    version_id: v.id.clone(),
+                    secret: DbSecret::parse(secret_id, &v.value)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn put_pending(
+        &self,
+        secret_id: &str,
+        token: &str,
+        secret_string: &Password,
+    ) -> Result<String, RotationError> {
+        self.faults.take("put_pending")?;
+        let mut secrets = self.secrets.lock().unwrap();
+        let versions = secrets
+            .get_mut(secret_id)
+            .ok_or_else(|| RotationError::SecretNotFound(secret_id.into()))?;
+        if let Some(existing) = versions.iter().find(|v| v.id == token) {
+            // Secrets Manager: same token and value is a no-op, another value is an error.
+            return if existing.value == secret_string.expose() {
+                Ok(token.into())
+            } else {
+                Err(RotationError::AwsRequestFailed(format!(
+                    "version {token} exists with another value"
+                )))
+            };
+        }
+        Self::move_stage(versions, AWSPENDING, None);
+        versions.push(FakeVersion {
+            id: token.into(),
+            value: secret_string.expose().into(),
+            stages: vec![AWSPENDING.into()],
+        });
+        Ok(token.into())
+    }
+
+    async fn promote(&self, secret_id: &str, version_id: &str) -> Result<(), RotationError> {
+        self.faults.take("promote")?;
+        let mut secrets = self.secrets.lock().unwrap();
+        let versions = secrets
+            .get_mut(secret_id)
+            .ok_or_else(|| RotationError::SecretNotFound(secret_id.into()))?;
+        if !versions.iter().any(|v| v.id == version_id) {
+            return Err(RotationError::SecretNotFound(format!(
+                "{secret_id} version {version_id}"
+            )));
+        }
+        let old = versions
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == AWSCURRENT))
+            .map(|v| v.id.clone());
+        if old.as_deref() != Some(version_id) {
+            Self::move_stage(versions, "AWSPREVIOUS", old.as_deref());
+            Self::move_stage(versions, AWSCURRENT, Some(version_id));
+        }
+        Self::move_stage(versions, AWSPENDING, None);
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct FakeUser {
+    pub password: String,
+    pub grants: Vec<String>,
+    pub live_sessions: i64,
+    /// Whether a plaintext password ever reached the server (it must not).
+    pub saw_plaintext: bool,
+}
+
+#[derive(Default)]
+pub struct FakeDatabase {
+    pub users: Mutex<HashMap<String, FakeUser>>,
+    pub faults: Faults,
+    pub password_changes: Mutex<u32>,
+}
+
+impl FakeDatabase {
+    pub fn add_user(&self, name: &str, password: &str, grants: &[&str]) {
+        self.users.lock().unwrap().insert(
+            name.into(),
+            FakeUser {
+                password: password.into(),
+                grants: grants.iter().map(|g| g.to_string()).collect(),
+                ..FakeUser::default()
+            },
+        );
+    }
+
+    pub fn password_of(&self, user: &str) -> Option<String> {
+        self.users
+            .lock()
+            .unwrap()
+            .get(user)
+            .map(|u| u.password.clone())
+    }
+
+    pub fn logs_in(&self, user: &str, password: &str) -> bool {
+        self.password_of(user).as_deref() == Some(password)
+    }
+
+    fn login(&self, user: &str, password: &Password) -> Result<(), RotationError> {
+        if self.logs_in(user, password.expose()) {
+            Ok(())
+        } else {
+            Err(RotationError::LoginRejected {
+                user: user.into(),
+                detail: "password authentication failed".into(),
+            })
+        }
+    }
+}
+
+#[async_trait]
+impl Database for FakeDatabase {
+    async fn check_login(
+        &self,
+        _: &Endpoint,
+        user: &str,
+        password: &Password,
+    ) -> Result<(), RotationError> {
+        self.faults.take("check_login")?;
+        self.login(user, password)
+    }
+
+    async fn set_own_password(
+        &self,
+        _: &Endpoint,
+        user: &str,
+        current: &Password,
+        new: &Password,
+    ) -> Result<(), RotationError> {
+        self.faults.take("set_own_password")?;
+        self.login(user, current)?;
+        // The real adapter sends a verifier; the fake checks it is one and
+        // that it matches the new password.
+        let verifier = new.scram_verifier();
+        let mut users = self.users.lock().unwrap();
+        let u = users.get_mut(user).expect("logged in");
+        u.saw_plaintext |= !verifier.starts_with("SCRAM-SHA-256$");
+        u.password = new.expose().to_string();
+        *self.password_changes.lock().unwrap() += 1;
+        Ok(())
+    }
+
+    async fn user_facts(
+        &self,
+        _: &Endpoint,
+        login_user: &str,
+        login_password: &Password,
+        users: &[&str],
+    ) -> Result<Vec<UserFacts>, RotationError> {
+        self.faults.take("user_facts")?;
+        self.login(login_user, login_password)?;
+        let known = self.users.lock().unwrap();
+        Ok(users
+            .iter()
+            .map(|u| match known.get(*u) {
+                Some(f) => UserFacts {
+                    exists: true,
+                    grants: f.grants.clone(),
+                    live_sessions: f.live_sessions,
+                },
+                None => UserFacts::default(),
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct FakeDeployments {
+    /// cluster → service → deployments (newest first).
+    pub services: Mutex<HashMap<String, HashMap<String, Vec<DeploymentState>>>>,
+    pub forced: Mutex<Vec<String>>,
+    pub faults: Faults,
+    counter: Mutex<u32>,
+}
+
+impl FakeDeployments {
+    pub fn with_services(cluster: &str, services: &[&str]) -> Self {
+        let d = Self::default();
+        let mut map = HashMap::new();
+        for s in services {
+            map.insert(
+                s.to_string(),
+                vec![DeploymentState {
+                    id: format!("ecs-svc/initial-{s}"),
+                    status: "PRIMARY".into(),
+                    rollout_state: Some("COMPLETED".into()),
+                }],
+            );
+        }
+        d.services.lock().unwrap().insert(cluster.into(), map);
+        d
+    }
+
+    /// Sets the rollout state of every service's PRIMARY deployment.
+    pub fn set_primary_state(&self, cluster: &str, state: &str) {
+        for deployments in self
+            .services
+            .lock()
+            .unwrap()
+            .get_mut(cluster)
+            .unwrap()
+            .values_mut()
+        {
+            deployments[0].rollout_state = Some(state.into());
+        }
+    }
+}
+
+#[async_trait]
+impl Deployments for FakeDeployments {
+    async fn force_new_deployment(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> Result<String, RotationError> {
+        self.faults.take("force_new_deployment")?;
+        let mut all = self.services.lock().unwrap();
+        let deployments = all
+            .get_mut(cluster)
+            .and_then(|c| c.get_mut(service))
+            .ok_or_else(|| RotationError::ServiceNotFound(format!("{cluster}/{service}")))?;
+        let mut counter = self.counter.lock().unwrap();
+        *counter += 1;
+        let id = format!("ecs-svc/{counter}");
+        for d in deployments.iter_mut() {
+            d.status = "ACTIVE".into();
+        }
+        deployments.insert(
+            0,
+            DeploymentState {
+                id: id.clone(),
+                status: "PRIMARY".into(),
+                rollout_state: Some("IN_PROGRESS".into()),
+            },
+        );
+        self.forced.lock().unwrap().push(service.into());
+        Ok(id)
+    }
+
+    async fn describe(
+        &self,
+        cluster: &str,
+        services: &[String],
+    ) -> Result<Vec<Vec<DeploymentState>>, RotationError> {
+        self.faults.take("describe")?;
+        let all = self.services.lock().unwrap();
+        services
+            .iter()
+            .map(|s| {
+                all.get(cluster)
+                    .and_then(|c| c.get(s))
+                    .cloned()
+                    .ok_or_else(|| RotationError::ServiceNotFound(format!("{cluster}/{s}")))
+            })
+            .collect()
+    }
+}

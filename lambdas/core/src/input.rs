@@ -1,0 +1,161 @@
+//! The execution input, as users send it.
+//!
+//! `{}`, `null`, the Step Functions console's default `{"Comment": "…"}` and an
+//! EventBridge event envelope all mean "rotate with the configured defaults".
+//! Unknown fields are ignored; a known field with a wrong type or value is an
+//! `InvalidInput` error naming the field.
+
+use serde_json::Value;
+
+use crate::errors::RotationError;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionInput {
+    pub dry_run: bool,
+    /// Overrides the configured service list.
+    pub services: Option<Vec<String>>,
+    pub reason: Option<String>,
+}
+
+impl ExecutionInput {
+    pub fn parse(raw: &Value) -> Result<Self, RotationError> {
+        let top = match raw {
+            Value::Null => return Ok(Self::default()),
+            Value::Object(map) => map,
+            other => {
+                return Err(RotationError::InvalidInput(format!(
+                    "the execution input must be a JSON object, got {}",
+                    kind(other)
+                )))
+            }
+        };
+        // An EventBridge event (a rule target without an input transformer)
+        // carries its payload in `detail`; fields at the top level win.
+        let detail = match (top.get("detail-type"), top.get("detail")) {
+            (Some(_), Some(Value::Object(d))) => Some(d),
+            _ => None,
+        };
+        let field = |name: &str| top.get(name).or_else(|| detail.and_then(|d| d.get(name)));
+
+        let dry_run = match field("dryRun") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(RotationError::InvalidInput(format!(
+                    "field \"dryRun\" must be true or false, got {}",
+                    kind(other)
+                )))
+            }
+        };
+        let services = match field("services") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => {
+                let mut services = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) if !s.trim().is_empty() => {
+                            services.push(s.trim().to_string())
+                        }
+                        other => {
+                            return Err(RotationError::InvalidInput(format!(
+                                "field \"services\"[{i}] must be a non-empty service name, got {}",
+                                kind(other)
+                            )))
+                        }
+                    }
+                }
+                if services.is_empty() {
+                    return Err(RotationError::InvalidInput(
+                        "field \"services\" must name at least one service (omit it to use the configured list)".into(),
+                    ));
+                }
+                Some(services)
+            }
+            Some(other) => {
+                return Err(RotationError::InvalidInput(format!(
+                    "field \"services\" must be a list of service names, got {}",
+                    kind(other)
+                )))
+            }
+        };
+        let reason = match field("reason") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.chars().take(256).collect()),
+            Some(other) => {
+                return Err(RotationError::InvalidInput(format!(
+                    "field \"reason\" must be a string, got {}",
+                    kind(other)
+                )))
+            }
+        };
+        Ok(Self {
+            dry_run,
+            services,
+            reason,
+        })
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_inputs_users_send_start_a_normal_rotation() {
+        for raw in [
+            json!(null),
+            json!({}),
+            json!({"Comment": "Insert your JSON here"}),
+            json!({"version": "0", "id": "e", "detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}}),
+            json!({"somethingElse": [1, 2]}),
+        ] {
+            assert_eq!(
+                ExecutionInput::parse(&raw).unwrap(),
+                ExecutionInput::default(),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn known_fields_are_read() {
+        let i =
+            ExecutionInput::parse(&json!({"dryRun": true, "services": ["web"], "reason": "audit"}))
+                .unwrap();
+        assert!(i.dry_run);
+        assert_eq!(i.services, Some(vec!["web".to_string()]));
+        assert_eq!(i.reason.as_deref(), Some("audit"));
+        let e = ExecutionInput::parse(&json!({"detail-type": "x", "detail": {"dryRun": true}}))
+            .unwrap();
+        assert!(e.dry_run);
+    }
+
+    #[test]
+    fn bad_known_fields_name_the_field() {
+        for (raw, field) in [
+            (json!({"dryRun": "yes"}), "dryRun"),
+            (json!({"services": []}), "services"),
+            (json!({"services": "web"}), "services"),
+            (json!({"services": ["web", 3]}), "services\"[1]"),
+            (json!({"services": [""]}), "services\"[0]"),
+            (json!({"reason": 5}), "reason"),
+            (json!([1, 2]), "JSON object"),
+        ] {
+            let err = ExecutionInput::parse(&raw).unwrap_err();
+            assert_eq!(err.name(), "InvalidInput");
+            assert!(err.to_string().contains(field), "{err} should name {field}");
+        }
+    }
+}

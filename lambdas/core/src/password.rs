@@ -1,0 +1,223 @@
+//! Passwords: a redacting holder and a CSPRNG generator with a policy.
+
+use rand::seq::IndexedRandom;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::errors::RotationError;
+
+/// A database password. `Debug` prints a redaction marker (via `secrecy`),
+/// and there is no `Display` or `Serialize`: the plaintext is reachable only
+/// through [`Password::expose`], which is called where the value is handed to
+/// Secrets Manager or used for a login.
+#[derive(Clone)]
+pub struct Password(SecretString);
+
+impl Password {
+    pub fn new(value: String) -> Self {
+        Self(SecretString::from(value))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The SCRAM-SHA-256 verifier of this password, computed here so that the
+    /// plaintext never reaches the database server or its logs.
+    pub fn scram_verifier(&self) -> String {
+        postgres_protocol::password::scram_sha_256(self.expose().as_bytes())
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// Characters left out by default: those that break URLs, `.pgpass` files and
+/// shell quoting (`: / @ " ' \` and backtick), and whitespace.
+pub const DEFAULT_EXCLUDED: &str = ":/@\"'\\`";
+
+pub const MIN_LENGTH: usize = 16;
+pub const MAX_LENGTH: usize = 128;
+
+/// How new passwords are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    length: usize,
+    alphabet: Vec<char>,
+    classes: Vec<Vec<char>>,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self::new(32, DEFAULT_EXCLUDED).expect("the default policy is valid")
+    }
+}
+
+impl PasswordPolicy {
+    /// A policy of `length` printable ASCII characters without `excluded`,
+    /// holding at least one lower-case letter, upper-case letter, digit and
+    /// (if any is left) punctuation character.
+    pub fn new(length: usize, excluded: &str) -> Result<Self, RotationError> {
+        if !(MIN_LENGTH..=MAX_LENGTH).contains(&length) {
+            return Err(RotationError::Configuration(format!(
+                "PASSWORD_LENGTH must be between {MIN_LENGTH} and {MAX_LENGTH}, got {length}"
+            )));
+        }
+        let keep = |c: &char| !excluded.contains(*c) && !c.is_whitespace();
+        let class = |range: &mut dyn Iterator<Item = char>| range.filter(keep).collect::<Vec<_>>();
+        let lower = class(&mut ('a'..='z'));
+        let upper = class(&mut ('A'..='Z'));
+        let digits = class(&mut ('0'..='9'));
+        let punct = class(&mut ('!'..='~').filter(|c| c.is_ascii_punctuation()));
+        for (name, set) in [
+            ("lower-case", &lower),
+            ("upper-case", &upper),
+            ("digit", &digits),
+        ] {
+            if set.is_empty() {
+                return Err(RotationError::Configuration(format!(
+                    "PASSWORD_EXCLUDE_CHARACTERS removes every {name} character"
+                )));
+            }
+        }
+        let mut classes = vec![lower, upper, digits];
+        if !punct.is_empty() {
+            classes.push(punct);
+        }
+        let alphabet = classes.concat();
+        Ok(Self {
+            length,
+            alphabet,
+            classes,
+        })
+    }
+
+    pub fn length(&self) -> usize {
+        self.length
+    }
+
+    /// Whether `candidate` satisfies this policy.
+    pub fn accepts(&self, candidate: &str) -> bool {
+        candidate.chars().count() == self.length
+            && candidate.chars().all(|c| self.alphabet.contains(&c))
+            && self
+                .classes
+                .iter()
+                .all(|class| candidate.chars().any(|c| class.contains(&c)))
+    }
+
+    /// A new password from the operating system's CSPRNG (via `rand`'s
+    /// thread RNG, which is seeded from and periodically reseeded by the OS).
+    pub fn generate(&self) -> Password {
+        let mut rng = rand::rng();
+        loop {
+            // Rejection sampling keeps the distribution uniform over all
+            // passwords that satisfy the policy.
+            let candidate: String = (0..self.length)
+                .map(|_| {
+                    *self
+                        .alphabet
+                        .choose(&mut rng)
+                        .expect("alphabet is not empty")
+                })
+                .collect();
+            if self.accepts(&candidate) {
+                return Password::new(candidate);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let p = Password::new("hunter2-very-secret".into());
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("hunter2"));
+        assert_eq!(shown, "Password(***)");
+    }
+
+    #[test]
+    fn generated_passwords_follow_the_default_policy() {
+        let policy = PasswordPolicy::default();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let p = policy.generate();
+            assert!(policy.accepts(p.expose()));
+            assert_eq!(p.expose().len(), 32);
+            for c in DEFAULT_EXCLUDED.chars() {
+                assert!(!p.expose().contains(c));
+            }
+            assert!(!p.expose().chars().any(char::is_whitespace));
+            assert!(seen.insert(p.expose().to_string()), "a password repeated");
+        }
+    }
+
+    #[test]
+    fn every_allowed_character_shows_up() {
+        // With 2000 × 32 draws over ~88 characters, a character never drawn
+        // would mean the generator is biased or the alphabet is wrong.
+        let policy = PasswordPolicy::default();
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..2000 {
+            for c in policy.generate().expose().chars() {
+                *counts.entry(c).or_insert(0u32) += 1;
+            }
+        }
+        assert_eq!(counts.len(), policy.alphabet.len());
+    }
+
+    #[test]
+    fn length_bounds_are_enforced() {
+        assert!(PasswordPolicy::new(15, "").is_err());
+        assert!(PasswordPolicy::new(129, "").is_err());
+        assert_eq!(
+            PasswordPolicy::new(16, "")
+                .unwrap()
+                .generate()
+                .expose()
+                .len(),
+            16
+        );
+        assert_eq!(
+            PasswordPolicy::new(128, "")
+                .unwrap()
+                .generate()
+                .expose()
+                .len(),
+            128
+        );
+    }
+
+    #[test]
+    fn excluding_a_whole_class_is_a_configuration_error() {
+        let err = PasswordPolicy::new(32, "0123456789").unwrap_err();
+        assert_eq!(err.name(), "ConfigurationError");
+    }
+
+    #[test]
+    fn excluded_punctuation_is_honoured() {
+        let all_punct: String = ('!'..='~').filter(|c| c.is_ascii_punctuation()).collect();
+        let policy = PasswordPolicy::new(20, &all_punct).unwrap();
+        for _ in 0..200 {
+            assert!(policy
+                .generate()
+                .expose()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric()));
+        }
+    }
+
+    #[test]
+    fn scram_verifier_hides_the_plaintext() {
+        let p = Password::new("correct-horse-battery".into());
+        let v = p.scram_verifier();
+        assert!(v.starts_with("SCRAM-SHA-256$4096:"));
+        assert!(!v.contains("correct-horse"));
+    }
+}

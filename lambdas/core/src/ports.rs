@@ -1,0 +1,111 @@
+//! Ports: the narrow capabilities the steps need. Adapters in
+//! [`crate::adapters`] implement them on the AWS SDK and tokio-postgres;
+//! [`crate::fakes`] implements them in memory for unit tests.
+
+use async_trait::async_trait;
+
+use crate::domain::{Endpoint, SecretVersion};
+use crate::errors::RotationError;
+use crate::password::Password;
+
+/// The active-user pointer (SSM Parameter Store).
+#[async_trait]
+pub trait ParameterStore: Send + Sync {
+    async fn get(&self, name: &str) -> Result<String, RotationError>;
+    async fn put(&self, name: &str, value: &str) -> Result<(), RotationError>;
+}
+
+/// Where each user's password lives (Secrets Manager), with staging labels.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The version carrying `stage`, or `None` when no version carries it.
+    /// A missing secret is `SecretNotFound`.
+    async fn get_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+    ) -> Result<Option<SecretVersion>, RotationError>;
+
+    /// Stores a new version labelled `AWSPENDING` only. Idempotent for the
+    /// same `token` and value. Returns the version id (equal to the token).
+    async fn put_pending(
+        &self,
+        secret_id: &str,
+        token: &str,
+        secret_string: &Password,
+    ) -> Result<String, RotationError>;
+
+    /// Moves `AWSCURRENT` to `version_id` (the old current version keeps
+    /// `AWSPREVIOUS`) and removes `AWSPENDING` from it. Idempotent.
+    async fn promote(&self, secret_id: &str, version_id: &str) -> Result<(), RotationError>;
+}
+
+/// What preflight learns about the two users.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserFacts {
+    pub exists: bool,
+    /// Sorted, comparable descriptions of what the user may do: role
+    /// memberships, privileges granted to it directly, objects it owns.
+    pub grants: Vec<String>,
+    pub live_sessions: i64,
+}
+
+/// The PostgreSQL database the two users live in.
+#[async_trait]
+pub trait Database: Send + Sync {
+    /// Logs in as `user` with `password` and runs a trivial query.
+    async fn check_login(
+        &self,
+        endpoint: &Endpoint,
+        user: &str,
+        password: &Password,
+    ) -> Result<(), RotationError>;
+
+    /// Logs in as `user` with `current` and changes its own password to `new`,
+    /// sending only a SCRAM-SHA-256 verifier.
+    async fn set_own_password(
+        &self,
+        endpoint: &Endpoint,
+        user: &str,
+        current: &Password,
+        new: &Password,
+    ) -> Result<(), RotationError>;
+
+    /// Logs in as `login_user` and reads the facts about each of `users`.
+    async fn user_facts(
+        &self,
+        endpoint: &Endpoint,
+        login_user: &str,
+        login_password: &Password,
+        users: &[&str],
+    ) -> Result<Vec<UserFacts>, RotationError>;
+}
+
+/// The state of one ECS deployment of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentState {
+    pub id: String,
+    /// `PRIMARY`, `ACTIVE` or `INACTIVE`.
+    pub status: String,
+    /// `IN_PROGRESS`, `COMPLETED` or `FAILED` (absent for services without
+    /// deployment circuit breaker data).
+    pub rollout_state: Option<String>,
+}
+
+/// ECS services and their deployments.
+#[async_trait]
+pub trait Deployments: Send + Sync {
+    /// `UpdateService` with `forceNewDeployment`; returns the new PRIMARY deployment id.
+    async fn force_new_deployment(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> Result<String, RotationError>;
+
+    /// The deployments of each service, in the order asked.
+    async fn describe(
+        &self,
+        cluster: &str,
+        services: &[String],
+    ) -> Result<Vec<Vec<DeploymentState>>, RotationError>;
+}

@@ -1,0 +1,406 @@
+//! The six rotation steps. Each is a plain async function over the ports, so
+//! the Lambda binaries stay a few lines and unit tests run them on fakes.
+
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::config::{TargetConfig, UserKeys};
+use crate::domain::*;
+use crate::errors::RotationError;
+use crate::input::ExecutionInput;
+use crate::password::PasswordPolicy;
+use crate::ports::*;
+
+/// What the state machine passes to `select-user`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectRequest {
+    #[serde(default)]
+    pub input: Value,
+    pub execution_id: String,
+    pub execution_name: String,
+}
+
+/// What the state machine passes to `verify-login`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerifyRequest {
+    pub plan: Plan,
+    pub pending: PendingPassword,
+}
+
+/// The `ClientRequestToken` (32 hex characters) for an execution: the same for
+/// every retry and redrive of that execution, different for every other one.
+pub fn client_request_token(execution_id: &str) -> String {
+    let digest = Sha256::digest(execution_id.as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+async fn current_secret(
+    secrets: &dyn SecretStore,
+    secret_id: &str,
+) -> Result<SecretVersion, RotationError> {
+    secrets
+        .get_stage(secret_id, AWSCURRENT)
+        .await?
+        .ok_or_else(|| {
+            RotationError::SecretNotFound(format!("{secret_id} has no {AWSCURRENT} version"))
+        })
+}
+
+/// Step 1: read the pointer, pick the inactive user, check that rotating it is safe.
+pub async fn select_user(
+    config: &TargetConfig,
+    request: &SelectRequest,
+    parameters: &dyn ParameterStore,
+    secrets: &dyn SecretStore,
+    database: &dyn Database,
+) -> Result<Plan, RotationError> {
+    let input = ExecutionInput::parse(&request.input)?;
+    let active = parameters.get(&config.parameter_name).await?;
+    let active = active.trim().to_string();
+    let invalid = || RotationError::InvalidActiveUser {
+        parameter: config.parameter_name.clone(),
+        value: active.clone(),
+        blue: config.blue_user.clone(),
+        green: config.green_user.clone(),
+    };
+    let target = config.other(&active).ok_or_else(invalid)?.to_string();
+    let active_secret_id = config.secret_of(&active).ok_or_else(invalid)?;
+    let target_secret_id = config.secret_of(&target).ok_or_else(invalid)?;
+
+    let active_secret = current_secret(secrets, active_secret_id).await?;
+    let target_secret = current_secret(secrets, target_secret_id).await?;
+    let (active_role, target_role) = (
+        active_secret.secret.username(),
+        target_secret.secret.username(),
+    );
+    if active_role == target_role {
+        return Err(RotationError::Configuration(format!(
+            "both secrets name the database user {active_role:?}; blue and green must be two users"
+        )));
+    }
+
+    // Preflight, as the active user: its password is known to work.
+    let facts = database
+        .user_facts(
+            &active_secret.secret.endpoint(),
+            active_role,
+            active_secret.secret.password(),
+            &[active_role, target_role],
+        )
+        .await?;
+    for (role, fact) in [active_role, target_role].iter().zip(&facts) {
+        if !fact.exists {
+            return Err(RotationError::UserNotFound(role.to_string()));
+        }
+    }
+    let differences =
+        grant_differences(active_role, &facts[0].grants, target_role, &facts[1].grants);
+    if !differences.is_empty() {
+        return Err(RotationError::PrivilegeDrift {
+            a: active_role.to_string(),
+            b: target_role.to_string(),
+            differences,
+        });
+    }
+    if facts[1].live_sessions > 0 {
+        return Err(RotationError::InactiveUserInUse {
+            user: target_role.to_string(),
+            sessions: facts[1].live_sessions,
+        });
+    }
+
+    let plan = Plan {
+        execution_name: request.execution_name.clone(),
+        client_request_token: client_request_token(&request.execution_id),
+        parameter_name: config.parameter_name.clone(),
+        previous_user: active,
+        target_user: target,
+        target_secret_id: target_secret_id.to_string(),
+        previous_secret_id: active_secret_id.to_string(),
+        cluster: config.cluster.clone(),
+        services: input.services.unwrap_or_else(|| config.services.clone()),
+        dry_run: input.dry_run,
+        stable_poll_seconds: config.stable_poll_seconds,
+        stable_max_polls: config.stable_max_polls(),
+        reason: input.reason,
+    };
+    info!(
+        previous_user = %plan.previous_user,
+        target_user = %plan.target_user,
+        services = plan.services.len(),
+        dry_run = plan.dry_run,
+        "selected the inactive user"
+    );
+    Ok(plan)
+}
+
+/// Lists what one user may do and the other may not, in both directions.
+fn grant_differences(a: &str, a_grants: &[String], b: &str, b_grants: &[String]) -> String {
+    let only = |x: &[String], y: &[String]| -> Vec<String> {
+        x.iter().filter(|g| !y.contains(g)).cloned().collect()
+    };
+    let (only_a, only_b) = (only(a_grants, b_grants), only(b_grants, a_grants));
+    let mut parts = Vec::new();
+    if !only_a.is_empty() {
+        parts.push(format!("only {a:?}: {}", only_a.join(", ")));
+    }
+    if !only_b.is_empty() {
+        parts.push(format!("only {b:?}: {}", only_b.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// Step 2: stage a new password as `AWSPENDING` and set it in the database.
+/// An existing `AWSPENDING` version (an interrupted rotation) is resumed
+/// instead of generating another.
+pub async fn generate_and_set_password(
+    plan: &Plan,
+    policy: &PasswordPolicy,
+    secrets: &dyn SecretStore,
+    database: &dyn Database,
+) -> Result<PendingPassword, RotationError> {
+    let secret_id = &plan.target_secret_id;
+    let current = current_secret(secrets, secret_id).await?;
+    let pending = secrets.get_stage(secret_id, AWSPENDING).await?;
+    let (version_id, staged, resumed) = match pending {
+        Some(p) if p.version_id != current.version_id => {
+            info!(version_id = %p.version_id, "resuming the pending version");
+            (p.version_id, p.secret, true)
+        }
+        _ => {
+            let staged = current.secret.with_password(policy.generate());
+            let version_id = secrets
+                .put_pending(
+                    secret_id,
+                    &plan.client_request_token,
+                    &staged.to_secret_string(),
+                )
+                .await?;
+            info!(%version_id, "staged a new version as AWSPENDING");
+            (version_id, staged, false)
+        }
+    };
+    if staged.username() != current.secret.username() {
+        return Err(RotationError::SecretMalformed {
+            secret: secret_id.clone(),
+            reason: format!(
+                "the AWSPENDING version names user {:?}, AWSCURRENT names {:?}",
+                staged.username(),
+                current.secret.username()
+            ),
+        });
+    }
+
+    let endpoint = current.secret.endpoint();
+    let user = current.secret.username();
+    match database
+        .set_own_password(
+            &endpoint,
+            user,
+            current.secret.password(),
+            staged.password(),
+        )
+        .await
+    {
+        Ok(()) => info!(user, "set the new password in the database"),
+        Err(RotationError::LoginRejected { .. }) => {
+            // A replay after the password was already set: the current one no
+            // longer works, the staged one must.
+            database
+                .check_login(&endpoint, user, staged.password())
+                .await
+                .map_err(|e| match e {
+                    RotationError::LoginRejected { user, .. } => RotationError::LoginRejected {
+                        user,
+                        detail: "neither the AWSCURRENT nor the AWSPENDING password logs in".into(),
+                    },
+                    other => other,
+                })?;
+            warn!(user, "the pending password was already set; continuing");
+        }
+        Err(other) => return Err(other),
+    }
+    Ok(PendingPassword {
+        version_id,
+        resumed,
+    })
+}
+
+/// Step 3: log in with the pending password, then promote it to `AWSCURRENT`.
+pub async fn verify_login(
+    plan: &Plan,
+    pending: &PendingPassword,
+    secrets: &dyn SecretStore,
+    database: &dyn Database,
+) -> Result<Verified, RotationError> {
+    let secret_id = &plan.target_secret_id;
+    let current = current_secret(secrets, secret_id).await?;
+    if current.version_id == pending.version_id {
+        // Promoted by an earlier attempt: it must still log in.
+        database
+            .check_login(
+                &current.secret.endpoint(),
+                current.secret.username(),
+                current.secret.password(),
+            )
+            .await?;
+        return Ok(Verified {
+            version_id: current.version_id,
+            already_current: true,
+        });
+    }
+    let staged = secrets
+        .get_stage(secret_id, AWSPENDING)
+        .await?
+        .filter(|v| v.version_id == pending.version_id)
+        .ok_or_else(|| {
+            RotationError::SecretNotFound(format!(
+                "{secret_id} has no {AWSPENDING} version {}",
+                pending.version_id
+            ))
+        })?;
+    database
+        .check_login(
+            &staged.secret.endpoint(),
+            staged.secret.username(),
+            staged.secret.password(),
+        )
+        .await?;
+    secrets.promote(secret_id, &staged.version_id).await?;
+    info!(version_id = %staged.version_id, "verified the login and promoted the version to AWSCURRENT");
+    Ok(Verified {
+        version_id: staged.version_id,
+        already_current: false,
+    })
+}
+
+/// Step 4 (and the rollback's first step): point the parameter at a user.
+pub async fn flip_parameter(
+    request: &FlipRequest,
+    users: &UserKeys,
+    parameters: &dyn ParameterStore,
+) -> Result<Flipped, RotationError> {
+    if !users.contains(&request.to) {
+        return Err(RotationError::InvalidInput(format!(
+            "field \"to\" must be {:?} or {:?}, got {:?}",
+            users.blue, users.green, request.to
+        )));
+    }
+    let was = parameters
+        .get(&request.parameter_name)
+        .await?
+        .trim()
+        .to_string();
+    let changed = was != request.to;
+    if changed {
+        parameters.put(&request.parameter_name, &request.to).await?;
+    }
+    info!(parameter = %request.parameter_name, %was, active_user = %request.to, changed, "flipped the active user");
+    Ok(Flipped {
+        active_user: request.to.clone(),
+        was,
+        changed,
+    })
+}
+
+/// Step 5: force a new deployment of every service, all at once.
+pub async fn redeploy_ecs(
+    request: &RedeployRequest,
+    deployments: &dyn Deployments,
+) -> Result<Rollout, RotationError> {
+    if request.services.is_empty() {
+        return Err(RotationError::InvalidInput(
+            "field \"services\" is empty".into(),
+        ));
+    }
+    let started = futures::future::join_all(
+        request
+            .services
+            .iter()
+            .map(|service| deployments.force_new_deployment(&request.cluster, service)),
+    )
+    .await;
+    let mut out = Vec::with_capacity(started.len());
+    for (service, result) in request.services.iter().zip(started) {
+        let deployment_id = result?;
+        info!(cluster = %request.cluster, %service, %deployment_id, "forced a new deployment");
+        out.push(ServiceDeployment {
+            service: service.clone(),
+            deployment_id,
+            rollout_state: None,
+        });
+    }
+    Ok(Rollout {
+        cluster: request.cluster.clone(),
+        deployments: out,
+        status: RolloutStatus::InProgress,
+        poll: 0,
+        max_polls: request.stable_max_polls.max(1),
+        poll_seconds: request.stable_poll_seconds,
+    })
+}
+
+/// Step 6: look at the deployments once. The state machine waits between
+/// polls and enforces the deadline (`poll` reaching `max_polls`).
+pub async fn wait_for_stable(
+    rollout: &Rollout,
+    deployments: &dyn Deployments,
+) -> Result<Rollout, RotationError> {
+    let services: Vec<String> = rollout
+        .deployments
+        .iter()
+        .map(|d| d.service.clone())
+        .collect();
+    let described = deployments.describe(&rollout.cluster, &services).await?;
+    let mut next = rollout.clone();
+    let mut states = Vec::with_capacity(services.len());
+    for (tracked, current) in next.deployments.iter_mut().zip(described) {
+        let state = service_state(&tracked.deployment_id, &current);
+        tracked.rollout_state = Some(state_name(state).to_string());
+        states.push(state);
+    }
+    next.status = if states.contains(&RolloutStatus::Failed) {
+        RolloutStatus::Failed
+    } else if states.iter().all(|s| *s == RolloutStatus::Completed) {
+        RolloutStatus::Completed
+    } else {
+        RolloutStatus::InProgress
+    };
+    next.poll = rollout.poll + 1;
+    info!(cluster = %rollout.cluster, status = ?next.status, poll = next.poll, max_polls = next.max_polls, "polled the rollout");
+    Ok(next)
+}
+
+fn state_name(s: RolloutStatus) -> &'static str {
+    match s {
+        RolloutStatus::InProgress => "IN_PROGRESS",
+        RolloutStatus::Completed => "COMPLETED",
+        RolloutStatus::Failed => "FAILED",
+    }
+}
+
+/// The state of our deployment of one service. If a newer deployment replaced
+/// ours (someone deployed meanwhile), that one started after the flip too,
+/// so its outcome stands for ours.
+fn service_state(ours: &str, deployments: &[DeploymentState]) -> RolloutStatus {
+    let tracked = deployments
+        .iter()
+        .find(|d| d.id == ours)
+        .or_else(|| deployments.iter().find(|d| d.status == "PRIMARY"));
+    let Some(d) = tracked else {
+        return RolloutStatus::InProgress;
+    };
+    match d.rollout_state.as_deref() {
+        Some("FAILED") => RolloutStatus::Failed,
+        Some("COMPLETED") if d.status == "PRIMARY" => RolloutStatus::Completed,
+        // Without rollout data, a PRIMARY deployment that is the only one left is done.
+        None if d.status == "PRIMARY" && deployments.len() == 1 => RolloutStatus::Completed,
+        _ => RolloutStatus::InProgress,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,500 @@
+use serde_json::json;
+
+use super::*;
+use crate::fakes::*;
+
+const PARAM: &str = "/app/db/active-user";
+const BLUE_SECRET: &str = "app/db/blue";
+const GREEN_SECRET: &str = "app/db/green";
+const GRANTS: &[&str] = &["member of app_owner", "CONNECT on database app"];
+
+struct World {
+    config: TargetConfig,
+    parameters: FakeParameters,
+    secrets: FakeSecrets,
+    database: FakeDatabase,
+    deployments: FakeDeployments,
+    policy: PasswordPolicy,
+}
+
+fn secret_json(user: &str, password: &str) -> String {
+    json!({"engine": "postgres", "host": "127.0.0.1", "port": 5432, "dbname": "app", "username": user, "password": password}).to_string()
+}
+
+fn world() -> World {
+    let config = TargetConfig {
+        parameter_name: PARAM.into(),
+        blue_user: "blue".into(),
+        green_user: "green".into(),
+        blue_secret_id: BLUE_SECRET.into(),
+        green_secret_id: GREEN_SECRET.into(),
+        cluster: "app".into(),
+        services: vec!["web".into(), "worker".into()],
+        stable_poll_seconds: 10,
+        stable_timeout_seconds: 95,
+    };
+    let secrets = FakeSecrets::default();
+    secrets.add(BLUE_SECRET, "blue-v1", &secret_json("blue", "blue-pass-1"));
+    secrets.add(
+        GREEN_SECRET,
+        "green-v1",
+        &secret_json("green", "green-pass-1"),
+    );
+    let database = FakeDatabase::default();
+    database.add_user("blue", "blue-pass-1", GRANTS);
+    database.add_user("green", "green-pass-1", GRANTS);
+    World {
+        config,
+        parameters: FakeParameters::with(PARAM, "blue"),
+        secrets,
+        database,
+        deployments: FakeDeployments::with_services("app", &["web", "worker"]),
+        policy: PasswordPolicy::default(),
+    }
+}
+
+fn request(input: serde_json::Value) -> SelectRequest {
+    SelectRequest {
+        input,
+        execution_id: "arn:aws:states:us-east-1:123456789012:execution:rotation:exec-1".into(),
+        execution_name: "exec-1".into(),
+    }
+}
+
+impl World {
+    async fn select(&self, input: serde_json::Value) -> Result<Plan, RotationError> {
+        select_user(
+            &self.config,
+            &request(input),
+            &self.parameters,
+            &self.secrets,
+            &self.database,
+        )
+        .await
+    }
+
+    async fn generate(&self, plan: &Plan) -> Result<PendingPassword, RotationError> {
+        generate_and_set_password(plan, &self.policy, &self.secrets, &self.database).await
+    }
+
+    async fn verify(
+        &self,
+        plan: &Plan,
+        pending: &PendingPassword,
+    ) -> Result<Verified, RotationError> {
+        verify_login(plan, pending, &self.secrets, &self.database).await
+    }
+
+    async fn flip(&self, to: &str) -> Result<Flipped, RotationError> {
+        let users = UserKeys {
+            blue: "blue".into(),
+            green: "green".into(),
+        };
+        flip_parameter(
+            &FlipRequest {
+                parameter_name: PARAM.into(),
+                to: to.into(),
+            },
+            &users,
+            &self.parameters,
+        )
+        .await
+    }
+
+    async fn redeploy(&self, plan: &Plan) -> Result<Rollout, RotationError> {
+        let request = RedeployRequest {
+            cluster: plan.cluster.clone(),
+            services: plan.services.clone(),
+            stable_poll_seconds: plan.stable_poll_seconds,
+            stable_max_polls: plan.stable_max_polls,
+        };
+        redeploy_ecs(&request, &self.deployments).await
+    }
+
+    /// The invariant: the user the parameter names logs in with its AWSCURRENT password.
+    fn invariant_holds(&self) -> bool {
+        let active = self.parameters.value(PARAM).unwrap();
+        let secret = self.config.secret_of(&active).unwrap();
+        let password = self.secrets.password_at(secret, AWSCURRENT).unwrap();
+        self.database.logs_in(&active, &password)
+    }
+}
+
+#[tokio::test]
+async fn a_full_rotation_changes_only_the_inactive_user() {
+    let w = world();
+    let plan = w
+        .select(json!({"Comment": "Insert your JSON here"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (plan.previous_user.as_str(), plan.target_user.as_str()),
+        ("blue", "green")
+    );
+    assert_eq!(plan.target_secret_id, GREEN_SECRET);
+    assert_eq!(plan.services, vec!["web", "worker"]);
+    assert_eq!(plan.stable_max_polls, 10);
+    assert_eq!(plan.client_request_token.len(), 32);
+    assert!(w.invariant_holds());
+
+    let pending = w.generate(&plan).await.unwrap();
+    assert!(!pending.resumed);
+    assert_eq!(
+        w.secrets.version_at(GREEN_SECRET, AWSPENDING).as_deref(),
+        Some(pending.version_id.as_str())
+    );
+    assert_eq!(
+        w.secrets.version_at(GREEN_SECRET, AWSCURRENT).as_deref(),
+        Some("green-v1")
+    );
+    let new_password = w.secrets.password_at(GREEN_SECRET, AWSPENDING).unwrap();
+    assert_ne!(new_password, "green-pass-1");
+    assert!(w.database.logs_in("green", &new_password));
+    assert!(!w.database.users.lock().unwrap()["green"].saw_plaintext);
+    assert!(w.invariant_holds(), "blue is still active and untouched");
+
+    let verified = w.verify(&plan, &pending).await.unwrap();
+    assert!(!verified.already_current);
+    assert_eq!(
+        w.secrets.version_at(GREEN_SECRET, AWSCURRENT),
+        Some(pending.version_id.clone())
+    );
+    assert_eq!(
+        w.secrets.version_at(GREEN_SECRET, "AWSPREVIOUS").as_deref(),
+        Some("green-v1")
+    );
+    assert_eq!(w.secrets.version_at(GREEN_SECRET, AWSPENDING), None);
+
+    let flipped = w.flip(&plan.target_user).await.unwrap();
+    assert_eq!((flipped.was.as_str(), flipped.changed), ("blue", true));
+    assert_eq!(w.parameters.value(PARAM).as_deref(), Some("green"));
+    assert!(w.invariant_holds());
+
+    let rollout = w.redeploy(&plan).await.unwrap();
+    assert_eq!(rollout.deployments.len(), 2);
+    assert_eq!(*w.deployments.forced.lock().unwrap(), vec!["web", "worker"]);
+    let polled = wait_for_stable(&rollout, &w.deployments).await.unwrap();
+    assert_eq!((polled.status, polled.poll), (RolloutStatus::InProgress, 1));
+    w.deployments.set_primary_state("app", "COMPLETED");
+    let polled = wait_for_stable(&polled, &w.deployments).await.unwrap();
+    assert_eq!((polled.status, polled.poll), (RolloutStatus::Completed, 2));
+
+    // Blue was never touched.
+    assert_eq!(
+        w.database.password_of("blue").as_deref(),
+        Some("blue-pass-1")
+    );
+    assert_eq!(w.secrets.version_count(BLUE_SECRET), 1);
+    assert_eq!(*w.database.password_changes.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn the_next_rotation_rotates_the_other_user() {
+    let w = world();
+    w.parameters.put(PARAM, "green").await.unwrap();
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(
+        (plan.previous_user.as_str(), plan.target_user.as_str()),
+        ("green", "blue")
+    );
+    assert_eq!(plan.target_secret_id, BLUE_SECRET);
+}
+
+#[tokio::test]
+async fn input_overrides_services_and_sets_dry_run() {
+    let w = world();
+    let plan = w
+        .select(json!({"services": ["web"], "dryRun": true, "reason": "audit"}))
+        .await
+        .unwrap();
+    assert_eq!(plan.services, vec!["web"]);
+    assert!(plan.dry_run);
+    assert_eq!(plan.reason.as_deref(), Some("audit"));
+    let err = w.select(json!({"services": []})).await.unwrap_err();
+    assert_eq!(err.name(), "InvalidInput");
+}
+
+#[tokio::test]
+async fn preflight_rejects_bad_state_before_anything_changes() {
+    let w = world();
+    w.parameters.put(PARAM, "purple").await.unwrap();
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "InvalidActiveUser"
+    );
+
+    let w = world();
+    w.parameters.values.lock().unwrap().clear();
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "ParameterNotFound"
+    );
+
+    let w = world();
+    w.database.users.lock().unwrap().remove("green");
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err(),
+        RotationError::UserNotFound("green".into())
+    );
+
+    let w = world();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .grants
+        .push("SELECT on table public.extra".into());
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "PrivilegeDrift");
+    assert!(
+        err.to_string()
+            .contains("only \"green\": SELECT on table public.extra"),
+        "{err}"
+    );
+
+    let w = world();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .live_sessions = 2;
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "InactiveUserInUse");
+    assert!(err.is_retryable());
+
+    let w = world();
+    w.secrets
+        .secrets
+        .lock()
+        .unwrap()
+        .get_mut(GREEN_SECRET)
+        .unwrap()[0]
+        .value = "{oops".into();
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "SecretMalformed"
+    );
+
+    let w = world();
+    w.secrets.secrets.lock().unwrap().remove(GREEN_SECRET);
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "SecretNotFound"
+    );
+
+    let w = world();
+    w.database.faults.push(
+        "user_facts",
+        RotationError::DatabaseUnavailable("refused".into()),
+    );
+    assert!(w.select(json!({})).await.unwrap_err().is_retryable());
+}
+
+#[tokio::test]
+async fn a_replayed_generate_resumes_the_pending_version() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let first = w.generate(&plan).await.unwrap();
+    let password = w.secrets.password_at(GREEN_SECRET, AWSPENDING).unwrap();
+    // Same execution replayed, and a new execution: both resume, neither makes a version.
+    let again = w.generate(&plan).await.unwrap();
+    let mut other = plan.clone();
+    other.client_request_token = client_request_token("another-execution");
+    let third = w.generate(&other).await.unwrap();
+    for p in [&again, &third] {
+        assert!(p.resumed);
+        assert_eq!(p.version_id, first.version_id);
+    }
+    assert_eq!(w.secrets.version_count(GREEN_SECRET), 2);
+    assert_eq!(
+        w.secrets.password_at(GREEN_SECRET, AWSPENDING).unwrap(),
+        password
+    );
+    assert!(w.database.logs_in("green", &password));
+}
+
+#[tokio::test]
+async fn generate_resumes_when_the_database_change_was_lost() {
+    // Crash after staging, before ALTER ROLE: the replay sets the staged password.
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    w.database.faults.push(
+        "set_own_password",
+        RotationError::DatabaseUnavailable("reset".into()),
+    );
+    assert_eq!(
+        w.generate(&plan).await.unwrap_err().name(),
+        "DatabaseUnavailable"
+    );
+    assert!(w.database.logs_in("green", "green-pass-1"));
+    let p = w.generate(&plan).await.unwrap();
+    assert!(p.resumed);
+    let staged = w.secrets.password_at(GREEN_SECRET, AWSPENDING).unwrap();
+    assert!(w.database.logs_in("green", &staged));
+}
+
+#[tokio::test]
+async fn generate_fails_when_no_known_password_logs_in() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .password = "changed-behind-our-back".into();
+    let err = w.generate(&plan).await.unwrap_err();
+    assert_eq!(err.name(), "LoginRejected");
+    assert!(err.to_string().contains("neither"));
+    assert!(w.invariant_holds());
+}
+
+#[tokio::test]
+async fn verify_rejects_a_password_that_does_not_log_in_and_promotes_nothing() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let pending = w.generate(&plan).await.unwrap();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .password = "someone-else".into();
+    let err = w.verify(&plan, &pending).await.unwrap_err();
+    assert_eq!(err.name(), "LoginRejected");
+    assert_eq!(
+        w.secrets.version_at(GREEN_SECRET, AWSCURRENT).as_deref(),
+        Some("green-v1")
+    );
+    assert_eq!(w.parameters.value(PARAM).as_deref(), Some("blue"));
+    assert!(w.invariant_holds());
+}
+
+#[tokio::test]
+async fn a_replayed_verify_is_a_no_op() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let pending = w.generate(&plan).await.unwrap();
+    w.verify(&plan, &pending).await.unwrap();
+    let again = w.verify(&plan, &pending).await.unwrap();
+    assert!(again.already_current);
+    assert_eq!(
+        w.secrets.version_at(GREEN_SECRET, AWSCURRENT),
+        Some(pending.version_id)
+    );
+}
+
+#[tokio::test]
+async fn verify_of_an_unknown_version_fails() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let err = w
+        .verify(
+            &plan,
+            &PendingPassword {
+                version_id: "nope".into(),
+                resumed: false,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "SecretNotFound");
+}
+
+#[tokio::test]
+async fn flip_is_idempotent_and_checks_the_user() {
+    let w = world();
+    assert!(w.flip("green").await.unwrap().changed);
+    let again = w.flip("green").await.unwrap();
+    assert!(!again.changed);
+    assert_eq!(*w.parameters.puts.lock().unwrap(), 1);
+    let back = w.flip("blue").await.unwrap();
+    assert_eq!(
+        (back.was.as_str(), back.active_user.as_str()),
+        ("green", "blue")
+    );
+    assert_eq!(w.flip("purple").await.unwrap_err().name(), "InvalidInput");
+    assert_eq!(w.parameters.value(PARAM).as_deref(), Some("blue"));
+}
+
+#[tokio::test]
+async fn redeploy_names_a_missing_service() {
+    let w = world();
+    let mut plan = w.select(json!({})).await.unwrap();
+    plan.services.push("ghost".into());
+    let err = w.redeploy(&plan).await.unwrap_err();
+    assert_eq!(err, RotationError::ServiceNotFound("app/ghost".into()));
+}
+
+#[tokio::test]
+async fn redeploy_passes_throttling_on_as_retryable() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    w.deployments.faults.push(
+        "force_new_deployment",
+        RotationError::AwsUnavailable("ThrottlingException".into()),
+    );
+    assert!(w.redeploy(&plan).await.unwrap_err().is_retryable());
+    assert!(w.redeploy(&plan).await.is_ok());
+}
+
+#[tokio::test]
+async fn wait_reports_a_failed_rollout() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let rollout = w.redeploy(&plan).await.unwrap();
+    w.deployments
+        .services
+        .lock()
+        .unwrap()
+        .get_mut("app")
+        .unwrap()
+        .get_mut("worker")
+        .unwrap()[0]
+        .rollout_state = Some("FAILED".into());
+    let polled = wait_for_stable(&rollout, &w.deployments).await.unwrap();
+    assert_eq!(polled.status, RolloutStatus::Failed);
+    assert_eq!(
+        polled.deployments[1].rollout_state.as_deref(),
+        Some("FAILED")
+    );
+}
+
+#[tokio::test]
+async fn a_newer_deployment_stands_for_ours() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let rollout = w.redeploy(&plan).await.unwrap();
+    // Someone deploys again meanwhile; ours is replaced and the new one completes.
+    w.deployments
+        .force_new_deployment("app", "web")
+        .await
+        .unwrap();
+    w.deployments
+        .services
+        .lock()
+        .unwrap()
+        .get_mut("app")
+        .unwrap()
+        .get_mut("web")
+        .unwrap()
+        .remove(1);
+    w.deployments.set_primary_state("app", "COMPLETED");
+    let polled = wait_for_stable(&rollout, &w.deployments).await.unwrap();
+    assert_eq!(polled.status, RolloutStatus::Completed);
+}
+
+#[test]
+fn tokens_are_stable_per_execution() {
+    assert_eq!(client_request_token("a"), client_request_token("a"));
+    assert_ne!(client_request_token("a"), client_request_token("b"));
+    assert!(client_request_token("a")
+        .chars()
+        .all(|c| c.is_ascii_hexdigit()));
+}
