@@ -1,1 +1,544 @@
+//! Test support for the local stack: seed a rotation target (PostgreSQL roles
+//! and database, SSM parameter, two secrets, an ECS cluster with services),
+//! inspect it, and run the state machine through `scripts/sfn/run.mjs`.
+//!
+//! The stack's endpoints come from the environment that `scripts/test` and
+//! `scripts/rotate-local` export (`$STACK_DIR/stack.env`).
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aws_config::BehaviorVersion;
+use pgflip_core::domain::{AWSCURRENT, AWSPENDING};
+use pgflip_core::password::PasswordPolicy;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio_postgres::NoTls;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| {
+        panic!("{key} is not set: run the integration tests through scripts/test, which starts the local stack")
+    })
+}
+
+/// What one rotation acts on, with the names the Lambdas are configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    pub parameter_name: String,
+    pub blue_secret: String,
+    pub green_secret: String,
+    pub dbname: String,
+    pub blue_role: String,
+    pub green_role: String,
+    pub owner_role: String,
+    pub cluster: String,
+    pub services: Vec<String>,
+}
+
+impl Target {
+    /// The target the local Lambdas are configured for (scripts/lib/stack.sh).
+    pub fn local() -> Self {
+        Self {
+            parameter_name: "/pgflip-local/app/active-user".into(),
+            blue_secret: "pgflip-local/app/blue".into(),
+            green_secret: "pgflip-local/app/green".into(),
+            dbname: "app".into(),
+            blue_role: "blue".into(),
+            green_role: "green".into(),
+            owner_role: "app_owner".into(),
+            cluster: "pgflip-local".into(),
+            services: vec!["web".into(), "worker".into()],
+        }
+    }
+
+    /// A target of its own, for tests that run in parallel.
+    pub fn unique(tag: &str) -> Self {
+        let id = format!("{tag}_{}", std::process::id());
+        Self {
+            parameter_name: format!("/pgflip-test/{id}/active-user"),
+            blue_secret: format!("pgflip-test/{id}/blue"),
+            green_secret: format!("pgflip-test/{id}/green"),
+            dbname: format!("db_{id}"),
+            blue_role: format!("{id}_blue"),
+            green_role: format!("{id}_green"),
+            owner_role: format!("{id}_owner"),
+            cluster: format!("cluster-{id}"),
+            services: vec!["web".into(), "worker".into()],
+        }
+    }
+
+    pub fn secret_of(&self, key: &str) -> &str {
+        match key {
+            "blue" => &self.blue_secret,
+            "green" => &self.green_secret,
+            other => panic!("no user key {other:?}"),
+        }
+    }
+
+    pub fn role_of(&self, key: &str) -> &str {
+        match key {
+            "blue" => &self.blue_role,
+            "green" => &self.green_role,
+            other => panic!("no user key {other:?}"),
+        }
+    }
+}
+
+/// One secret's labels, by version id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretState {
+    pub current: String,
+    pub pending: Option<String>,
+    pub versions: usize,
+}
+
+/// What the rotation may change, at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub active_user: String,
+    pub blue: SecretState,
+    pub green: SecretState,
+    /// (service, PRIMARY deployment id)
+    pub deployments: Vec<(String, String)>,
+}
+
+impl Snapshot {
+    pub fn secret(&self, key: &str) -> &SecretState {
+        match key {
+            "blue" => &self.blue,
+            _ => &self.green,
+        }
+    }
+}
+
+/// The outcome of one state machine execution, as `run.mjs` prints it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Execution {
+    pub name: String,
+    pub status: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub cause: Option<String>,
+    #[serde(default)]
+    pub output: Value,
+    pub transitions: u32,
+    pub states: Vec<String>,
+    pub invocations: std::collections::BTreeMap<String, u32>,
+    #[serde(rename = "durationMs")]
+    pub duration_ms: u64,
+    /// The runner's progress lines (stderr).
+    #[serde(skip)]
+    pub progress: String,
+}
+
+/// Options of one state machine run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub input: Option<Value>,
+    pub name: Option<String>,
+    pub scenario: Option<Value>,
+    pub start_at: Option<String>,
+    pub state_input: Option<Value>,
+    pub history: Option<PathBuf>,
+}
+
+pub struct Stack {
+    pub pg_host: String,
+    pub pg_port: u16,
+    superuser: String,
+    superpass: String,
+    pub pg_log: PathBuf,
+    pub lambda_endpoint: String,
+    pub ssm: aws_sdk_ssm::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub ecs: aws_sdk_ecs::Client,
+}
+
+impl Stack {
+    pub async fn from_env() -> Self {
+        let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        env("AWS_ENDPOINT_URL");
+        Self {
+            pg_host: env("PGFLIP_PG_HOST"),
+            pg_port: env("PGFLIP_PG_PORT").parse().unwrap(),
+            superuser: env("PGFLIP_PG_SUPERUSER"),
+            superpass: env("PGFLIP_PG_SUPERPASS"),
+            pg_log: env("PGFLIP_PG_LOG").into(),
+            lambda_endpoint: env("PGFLIP_LAMBDA_ENDPOINT"),
+            ssm: aws_sdk_ssm::Client::new(&aws),
+            secrets: aws_sdk_secretsmanager::Client::new(&aws),
+            ecs: aws_sdk_ecs::Client::new(&aws),
+        }
+    }
+
+    /// A superuser connection to `dbname`.
+    pub async fn admin(&self, dbname: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host(&self.pg_host)
+            .port(self.pg_port)
+            .user(&self.superuser)
+            .password(&self.superpass)
+            .dbname(dbname)
+            .connect(NoTls)
+            .await
+            .expect("superuser connection to the local PostgreSQL");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Creates (or re-creates) the target from scratch: roles, database, a
+    /// sample table owned by the shared owner role, the active-user
+    /// parameter (`blue`), the two secrets and the ECS services.
+    pub async fn seed(&self, t: &Target) {
+        let policy = PasswordPolicy::default();
+        let (blue_pw, green_pw) = (policy.generate(), policy.generate());
+        let admin = self.admin("postgres").await;
+        let statements = [
+            format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", t.dbname),
+            format!("DROP ROLE IF EXISTS \"{}\"", t.blue_role),
+            format!("DROP ROLE IF EXISTS \"{}\"", t.green_role),
+            format!("DROP ROLE IF EXISTS \"{}\"", t.owner_role),
+            format!("CREATE ROLE \"{}\" NOLOGIN", t.owner_role),
+            format!(
+                "CREATE ROLE \"{}\" LOGIN IN ROLE \"{}\" PASSWORD '{}'",
+                t.blue_role,
+                t.owner_role,
+                blue_pw.scram_verifier()
+            ),
+            format!(
+                "CREATE ROLE \"{}\" LOGIN IN ROLE \"{}\" PASSWORD '{}'",
+                t.green_role,
+                t.owner_role,
+                green_pw.scram_verifier()
+            ),
+            format!(
+                "CREATE DATABASE \"{}\" OWNER \"{}\"",
+                t.dbname, t.owner_role
+            ),
+        ];
+        for statement in &statements {
+            admin.simple_query(statement).await.unwrap_or_else(|e| {
+                panic!(
+                    "seed: {}: {e}",
+                    statement.split(" PASSWORD").next().unwrap()
+                )
+            });
+        }
+        let db = self.admin(&t.dbname).await;
+        db.batch_execute(&format!(
+            "SET ROLE \"{owner}\";
+             CREATE TABLE orders (id bigserial PRIMARY KEY, item text NOT NULL, created timestamptz DEFAULT now());
+             INSERT INTO orders (item) VALUES ('first'), ('second');",
+            owner = t.owner_role
+        ))
+        .await
+        .expect("create the sample table");
+
+        self.ssm
+            .put_parameter()
+            .name(&t.parameter_name)
+            .value("blue")
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .expect("put the active-user parameter");
+
+        for (secret, role, pw) in [
+            (&t.blue_secret, &t.blue_role, &blue_pw),
+            (&t.green_secret, &t.green_role, &green_pw),
+        ] {
+            let _ = self
+                .secrets
+                .delete_secret()
+                .secret_id(secret)
+                .force_delete_without_recovery(true)
+                .send()
+                .await;
+            let value = json!({
+                "engine": "postgres", "host": self.pg_host, "port": self.pg_port,
+                "dbname": t.dbname, "username": role, "password": pw.expose(),
+            });
+            self.secrets
+                .create_secret()
+                .name(secret)
+                .secret_string(value.to_string())
+                .send()
+                .await
+                .expect("create a user's secret");
+        }
+
+        self.ecs
+            .create_cluster()
+            .cluster_name(&t.cluster)
+            .send()
+            .await
+            .expect("create cluster");
+        let family = format!("{}-app", t.cluster);
+        self.ecs
+            .register_task_definition()
+            .family(&family)
+            .container_definitions(
+                aws_sdk_ecs::types::ContainerDefinition::builder()
+                    .name("app")
+                    .image("public.ecr.aws/docker/library/busybox:latest")
+                    .memory(128)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("register task definition");
+        let existing = self
+            .ecs
+            .describe_services()
+            .cluster(&t.cluster)
+            .set_services(Some(t.services.clone()))
+            .send()
+            .await
+            .expect("describe services");
+        for service in &t.services {
+            let active = existing.services().iter().any(|s| {
+                s.service_name() == Some(service.as_str()) && s.status() == Some("ACTIVE")
+            });
+            if !active {
+                self.ecs
+                    .create_service()
+                    .cluster(&t.cluster)
+                    .service_name(service)
+                    .task_definition(&family)
+                    .desired_count(2)
+                    .send()
+                    .await
+                    .expect("create service");
+            }
+        }
+    }
+
+    pub async fn active_user(&self, t: &Target) -> String {
+        self.ssm
+            .get_parameter()
+            .name(&t.parameter_name)
+            .send()
+            .await
+            .expect("read the active-user parameter")
+            .parameter
+            .and_then(|p| p.value)
+            .unwrap_or_default()
+    }
+
+    pub async fn set_active_user(&self, t: &Target, value: &str) {
+        self.ssm
+            .put_parameter()
+            .name(&t.parameter_name)
+            .value(value)
+            .overwrite(true)
+            .send()
+            .await
+            .expect("write the active-user parameter");
+    }
+
+    pub async fn secret_state(&self, secret_id: &str) -> SecretState {
+        let out = self
+            .secrets
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .expect("describe secret");
+        let stages = out.version_ids_to_stages.unwrap_or_default();
+        let at = |label: &str| {
+            stages
+                .iter()
+                .find(|(_, s)| s.iter().any(|x| x == label))
+                .map(|(id, _)| id.clone())
+        };
+        SecretState {
+            current: at(AWSCURRENT).expect("a version is AWSCURRENT"),
+            pending: at(AWSPENDING),
+            versions: stages.len(),
+        }
+    }
+
+    /// The password at a label. Stays inside the test process; never print it.
+    pub async fn password_at(
+        &self,
+        secret_id: &str,
+        stage: &str,
+    ) -> pgflip_core::password::Password {
+        let raw = self
+            .secrets
+            .get_secret_value()
+            .secret_id(secret_id)
+            .version_stage(stage)
+            .send()
+            .await
+            .expect("get secret value")
+            .secret_string
+            .unwrap();
+        let v: Value = serde_json::from_str(&raw).unwrap();
+        pgflip_core::password::Password::new(v["password"].as_str().unwrap().to_string())
+    }
+
+    pub async fn primary_deployments(&self, t: &Target) -> Vec<(String, String)> {
+        let out = self
+            .ecs
+            .describe_services()
+            .cluster(&t.cluster)
+            .set_services(Some(t.services.clone()))
+            .send()
+            .await
+            .expect("describe services");
+        t.services
+            .iter()
+            .map(|name| {
+                let s = out
+                    .services()
+                    .iter()
+                    .find(|s| s.service_name() == Some(name.as_str()))
+                    .expect("service exists");
+                let id = s
+                    .deployments()
+                    .iter()
+                    .find(|d| d.status() == Some("PRIMARY"))
+                    .and_then(|d| d.id())
+                    .unwrap_or_default();
+                (name.clone(), id.to_string())
+            })
+            .collect()
+    }
+
+    pub async fn snapshot(&self, t: &Target) -> Snapshot {
+        Snapshot {
+            active_user: self.active_user(t).await,
+            blue: self.secret_state(&t.blue_secret).await,
+            green: self.secret_state(&t.green_secret).await,
+            deployments: self.primary_deployments(t).await,
+        }
+    }
+
+    /// Logs in as the user `key` with the password at `stage` of its secret.
+    pub async fn login(&self, t: &Target, key: &str, stage: &str) -> Result<(), String> {
+        let password = self.password_at(t.secret_of(key), stage).await;
+        let result = tokio_postgres::Config::new()
+            .host(&self.pg_host)
+            .port(self.pg_port)
+            .user(t.role_of(key))
+            .password(password.expose())
+            .dbname(&t.dbname)
+            .connect(NoTls)
+            .await;
+        match result {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                client
+                    .query_one("SELECT count(*) FROM orders", &[])
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Logs in with `psql` as the user `key` with its AWSCURRENT password
+    /// (passed in the child's environment, never on a command line or in output).
+    pub async fn psql_login(&self, t: &Target, key: &str) -> Result<String, String> {
+        let password = self.password_at(t.secret_of(key), AWSCURRENT).await;
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", &self.pg_host, "-p", &self.pg_port.to_string()])
+            .args(["-U", t.role_of(key), "-d", &t.dbname])
+            .args([
+                "-c",
+                "SELECT current_user || ' sees ' || count(*) || ' orders' FROM orders",
+            ])
+            .env("PGPASSWORD", password.expose())
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .map_err(|e| format!("could not run psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// The invariant: the user the parameter names logs in with its AWSCURRENT password.
+    pub async fn invariant(&self, t: &Target) -> Result<String, String> {
+        let active = self.active_user(t).await;
+        if active != "blue" && active != "green" {
+            return Err(format!("the parameter names {active:?}"));
+        }
+        self.login(t, &active, AWSCURRENT)
+            .await
+            .map(|()| active.clone())
+            .map_err(|e| format!("{active} cannot log in with its AWSCURRENT password: {e}"))
+    }
+
+    /// Runs the state machine once through `scripts/sfn/run.mjs`.
+    pub fn run(&self, options: &RunOptions) -> Execution {
+        let root = repo_root();
+        let sfn = root.join("scripts/sfn");
+        let mut args: Vec<String> = vec![];
+        if let Some(input) = &options.input {
+            args.extend(["--input".into(), input.to_string()]);
+        }
+        if let Some(name) = &options.name {
+            args.extend(["--name".into(), name.clone()]);
+        }
+        let scenario_file;
+        if let Some(scenario) = &options.scenario {
+            scenario_file = tempfile_path("scenario.json");
+            std::fs::write(&scenario_file, scenario.to_string()).unwrap();
+            args.extend(["--scenario".into(), scenario_file.display().to_string()]);
+        }
+        if let Some(state) = &options.start_at {
+            args.extend(["--start-at".into(), state.clone()]);
+        }
+        if let Some(input) = &options.state_input {
+            args.extend(["--state-input".into(), input.to_string()]);
+        }
+        if let Some(history) = &options.history {
+            args.extend(["--history".into(), history.display().to_string()]);
+        }
+        let mut cmd = Command::new("node");
+        cmd.current_dir(&sfn)
+            .args(["--require", "./polyfill.cjs", "run.mjs"])
+            .args(["--lambda-endpoint", &self.lambda_endpoint])
+            .args(&args);
+        let out = cmd.output().expect("run node scripts/sfn/run.mjs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let progress = String::from_utf8_lossy(&out.stderr).to_string();
+        let line = stdout.lines().last().unwrap_or_else(|| {
+            panic!(
+                "the runner printed no summary (status {:?}); its stderr:\n{progress}",
+                out.status
+            )
+        });
+        let mut execution: Execution = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("bad runner summary ({e}): {line}\n{progress}"));
+        execution.progress = progress;
+        execution
+    }
+}
+
+fn tempfile_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "pgflip-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}

@@ -1,0 +1,194 @@
+# shellcheck shell=bash
+# The local stack: PostgreSQL, moto and cargo lambda watch on loopback.
+# Sourced by scripts/rotate-local and scripts/test; not run directly.
+#
+#   ensure_tools     install what is missing (Debian postgresql, a Python venv
+#                    with moto and cargo-lambda, the npm runner's packages)
+#   start_stack      start the three servers in $STACK_DIR and write
+#                    $STACK_DIR/stack.env (endpoints for tests and scripts)
+#   stop_stack       stop what start_stack started, by pid
+#
+# Everything listens on 127.0.0.1 only, on free ports picked at start.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LOCAL="$ROOT/.local"
+VENV="$LOCAL/venv"
+MOTO_SPEC='moto[server]==5.2.5'
+CARGO_LAMBDA_SPEC='cargo-lambda==1.9.2'
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+pg_bin() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && { printf '%s\n' "$d"; return 0; }
+  done
+  return 1
+}
+
+ensure_tools() {
+  command -v cargo >/dev/null || die "cargo not found: install Rust with rustup first"
+  command -v node >/dev/null || die "node not found: install Node.js (>= 20) first"
+  command -v python3 >/dev/null || die "python3 not found"
+
+  if ! pg_bin >/dev/null; then
+    say "== installing PostgreSQL (Debian package)"
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+    else
+      die "PostgreSQL server binaries not found; install the 'postgresql' package"
+    fi
+    pg_bin >/dev/null || die "PostgreSQL installed, but initdb is still missing"
+  fi
+
+  if ! "$VENV/bin/python" -c 'import moto' 2>/dev/null || [ ! -x "$VENV/bin/cargo-lambda" ]; then
+    say "== installing moto and cargo-lambda into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_SPEC" "$CARGO_LAMBDA_SPEC" >&2
+  fi
+
+  if [ ! -d "$ROOT/scripts/sfn/node_modules/aws-local-stepfunctions" ]; then
+    say "== installing the state machine runner (npm ci)"
+    (cd "$ROOT/scripts/sfn" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local limit=$1 what=$2 i
+  shift 2
+  for ((i = 0; i < limit * 10; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "$what did not come up within ${limit}s (logs in $STACK_DIR)"
+}
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# Builds every Lambda once, so the first invoke does not compile (the runner's
+# task timeout is 60 s).
+build_lambdas() {
+  say "== building the Lambdas (cargo build --workspace --bins)"
+  (cd "$ROOT" && cargo build --workspace --bins --quiet)
+}
+
+start_stack() {
+  STACK_DIR=${STACK_DIR:-$(mktemp -d /tmp/pgflip-stack.XXXXXX)}
+  mkdir -p "$STACK_DIR"
+  chmod 755 "$STACK_DIR"
+  local bin pg_port moto_port lambda_port
+  bin=$(pg_bin)
+  pg_port=$(free_port)
+  moto_port=$(free_port)
+  lambda_port=$(free_port)
+  PG_SUPERPASS=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+
+  say "== starting PostgreSQL on 127.0.0.1:$pg_port"
+  local data="$STACK_DIR/pgdata"
+  mkdir -p "$data"
+  printf '%s\n' "$PG_SUPERPASS" >"$STACK_DIR/pwfile"
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    chown postgres "$data" "$STACK_DIR/pwfile"
+  fi
+  chmod 700 "$data"
+  as_postgres "$bin/initdb" -D "$data" -U postgres --pwfile="$STACK_DIR/pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >"$STACK_DIR/initdb.log" 2>&1 ||
+    die "initdb failed: see $STACK_DIR/initdb.log"
+  rm -f "$STACK_DIR/pwfile"
+  cat >>"$data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$data'
+password_encryption = 'scram-sha-256'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 200
+log_statement = 'all'
+logging_collector = off
+EOF
+  as_postgres "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 30 start >/dev/null ||
+    die "PostgreSQL did not start: see $data/server.log"
+  printf '%s\n' "$bin/pg_ctl" >"$STACK_DIR/pg_ctl"
+
+  say "== starting moto on 127.0.0.1:$moto_port"
+  # MOTO_ECS_SERVICE_RUNNING: moto reports a deployment COMPLETED when this
+  # many tasks run; the seeded services want 2.
+  MOTO_ECS_SERVICE_RUNNING=2 setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$STACK_DIR/moto.log" 2>&1 &
+  echo $! >"$STACK_DIR/moto.pid"
+  wait_for 30 moto port_open "$moto_port"
+
+  cat >"$STACK_DIR/stack.env" <<EOF
+export PGFLIP_STACK_DIR='$STACK_DIR'
+export PGFLIP_PG_HOST=127.0.0.1
+export PGFLIP_PG_PORT=$pg_port
+export PGFLIP_PG_SUPERUSER=postgres
+export PGFLIP_PG_SUPERPASS='$PG_SUPERPASS'
+export PGFLIP_PG_LOG='$data/server.log'
+export PGFLIP_LAMBDA_ENDPOINT=http://127.0.0.1:$lambda_port
+export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
+export AWS_REGION=us-east-1
+export AWS_DEFAULT_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=testing
+export AWS_SECRET_ACCESS_KEY=testing
+export AWS_EC2_METADATA_DISABLED=true
+export PGFLIP_LOCAL_PREFIX=pgflip-local
+EOF
+  # The Lambdas' configuration, as the template's Globals would set it.
+  cat >"$STACK_DIR/lambda.env" <<EOF
+AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
+AWS_REGION=us-east-1
+AWS_ACCESS_KEY_ID=testing
+AWS_SECRET_ACCESS_KEY=testing
+AWS_EC2_METADATA_DISABLED=true
+ACTIVE_USER_PARAMETER=/pgflip-local/app/active-user
+BLUE_SECRET_ID=pgflip-local/app/blue
+GREEN_SECRET_ID=pgflip-local/app/green
+ECS_CLUSTER=pgflip-local
+ECS_SERVICES=web,worker
+DB_SSLMODE=disable
+STABLE_POLL_SECONDS=${PGFLIP_STABLE_POLL_SECONDS:-1}
+STABLE_TIMEOUT_SECONDS=${PGFLIP_STABLE_TIMEOUT_SECONDS:-60}
+RUST_LOG=${PGFLIP_LAMBDA_LOG:-info}
+EOF
+
+  say "== starting cargo lambda watch on 127.0.0.1:$lambda_port"
+  (cd "$ROOT" && exec setsid env PATH="$VENV/bin:$PATH" "$VENV/bin/cargo-lambda" lambda watch --ignore-changes \
+    -A 127.0.0.1 -P "$lambda_port" --env-file "$STACK_DIR/lambda.env" >"$STACK_DIR/lambda.log" 2>&1) &
+  echo $! >"$STACK_DIR/lambda.pid"
+  wait_for 60 "cargo lambda watch" port_open "$lambda_port"
+  say "== stack ready: $STACK_DIR/stack.env"
+}
+
+stop_stack() {
+  [ -n "${STACK_DIR:-}" ] && [ -d "$STACK_DIR" ] || return 0
+  local f pid
+  for f in lambda moto; do
+    if [ -f "$STACK_DIR/$f.pid" ]; then
+      pid=$(cat "$STACK_DIR/$f.pid")
+      # Started with setsid: stop the whole process group (cargo lambda
+      # watch runs the function binaries as its children).
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      rm -f "$STACK_DIR/$f.pid"
+    fi
+  done
+  if [ -f "$STACK_DIR/pg_ctl" ] && [ -d "$STACK_DIR/pgdata" ]; then
+    as_postgres "$(cat "$STACK_DIR/pg_ctl")" -D "$STACK_DIR/pgdata" -m immediate stop >/dev/null 2>&1 || true
+    rm -f "$STACK_DIR/pg_ctl"
+  fi
+}

@@ -1,0 +1,244 @@
+// Runs the real statemachine/rotation.asl.json in aws-local-stepfunctions, every
+// Task forwarded to the Lambda invoke API that `cargo lambda watch` serves.
+//
+//   node --require ./polyfill.cjs run.mjs [options]
+//
+// Options:
+//   --definition PATH        ASL file (default: statemachine/rotation.asl.json)
+//   --lambda-endpoint URL    cargo lambda watch (default: $PGFLIP_LAMBDA_ENDPOINT)
+//   --input JSON             execution input (default: {})
+//   --name NAME              execution name (default: local-<time>-<random>)
+//   --scenario PATH          JSON test overrides, see below
+//   --start-at STATE         start at this state (how a redrive restarts a failed state)
+//   --state-input JSON       the input of --start-at's state (default: --input)
+//   --history PATH           write every event (with state inputs and outputs) as JSON
+//   --quiet                  no progress lines
+//
+// Progress goes to stderr; one JSON summary line goes to stdout. Exit status:
+// 0 succeeded, 2 the execution failed, 1 the runner itself failed.
+//
+// Scenario file: {"waitMs": 0, "retryIntervalMs": 0, "tasks": {"<State>": [action, ...]}}
+// Actions apply to that state's invocations in order, then calls go to the real Lambda:
+//   {"throw": {"error": "DatabaseUnavailable", "cause": "…"}}  fail without calling the Lambda
+//   {"merge": {...}}            call the real Lambda, then overwrite fields of its result
+//   {"afterCommand": [argv...]} call the real Lambda, then run a command (a crash hook)
+//   {"throwAfter": {"error": "…"}} call the real Lambda, then fail as if it had crashed
+//   "repeat": true on an action keeps applying it to every later call.
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { StateMachine, ExecutionError } from 'aws-local-stepfunctions';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const ACCOUNT = '123456789012';
+const REGION = process.env.AWS_REGION || 'us-east-1';
+const MACHINE = 'pgflip-rotation';
+
+function parseArgs(argv) {
+  const args = { definition: resolve(here, '../../statemachine/rotation.asl.json'), input: '{}' };
+  for (let i = 0; i < argv.length; i++) {
+    const key = argv[i];
+    if (!key.startsWith('--')) throw new Error(`unexpected argument ${key}`);
+    const name = key.slice(2).replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+    if (name === 'quiet') {
+      args.quiet = true;
+    } else {
+      if (i + 1 >= argv.length) throw new Error(`${key} needs a value`);
+      args[name] = argv[++i];
+    }
+  }
+  args.lambdaEndpoint ??= process.env.PGFLIP_LAMBDA_ENDPOINT;
+  if (!args.lambdaEndpoint) throw new Error('--lambda-endpoint or PGFLIP_LAMBDA_ENDPOINT is required');
+  args.name ??= `local-${new Date().toISOString().replace(/[-:.TZ]/g, '')}-${Math.random().toString(16).slice(2, 8)}`;
+  return args;
+}
+
+/// The ARNs the template would substitute, derived from each placeholder's name:
+/// ${SelectUserFunctionArn} -> arn:aws:lambda:…:function:select-user
+function substitute(text) {
+  return text.replace(/\$\{([A-Za-z0-9]+)FunctionArn\}/g, (_, logical) => {
+    const kebab = logical.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase();
+    return `arn:aws:lambda:${REGION}:${ACCOUNT}:function:${kebab}`;
+  });
+}
+
+/// Invokes a function on cargo lambda watch and turns a function error into a
+/// thrown Error named by its errorType, as Step Functions does. cargo-lambda
+/// wants the bare function name, and reports function errors as HTTP 5xx
+/// without X-Amz-Function-Error, so both are handled here.
+async function invoke(endpoint, functionArn, payload, counts) {
+  const name = functionArn.split(':').pop();
+  counts[name] = (counts[name] || 0) + 1;
+  let response;
+  try {
+    response = await fetch(`${endpoint}/2015-03-31/functions/${name}/invocations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(payload),
+    });
+  } catch (e) {
+    throw named('Lambda.ServiceException', `could not reach ${endpoint}: ${e.cause?.code || e.message}`);
+  }
+  const text = await response.text();
+  let body;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  const functionError = response.headers.get('x-amz-function-error');
+  if (functionError || response.status >= 400) {
+    if (body && typeof body.errorType === 'string') {
+      throw named(body.errorType, body.errorMessage ?? '');
+    }
+    throw named('Lambda.ServiceException', `HTTP ${response.status} from ${name}: ${text.slice(0, 500)}`);
+  }
+  return body;
+}
+
+function named(name, message) {
+  const e = new Error(message);
+  e.name = name;
+  return e;
+}
+
+function buildHandlers(definition, args, scenario, counts) {
+  const handlers = {};
+  const taskStates = Object.entries(definition.States).filter(([, s]) => s.Type === 'Task');
+  for (const [stateName, state] of taskStates) {
+    const actions = [...(scenario.tasks?.[stateName] ?? [])];
+    handlers[stateName] = async (input) => {
+      const action = actions[0]?.repeat ? actions[0] : actions.shift();
+      const real = () => invoke(args.lambdaEndpoint, state.Resource, input, counts);
+      if (!action) return real();
+      if (action.throw) throw named(action.throw.error, action.throw.cause ?? 'injected by the test scenario');
+      const result = await real();
+      if (action.merge) return { ...result, ...action.merge };
+      if (action.afterCommand) {
+        const [cmd, ...rest] = action.afterCommand;
+        const run = spawnSync(cmd, rest, { stdio: ['ignore', 'ignore', 'inherit'] });
+        if (run.status !== 0) throw new Error(`afterCommand failed with status ${run.status}`);
+        return result;
+      }
+      if (action.throwAfter) throw named(action.throwAfter.error, action.throwAfter.cause ?? 'injected after the real step ran');
+      return result;
+    };
+  }
+  return handlers;
+}
+
+function forEveryState(definition, type, value) {
+  return Object.fromEntries(
+    Object.entries(definition.States)
+      .filter(([, s]) => s.Type === type)
+      .map(([name]) => [name, value]),
+  );
+}
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2));
+  const definition = JSON.parse(substitute(readFileSync(args.definition, 'utf8')));
+  if (args.startAt) {
+    if (!definition.States[args.startAt]) throw new Error(`no state named ${args.startAt}`);
+    definition.StartAt = args.startAt;
+  }
+  const scenario = args.scenario ? JSON.parse(readFileSync(args.scenario, 'utf8')) : {};
+  const input = JSON.parse(args.stateInput ?? args.input);
+  const counts = {};
+  const overrides = { taskResourceLocalHandlers: buildHandlers(definition, args, scenario, counts) };
+  if (scenario.waitMs !== undefined) overrides.waitTimeOverrides = forEveryState(definition, 'Wait', scenario.waitMs);
+  if (scenario.retryIntervalMs !== undefined) {
+    overrides.retryIntervalOverrides = forEveryState(definition, 'Task', scenario.retryIntervalMs);
+  }
+  const machine = new StateMachine(definition, { validationOptions: { checkArn: true } });
+  const executionArn = `arn:aws:states:${REGION}:${ACCOUNT}:execution:${MACHINE}:${args.name}`;
+  const started = Date.now();
+  const execution = machine.run(input, {
+    overrides,
+    context: {
+      Execution: {
+        Id: executionArn,
+        Name: args.name,
+        Input: JSON.parse(args.input),
+        StartTime: new Date(started).toISOString(),
+        RoleArn: `arn:aws:iam::${ACCOUNT}:role/${MACHINE}`,
+      },
+      StateMachine: { Id: `arn:aws:states:${REGION}:${ACCOUNT}:stateMachine:${MACHINE}`, Name: MACHINE },
+    },
+  });
+
+  const events = [];
+  const entered = [];
+  const log = (line) => {
+    if (!args.quiet) process.stderr.write(`${line}\n`);
+  };
+  const enteredAt = {};
+  const consume = (async () => {
+    for await (const event of execution.eventLogs) {
+      events.push(event);
+      const name = event.state?.name;
+      const ms = () => `${event.timestamp - (enteredAt[name] ?? event.timestamp)} ms`;
+      switch (event.type) {
+        case 'StateEntered':
+          entered.push(name);
+          enteredAt[name] = event.timestamp;
+          log(`  -> ${name}`);
+          break;
+        case 'StateExited':
+          log(`  <- ${name} (${ms()})`);
+          break;
+        case 'StateRetried':
+          log(`  !! ${name} retry #${event.retry.attempt} after ${events.at(-2)?.Error ?? 'an error'}`);
+          break;
+        case 'StateFailed':
+          log(`  xx ${name} failed: ${event.Error} (${ms()})`);
+          break;
+        case 'StateCaught':
+          log(`  >> ${name} caught, continuing at ${event.catch.catcher.Next}`);
+          break;
+        default:
+          break;
+      }
+    }
+  })();
+
+  let summary;
+  try {
+    const output = await execution.result;
+    summary = { status: 'SUCCEEDED', output };
+  } catch (e) {
+    if (!(e instanceof ExecutionError)) throw e;
+    summary = { status: 'FAILED', error: e.name === 'ExecutionError' ? e.cause?.name ?? e.name : e.name, cause: e.message };
+    const failed = events.findLast((ev) => ev.type === 'ExecutionFailed');
+    if (failed) {
+      summary.error = failed.Error;
+      summary.cause = failed.Cause;
+    }
+  }
+  await consume;
+  const failedEvent = events.findLast((ev) => ev.type === 'ExecutionFailed');
+  if (failedEvent) {
+    summary.error = failedEvent.Error;
+    summary.cause = failedEvent.Cause;
+  }
+  summary = {
+    name: args.name,
+    executionArn,
+    ...summary,
+    transitions: entered.length,
+    states: entered,
+    invocations: counts,
+    durationMs: Date.now() - started,
+  };
+  if (args.history) writeFileSync(args.history, JSON.stringify(events, null, 1));
+  log(`  == ${summary.status}${summary.error ? ` (${summary.error})` : ''} after ${summary.transitions} state transitions in ${summary.durationMs} ms`);
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
+  process.exitCode = summary.status === 'SUCCEEDED' ? 0 : 2;
+}
+
+main().catch((e) => {
+  process.stderr.write(`sfn runner: ${e.stack || e}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,160 @@
+//! Helper for scripts/rotate-local: seed the local target, snapshot it, and
+//! check and report a rotation. Reads the stack's endpoints from the
+//! environment (`$STACK_DIR/stack.env`). Prints identifiers, never a password.
+//!
+//!   pgflip-stack seed
+//!   pgflip-stack snapshot                       (JSON on stdout)
+//!   pgflip-stack report BEFORE AFTER EXECUTION  (JSON files; exit 1 if a check fails)
+
+use pgflip_core::domain::AWSCURRENT;
+use pgflip_tests::{Snapshot, Stack, Target};
+use serde_json::Value;
+
+fn read<T: serde::de::DeserializeOwned>(path: &str) -> T {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let stack = Stack::from_env().await;
+    let target = Target::local();
+    match args.first().map(String::as_str) {
+        Some("seed") => {
+            stack.seed(&target).await;
+            eprintln!(
+                "== seeded: roles {} and {} (members of {}), database {}, parameter {} = blue, secrets {} and {}, cluster {} with services {}",
+                target.blue_role,
+                target.green_role,
+                target.owner_role,
+                target.dbname,
+                target.parameter_name,
+                target.blue_secret,
+                target.green_secret,
+                target.cluster,
+                target.services.join(", ")
+            );
+        }
+        Some("snapshot") => {
+            let snapshot = stack.snapshot(&target).await;
+            println!("{}", serde_json::to_string(&snapshot).unwrap());
+        }
+        Some("report") if args.len() == 4 => {
+            let before: Snapshot = read(&args[1]);
+            let after: Snapshot = read(&args[2]);
+            let execution: Value = read(&args[3]);
+            if !report(&stack, &target, &before, &after, &execution).await {
+                std::process::exit(1);
+            }
+        }
+        _ => {
+            eprintln!("usage: pgflip-stack seed | snapshot | report BEFORE AFTER EXECUTION");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn report(
+    stack: &Stack,
+    t: &Target,
+    before: &Snapshot,
+    after: &Snapshot,
+    execution: &Value,
+) -> bool {
+    let previous = &before.active_user;
+    let rotated = &after.active_user;
+    // Secret version ids differ at the start, ECS deployment ids at the end.
+    let short = |id: &str| id.chars().take(8).collect::<String>();
+    let tail = |id: &str| {
+        id.chars()
+            .rev()
+            .take(8)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<String>()
+    };
+    println!();
+    println!("  rotation {}", execution["name"].as_str().unwrap_or("?"));
+    println!(
+        "  status           {} ({} state transitions, {} ms)",
+        execution["status"].as_str().unwrap_or("?"),
+        execution["transitions"],
+        execution["durationMs"]
+    );
+    println!("  active user      {previous} -> {rotated}");
+    for key in ["blue", "green"] {
+        let (b, a) = (before.secret(key), after.secret(key));
+        let note = if b.current == a.current {
+            "unchanged"
+        } else {
+            "rotated"
+        };
+        println!(
+            "  {key:<5} secret     AWSCURRENT {} -> {} ({note})",
+            short(&b.current),
+            short(&a.current)
+        );
+    }
+    for ((service, old), (_, new)) in before.deployments.iter().zip(&after.deployments) {
+        let note = if old == new {
+            "NOT redeployed"
+        } else {
+            "redeployed"
+        };
+        println!(
+            "  service {service:<8} …{} -> …{} ({note})",
+            tail(old),
+            tail(new)
+        );
+    }
+
+    let mut ok = true;
+    let mut check = |good: bool, what: String| {
+        println!("  [{}] {what}", if good { "ok" } else { "FAILED" });
+        ok &= good;
+    };
+    check(
+        execution["status"] == "SUCCEEDED",
+        "the execution succeeded".into(),
+    );
+    check(
+        rotated != previous,
+        format!("the parameter names the other user ({rotated})"),
+    );
+    check(
+        before.secret(rotated).current != after.secret(rotated).current,
+        format!("{rotated}'s secret has a new AWSCURRENT version"),
+    );
+    check(
+        after.secret(rotated).pending.is_none(),
+        format!("{rotated}'s secret has no AWSPENDING left"),
+    );
+    check(
+        before.secret(previous) == after.secret(previous),
+        format!("{previous}'s secret is unchanged"),
+    );
+    match stack.psql_login(t, rotated).await {
+        Ok(line) => check(
+            true,
+            format!("psql logs in as {rotated} with its AWSCURRENT password: {line}"),
+        ),
+        Err(e) => check(false, format!("psql login as {rotated}: {e}")),
+    }
+    match stack.login(t, previous, AWSCURRENT).await {
+        Ok(()) => check(
+            true,
+            format!("{previous} still logs in with its unchanged password"),
+        ),
+        Err(e) => check(false, format!("{previous} login: {e}")),
+    }
+    let all_redeployed = before
+        .deployments
+        .iter()
+        .zip(&after.deployments)
+        .all(|((_, old), (_, new))| old != new);
+    check(all_redeployed, "every service got a new deployment".into());
+    println!();
+    ok
+}
