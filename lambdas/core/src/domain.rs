@@ -270,6 +270,9 @@ mod tests {
         assert_eq!(v["password"], "n3w");
         assert_eq!(v["proxy"], "keep-me");
         assert_eq!(v["port"], 5433);
+        let string_port =
+            r#"{"host":"h","port":"6543","dbname":"d","username":"u","password":"p"}"#;
+        assert_eq!(DbSecret::parse("x", string_port).unwrap().port(), 6543);
     }
 
     #[test]

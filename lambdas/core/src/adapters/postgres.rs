@@ -212,8 +212,10 @@ SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS exists,
              WHERE r.rolname = $1
          ) facts ORDER BY fact
        ) AS grants,
+       -- Other users' rows hide backend_type from a non-superuser; usename is
+       -- visible, and no background worker runs as an application user.
        (SELECT count(*) FROM pg_stat_activity
-         WHERE usename = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()) AS sessions
+         WHERE usename = $1 AND pid <> pg_backend_pid()) AS sessions
 "#;
 
 #[async_trait]

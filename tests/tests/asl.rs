@@ -1,0 +1,206 @@
+//! Offline checks of `statemachine/rotation.asl.json` (no stack needed): the
+//! graph is sound, every Task retries and catches, and the error names it
+//! uses are exactly the ones the Lambdas raise (`pgflip_core::errors::ALL`).
+
+use std::collections::{BTreeSet, HashMap};
+
+use pgflip_core::errors::ALL;
+use pgflip_tests::repo_root;
+use serde_json::Value;
+
+const LAMBDA_SERVICE_ERRORS: &[&str] = &[
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+];
+
+fn definition() -> Value {
+    let text = std::fs::read_to_string(repo_root().join("statemachine/rotation.asl.json")).unwrap();
+    serde_json::from_str(&text).expect("the ASL file is JSON")
+}
+
+fn states(d: &Value) -> &serde_json::Map<String, Value> {
+    d["States"].as_object().unwrap()
+}
+
+fn targets(state: &Value) -> Vec<&str> {
+    let mut out = vec![];
+    for key in ["Next", "Default"] {
+        if let Some(n) = state[key].as_str() {
+            out.push(n);
+        }
+    }
+    for list in ["Choices", "Catch"] {
+        for item in state[list].as_array().into_iter().flatten() {
+            if let Some(n) = item["Next"].as_str() {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_transition_targets_a_state_and_every_state_is_reachable() {
+    let d = definition();
+    let states = states(&d);
+    let start = d["StartAt"].as_str().unwrap();
+    assert!(states.contains_key(start));
+    let mut seen = BTreeSet::from([start]);
+    let mut todo = vec![start];
+    while let Some(name) = todo.pop() {
+        for next in targets(&states[name]) {
+            assert!(states.contains_key(next), "{name} -> {next}: no such state");
+            if seen.insert(next) {
+                todo.push(next);
+            }
+        }
+    }
+    let all: BTreeSet<&str> = states.keys().map(String::as_str).collect();
+    assert_eq!(seen, all, "unreachable states");
+    for (name, s) in states {
+        let terminal = matches!(s["Type"].as_str(), Some("Succeed" | "Fail" | "Choice"));
+        assert!(
+            terminal || s["Next"].is_string() || s["End"] == true,
+            "{name} has no Next"
+        );
+    }
+}
+
+#[test]
+fn every_task_retries_and_catches() {
+    let d = definition();
+    for (name, s) in states(&d).iter().filter(|(_, s)| s["Type"] == "Task") {
+        let retriers = s["Retry"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no Retry"));
+        let retried: BTreeSet<&str> = retriers
+            .iter()
+            .flat_map(|r| r["ErrorEquals"].as_array().unwrap())
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        for e in LAMBDA_SERVICE_ERRORS {
+            assert!(retried.contains(e), "{name} does not retry {e}");
+        }
+        for (error, retryable) in ALL {
+            if *retryable && *error != "InactiveUserInUse" {
+                assert!(retried.contains(error), "{name} does not retry {error}");
+            }
+        }
+        for r in retriers {
+            assert!(
+                r["BackoffRate"].is_f64(),
+                "{name}: write BackoffRate as a float (statelint)"
+            );
+        }
+        let catchers = s["Catch"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no Catch"));
+        assert!(
+            catchers
+                .iter()
+                .any(|c| c["ErrorEquals"] == serde_json::json!(["States.ALL"])),
+            "{name} does not catch States.ALL"
+        );
+        assert!(s["TimeoutSeconds"].is_u64(), "{name} has no TimeoutSeconds");
+    }
+}
+
+#[test]
+fn error_names_are_the_ones_the_lambdas_raise() {
+    let d = definition();
+    let known: BTreeSet<&str> = ALL.iter().map(|(n, _)| *n).collect();
+    let mut used = BTreeSet::new();
+    for (name, s) in states(&d) {
+        for list in ["Retry", "Catch"] {
+            for item in s[list].as_array().into_iter().flatten() {
+                for e in item["ErrorEquals"].as_array().unwrap() {
+                    let e = e.as_str().unwrap();
+                    if !e.starts_with("States.") && !e.starts_with("Lambda.") {
+                        assert!(known.contains(e), "{name} matches unknown error {e}");
+                        used.insert(e);
+                    }
+                }
+            }
+        }
+        for source in [&s["Error"], &s["Parameters"]["Error"]] {
+            if let Some(e) = source.as_str() {
+                assert!(known.contains(e), "{name} raises unknown error {e}");
+                used.insert(e);
+            }
+        }
+    }
+    // The names the state machine itself raises are all raised somewhere.
+    for e in [
+        "RolloutFailed",
+        "RolloutTimedOut",
+        "RotationRolledBack",
+        "RollbackFailed",
+    ] {
+        assert!(used.contains(e), "{e} is never raised by the state machine");
+    }
+}
+
+#[test]
+fn tasks_call_the_six_functions_through_substitutions() {
+    let d = definition();
+    let crates: BTreeSet<String> = std::fs::read_dir(repo_root().join("lambdas"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n != "core")
+        .collect();
+    assert_eq!(crates.len(), 6);
+    let mut resources: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, s) in states(&d).iter().filter(|(_, s)| s["Type"] == "Task") {
+        let r = s["Resource"].as_str().unwrap();
+        let logical = r
+            .strip_prefix("${")
+            .and_then(|r| r.strip_suffix("FunctionArn}"))
+            .unwrap_or_else(|| {
+                panic!("{name}: Resource {r} is not a ${{…FunctionArn}} substitution")
+            });
+        // PascalCase placeholder <-> kebab-case crate.
+        let mut kebab = String::new();
+        for (i, ch) in logical.chars().enumerate() {
+            if ch.is_ascii_uppercase() && i > 0 {
+                kebab.push('-');
+            }
+            kebab.push(ch.to_ascii_lowercase());
+        }
+        assert!(
+            crates.contains(&kebab),
+            "{name} calls {kebab}, which is not a crate under lambdas/"
+        );
+        resources.entry(kebab).or_default().push(name.clone());
+    }
+    let called: BTreeSet<String> = resources.keys().cloned().collect();
+    assert_eq!(called, crates, "every Lambda is used by the state machine");
+    // The main path's state for each function is its PascalCase name.
+    for (function, state_names) in &resources {
+        let pascal: String = function
+            .split('-')
+            .map(|w| w[..1].to_uppercase() + &w[1..])
+            .collect();
+        assert!(
+            state_names.contains(&pascal),
+            "no state named {pascal} for {function}"
+        );
+    }
+}
+
+#[test]
+fn waiting_happens_in_the_state_machine_with_seconds_path() {
+    let d = definition();
+    let waits: Vec<&Value> = states(&d)
+        .values()
+        .filter(|s| s["Type"] == "Wait")
+        .collect();
+    assert!(!waits.is_empty());
+    for w in waits {
+        assert!(
+            w["SecondsPath"].is_string(),
+            "waits read their length from the state"
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! State-machine path tests: the real `statemachine/rotation.asl.json` in
+//! aws-local-stepfunctions, every Task sent to the real Lambdas on
+//! `cargo lambda watch`, which talk to moto and PostgreSQL. Scenario overrides
+//! (the way Step Functions Local's mocked responses work) inject what moto
+//! cannot produce: a FAILED or never-ending rollout, a transient error.
+//!
+//! The Lambdas are configured for one target (`Target::local()`), so these
+//! tests take a lock and re-seed that target each time; nextest runs them in
+//! one test group (`.config/nextest.toml`).
+
+use pgflip_core::domain::AWSCURRENT;
+use pgflip_tests::{Execution, RunOptions, Snapshot, Stack, Target};
+use serde_json::{json, Value};
+
+// A tokio mutex: the guard is held across awaits, and each test has its own runtime.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Case {
+    stack: Stack,
+    target: Target,
+    before: Snapshot,
+    _guard: tokio::sync::MutexGuard<'static, ()>,
+}
+
+async fn case() -> Case {
+    let guard = SERIAL.lock().await;
+    let stack = Stack::from_env().await;
+    let target = Target::local();
+    stack.seed(&target).await;
+    let before = stack.snapshot(&target).await;
+    assert_eq!(before.active_user, "blue");
+    Case {
+        stack,
+        target,
+        before,
+        _guard: guard,
+    }
+}
+
+impl Case {
+    fn run(&self, input: Value, scenario: Value) -> Execution {
+        let mut scenario = scenario;
+        // Waits and retry intervals shortened to 0, as a test wants.
+        scenario["waitMs"] = json!(0);
+        scenario["retryIntervalMs"] = json!(0);
+        let execution = self.stack.run(&RunOptions {
+            input: Some(input),
+            scenario: Some(scenario),
+            ..RunOptions::default()
+        });
+        eprintln!("{}", execution.progress);
+        execution
+    }
+
+    async fn after(&self) -> Snapshot {
+        self.stack.snapshot(&self.target).await
+    }
+
+    async fn assert_invariant(&self) -> String {
+        self.stack
+            .invariant(&self.target)
+            .await
+            .unwrap_or_else(|e| panic!("invariant broken: {e}"))
+    }
+
+    /// The rotation happened: green is active with a new, working AWSCURRENT
+    /// version, blue is untouched, every service has a new deployment.
+    async fn assert_rotated(&self, after: &Snapshot) {
+        assert_eq!(after.active_user, "green");
+        assert_ne!(after.green.current, self.before.green.current);
+        assert_eq!(after.green.pending, None);
+        assert_eq!(
+            after.blue, self.before.blue,
+            "the previously active user's secret changed"
+        );
+        self.stack
+            .login(&self.target, "green", AWSCURRENT)
+            .await
+            .expect("green logs in with its new AWSCURRENT password");
+        self.stack
+            .login(&self.target, "blue", AWSCURRENT)
+            .await
+            .expect("blue still logs in with its unchanged password");
+        for ((service, old), (_, new)) in self.before.deployments.iter().zip(&after.deployments) {
+            assert_ne!(old, new, "{service} was not redeployed");
+        }
+        assert_eq!(self.assert_invariant().await, "green");
+    }
+
+    /// Nothing changed at all.
+    async fn assert_untouched(&self, after: &Snapshot) {
+        assert_eq!(after, &self.before);
+        assert_eq!(self.assert_invariant().await, "blue");
+        self.stack
+            .login(&self.target, "green", AWSCURRENT)
+            .await
+            .expect("green still logs in with its unchanged password");
+    }
+}
+
+#[tokio::test]
+async fn happy_path_from_the_console_default_input() {
+    let c = case().await;
+    let e = c.run(json!({"Comment": "Insert your JSON here"}), json!({}));
+    assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
+    assert_eq!(
+        e.states,
+        [
+            "SelectUser",
+            "IsDryRun",
+            "GenerateAndSetPassword",
+            "VerifyLogin",
+            "FlipParameter",
+            "RedeployEcs",
+            "WaitBeforePoll",
+            "WaitForStable",
+            "CheckRollout",
+            "RotationSucceeded"
+        ]
+    );
+    assert_eq!(e.transitions, 10);
+    assert_eq!(e.output["rollout"]["status"], "COMPLETED");
+    assert_eq!(e.output["pending"]["resumed"], false);
+    let after = c.after().await;
+    c.assert_rotated(&after).await;
+    // The output (the execution history's last word) holds no password.
+    let green = c
+        .stack
+        .password_at(&c.target.green_secret, AWSCURRENT)
+        .await;
+    assert!(!e.output.to_string().contains(green.expose()));
+}
+
+#[tokio::test]
+async fn an_eventbridge_scheduler_envelope_starts_a_normal_rotation() {
+    let c = case().await;
+    let envelope = json!({
+        "version": "0", "id": "6a7e8feb", "detail-type": "Scheduled Event", "source": "aws.scheduler",
+        "account": "123456789012", "time": "2026-11-01T00:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/pgflip"], "detail": {}
+    });
+    let e = c.run(envelope, json!({}));
+    assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
+    c.assert_rotated(&c.after().await).await;
+}
+
+#[tokio::test]
+async fn a_transient_error_is_retried_then_succeeds() {
+    let c = case().await;
+    let transient = json!({"throw": {"error": "DatabaseUnavailable", "cause": "connection refused (injected)"}});
+    let throttled =
+        json!({"throw": {"error": "AwsUnavailable", "cause": "ThrottlingException (injected)"}});
+    let e = c.run(
+        json!({}),
+        json!({"tasks": {
+            "GenerateAndSetPassword": [transient.clone(), transient],
+            "RedeployEcs": [throttled],
+        }}),
+    );
+    assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
+    assert_eq!(
+        e.progress.matches("GenerateAndSetPassword retry").count(),
+        2,
+        "{}",
+        e.progress
+    );
+    assert_eq!(
+        e.progress.matches("RedeployEcs retry").count(),
+        1,
+        "{}",
+        e.progress
+    );
+    // Retries are not new states: the path is the happy path.
+    assert_eq!(e.transitions, 10);
+    c.assert_rotated(&c.after().await).await;
+}
+
+#[tokio::test]
+async fn a_failed_rollout_rolls_back_to_the_previous_user() {
+    let c = case().await;
+    let e = c.run(
+        json!({}),
+        json!({"tasks": {"WaitForStable": [{"merge": {"status": "FAILED"}}]}}),
+    );
+    assert_eq!(e.status, "FAILED");
+    assert_eq!(e.error.as_deref(), Some("RotationRolledBack"));
+    let cause = e.cause.clone().unwrap_or_default();
+    assert!(cause.contains("RolloutFailed"), "{cause}");
+    assert!(cause.contains("names blue again"), "{cause}");
+    for state in [
+        "RolloutFailed",
+        "RollbackFlipParameter",
+        "RollbackRedeployEcs",
+        "RollbackWaitForStable",
+        "RotationRolledBack",
+    ] {
+        assert!(
+            e.states.iter().any(|s| s == state),
+            "{state} not entered: {:?}",
+            e.states
+        );
+    }
+    let after = c.after().await;
+    assert_eq!(
+        after.active_user, "blue",
+        "the parameter was not flipped back"
+    );
+    assert_eq!(
+        after.blue, c.before.blue,
+        "the previous user's secret changed"
+    );
+    // The services were redeployed twice (rotation, then rollback).
+    assert_eq!(e.invocations["redeploy-ecs"], 2);
+    for ((service, old), (_, new)) in c.before.deployments.iter().zip(&after.deployments) {
+        assert_ne!(old, new, "{service} was not redeployed by the rollback");
+    }
+    assert_eq!(c.assert_invariant().await, "blue");
+    // Green was rotated and verified before the flip: it works too.
+    c.stack
+        .login(&c.target, "green", AWSCURRENT)
+        .await
+        .expect("green logs in");
+}
+
+#[tokio::test]
+async fn a_rollout_that_never_finishes_hits_the_deadline_and_rolls_back() {
+    let c = case().await;
+    let e = c.run(
+        json!({}),
+        json!({"tasks": {"WaitForStable": [{"merge": {"status": "IN_PROGRESS"}, "repeat": true}]}}),
+    );
+    assert_eq!(
+        e.error.as_deref(),
+        Some("RotationRolledBack"),
+        "{:?}",
+        e.cause
+    );
+    let cause = e.cause.clone().unwrap_or_default();
+    assert!(cause.contains("RolloutTimedOut"), "{cause}");
+    let polls = e.states.iter().filter(|s| *s == "WaitForStable").count() as u64;
+    let max_polls = std::env::var("PGFLIP_STABLE_TIMEOUT_SECONDS")
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(60);
+    assert_eq!(
+        polls, max_polls,
+        "polled {polls} times, the budget is {max_polls}"
+    );
+    let after = c.after().await;
+    assert_eq!(after.active_user, "blue");
+    assert_eq!(after.blue, c.before.blue);
+    assert_eq!(c.assert_invariant().await, "blue");
+}
+
+#[tokio::test]
+async fn a_rejected_login_fails_before_the_flip_and_leaves_the_active_user_alone() {
+    let c = case().await;
+    // Someone changes green's password right after the step set it: the
+    // real verify-login must then be rejected by the real PostgreSQL.
+    let tamper = json!({"afterCommand": [
+        "env", format!("PGPASSWORD={}", std::env::var("PGFLIP_PG_SUPERPASS").unwrap()),
+        "psql", "-X", "-q", "-h", c.stack.pg_host, "-p", c.stack.pg_port.to_string(), "-U", "postgres", "-d", "postgres",
+        "-c", "ALTER ROLE green PASSWORD 'tampered-by-the-test'"
+    ]});
+    let e = c.run(
+        json!({}),
+        json!({"tasks": {"GenerateAndSetPassword": [tamper]}}),
+    );
+    assert_eq!(e.status, "FAILED");
+    assert_eq!(e.error.as_deref(), Some("LoginRejected"), "{:?}", e.cause);
+    assert_eq!(
+        e.states.last().map(String::as_str),
+        Some("FailedBeforeFlip")
+    );
+    assert!(!e.states.iter().any(|s| s == "FlipParameter"));
+    let after = c.after().await;
+    assert_eq!(after.active_user, "blue");
+    assert_eq!(after.blue, c.before.blue);
+    assert_eq!(
+        after.green.current, c.before.green.current,
+        "an unverified version was promoted"
+    );
+    assert!(
+        after.green.pending.is_some(),
+        "the pending version stays for inspection"
+    );
+    assert_eq!(
+        after.deployments, c.before.deployments,
+        "services were redeployed"
+    );
+    assert_eq!(c.assert_invariant().await, "blue");
+}
+
+#[tokio::test]
+async fn a_dry_run_returns_the_plan_and_changes_nothing() {
+    let c = case().await;
+    let e = c.run(json!({"dryRun": true, "services": ["web"]}), json!({}));
+    assert_eq!(e.status, "SUCCEEDED");
+    assert_eq!(e.states, ["SelectUser", "IsDryRun", "DryRunSucceeded"]);
+    assert_eq!(e.output["targetUser"], "green");
+    assert_eq!(e.output["services"], json!(["web"]));
+    c.assert_untouched(&c.after().await).await;
+}
+
+#[tokio::test]
+async fn bad_input_fails_with_invalid_input_and_changes_nothing() {
+    let c = case().await;
+    for (input, field) in [
+        (json!({"services": []}), "services"),
+        (json!({"dryRun": "yes"}), "dryRun"),
+        (json!({"services": ["web", 7]}), "services"),
+    ] {
+        let e = c.run(input.clone(), json!({}));
+        assert_eq!(e.status, "FAILED", "{input}");
+        assert_eq!(e.error.as_deref(), Some("InvalidInput"), "{input}");
+        assert!(
+            e.cause.as_deref().unwrap_or_default().contains(field),
+            "{:?}",
+            e.cause
+        );
+        assert_eq!(e.states, ["SelectUser", "PreflightFailed"]);
+    }
+    c.assert_untouched(&c.after().await).await;
+}
+
+#[tokio::test]
+async fn privilege_drift_stops_the_rotation_before_anything_changes() {
+    let c = case().await;
+    let db = c.stack.admin(&c.target.dbname).await;
+    db.batch_execute("CREATE TABLE audit (id int); GRANT SELECT ON audit TO green;")
+        .await
+        .unwrap();
+    let e = c.run(json!({}), json!({}));
+    assert_eq!(e.error.as_deref(), Some("PrivilegeDrift"), "{:?}", e.cause);
+    let cause = e.cause.unwrap_or_default();
+    assert!(cause.contains("SELECT on table audit"), "{cause}");
+    c.assert_untouched(&c.after().await).await;
+}
+
+#[tokio::test]
+async fn an_unknown_active_user_is_a_named_error() {
+    let c = case().await;
+    c.stack.set_active_user(&c.target, "purple").await;
+    let e = c.run(json!({}), json!({}));
+    assert_eq!(
+        e.error.as_deref(),
+        Some("InvalidActiveUser"),
+        "{:?}",
+        e.cause
+    );
+    assert_eq!(c.stack.active_user(&c.target).await, "purple");
+    assert_eq!(
+        c.stack.secret_state(&c.target.green_secret).await,
+        c.before.green
+    );
+}
+
+#[tokio::test]
+async fn a_crash_after_staging_is_resumed_by_the_next_execution() {
+    let c = case().await;
+    let e = c.run(
+        json!({}),
+        json!({"tasks": {"GenerateAndSetPassword": [{"throwAfter": {"error": "Lambda.Unknown", "cause": "crashed after the side effect (injected)"}}]}}),
+    );
+    assert_eq!(e.status, "FAILED");
+    let mid = c.after().await;
+    let staged = mid
+        .green
+        .pending
+        .clone()
+        .expect("a pending version was staged");
+    assert_eq!(c.assert_invariant().await, "blue");
+
+    let e = c.run(json!({}), json!({}));
+    assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
+    assert_eq!(e.output["pending"]["resumed"], true);
+    let after = c.after().await;
+    assert_eq!(
+        after.green.current, staged,
+        "the staged version was not the one promoted"
+    );
+    assert_eq!(
+        after.green.versions,
+        c.before.green.versions + 1,
+        "a second version was made"
+    );
+    c.assert_rotated(&after).await;
+}
