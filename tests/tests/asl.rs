@@ -204,3 +204,14 @@ fn waiting_happens_in_the_state_machine_with_seconds_path() {
         );
     }
 }
+
+#[test]
+fn the_readme_error_table_lists_every_error() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    for (name, _) in ALL {
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "README.md's error table lacks {name}"
+        );
+    }
+}
