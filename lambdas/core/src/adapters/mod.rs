@@ -1,17 +1,22 @@
 //! Adapters: the ports implemented on the AWS SDK and tokio-postgres.
 
+#[cfg(feature = "ecs")]
 pub mod ecs;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "secretsmanager")]
 pub mod secrets;
+#[cfg(feature = "ssm")]
 pub mod ssm;
 
-use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::errors::RotationError;
 
 /// AWS error codes that mean "try again later".
+#[cfg(any(feature = "ssm", feature = "secretsmanager", feature = "ecs"))]
 const TRANSIENT_CODES: &[&str] = &[
     "Throttling",
     "ThrottlingException",
@@ -30,6 +35,7 @@ const TRANSIENT_CODES: &[&str] = &[
 ];
 
 /// The error code of a service error, if the call got that far.
+#[cfg(any(feature = "ssm", feature = "secretsmanager", feature = "ecs"))]
 pub(crate) fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<&str> {
     match err {
         SdkError::ServiceError(ctx) => ctx.err().code(),
@@ -39,6 +45,7 @@ pub(crate) fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse
 
 /// Classifies an SDK error: transport problems, throttling and 5xx are
 /// retryable (`AwsUnavailable`), the rest is `AwsRequestFailed`.
+#[cfg(any(feature = "ssm", feature = "secretsmanager", feature = "ecs"))]
 pub(crate) fn classify<E>(operation: &str, err: SdkError<E, HttpResponse>) -> RotationError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -67,6 +74,7 @@ where
 }
 
 /// The SDK's `Display` for dispatch errors is terse; include the source chain.
+#[cfg(any(feature = "ssm", feature = "secretsmanager", feature = "ecs"))]
 fn aws_smithy_types_display(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();

@@ -64,7 +64,7 @@ fn not_found_or<E>(
     >,
 ) -> RotationError
 where
-    E: aws_sdk_secretsmanager::error::ProvideErrorMetadata + std::error::Error + 'static,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
 {
     if error_code(&e) == Some("ResourceNotFoundException") {
         RotationError::SecretNotFound(secret_id.to_string())
