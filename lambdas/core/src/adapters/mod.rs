@@ -1,5 +1,7 @@
 //! Adapters: the ports implemented on the AWS SDK and tokio-postgres.
 
+#[cfg(any(feature = "ssm", feature = "secretsmanager", feature = "ecs"))]
+mod aws;
 #[cfg(feature = "ecs")]
 pub mod ecs;
 #[cfg(feature = "postgres")]
@@ -8,80 +10,3 @@ pub mod postgres;
 pub mod secrets;
 #[cfg(feature = "ssm")]
 pub mod ssm;
-
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-
-use crate::errors::RotationError;
-
-/// AWS error codes that mean "try again later".
-#[cfg(any(feature = "ssm", feature = "secretsmanager", feature = "ecs"))]
-const TRANSIENT_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "ProvisionedThroughputExceededException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "InternalFailure",
-    "InternalServerError",
-    "InternalServiceError",
-    "InternalServiceErrorException",
-    "ServerException",
-];
-
-/// The error code of a service error, if the call got that far.
-#[cfg(any(feature = "ssm", feature = "secretsmanager", feature = "ecs"))]
-pub(crate) fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<&str> {
-    match err {
-        SdkError::ServiceError(ctx) => ctx.err().code(),
-        _ => None,
-    }
-}
-
-/// Classifies an SDK error: transport problems, throttling and 5xx are
-/// retryable (`AwsUnavailable`), the rest is `AwsRequestFailed`.
-#[cfg(any(feature = "ssm", feature = "secretsmanager", feature = "ecs"))]
-pub(crate) fn classify<E>(operation: &str, err: SdkError<E, HttpResponse>) -> RotationError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match &err {
-        SdkError::ServiceError(ctx) => {
-            let code = ctx.err().code().unwrap_or("Unknown");
-            let message = ctx.err().message().unwrap_or_default();
-            let status = ctx.raw().status().as_u16();
-            let text = format!("{operation}: {code} (HTTP {status}): {message}");
-            if TRANSIENT_CODES.contains(&code) || status == 429 || status >= 500 {
-                RotationError::AwsUnavailable(text)
-            } else {
-                RotationError::AwsRequestFailed(text)
-            }
-        }
-        SdkError::ConstructionFailure(_) => RotationError::AwsRequestFailed(format!(
-            "{operation}: could not build the request: {err}"
-        )),
-        // Timeouts, DNS/TCP/TLS failures, unparseable responses.
-        _ => RotationError::AwsUnavailable(format!(
-            "{operation}: {}",
-            aws_smithy_types_display(&err)
-        )),
-    }
-}
-
-/// The SDK's `Display` for dispatch errors is terse; include the source chain.
-#[cfg(any(feature = "ssm", feature = "secretsmanager", feature = "ecs"))]
-fn aws_smithy_types_display(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 
-use super::{classify, error_code};
+use super::aws::{classify, error_code};
 use crate::domain::{DbSecret, SecretVersion, AWSCURRENT, AWSPENDING};
 use crate::errors::RotationError;
 use crate::password::Password;

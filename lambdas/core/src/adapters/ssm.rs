@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_ssm::Client;
 
-use super::{classify, error_code};
+use super::aws::{classify, error_code};
 use crate::errors::RotationError;
 use crate::ports::ParameterStore;
 
