@@ -23,7 +23,16 @@
 //   {"merge": {...}}            call the real Lambda, then overwrite fields of its result
 //   {"afterCommand": [argv...]} call the real Lambda, then run a command (a crash hook)
 //   {"throwAfter": {"error": "…"}} call the real Lambda, then fail as if it had crashed
+//   {"abortAfter": true}        call the real Lambda, then abort the execution (a crash
+//                               after the side effect: the result is never recorded)
+//   {"delayMs": N}              wait N ms, then call the real Lambda
 //   "repeat": true on an action keeps applying it to every later call.
+//
+// When AWS_ENDPOINT_URL is set (the local stack), the execution is also
+// registered with moto's Step Functions API (StartExecution, StopExecution at
+// the end) under the same name, so that `states:ListExecutions` (the
+// concurrency guard in select-user) sees what runs locally. A redrive
+// (--start-at with the name of an earlier execution) reuses that record.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
@@ -104,6 +113,54 @@ function named(name, message) {
   return e;
 }
 
+/// Minimal client of moto's Step Functions API (AWS JSON 1.0). moto does not
+/// check signatures; the Authorization header only names the service.
+async function sfnCall(action, body) {
+  const endpoint = process.env.AWS_ENDPOINT_URL;
+  const response = await fetch(endpoint, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-amz-json-1.0',
+      'x-amz-target': `AWSStepFunctions.${action}`,
+      authorization: `AWS4-HMAC-SHA256 Credential=${process.env.AWS_ACCESS_KEY_ID || 'testing'}/20260101/${REGION}/states/aws4_request, SignedHeaders=host, Signature=0`,
+    },
+    body: JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const type = String(data.__type || data.code || response.status).split('#').pop();
+    throw named(type, data.message || data.Message || `HTTP ${response.status}`);
+  }
+  return data;
+}
+
+/// Registers the execution with moto; returns its ARN (or null without a local stack).
+async function register(definitionText, name, input) {
+  if (!process.env.AWS_ENDPOINT_URL) return null;
+  const machineArn = `arn:aws:states:${REGION}:${ACCOUNT}:stateMachine:${MACHINE}`;
+  try {
+    await sfnCall('CreateStateMachine', { name: MACHINE, definition: definitionText, roleArn: `arn:aws:iam::${ACCOUNT}:role/${MACHINE}` });
+  } catch (e) {
+    if (e.name !== 'StateMachineAlreadyExists') throw e;
+  }
+  try {
+    const started = await sfnCall('StartExecution', { stateMachineArn: machineArn, name, input });
+    return started.executionArn;
+  } catch (e) {
+    if (e.name !== 'ExecutionAlreadyExists') throw e;
+    // A redrive of an earlier execution: same name, same ARN.
+    return `arn:aws:states:${REGION}:${ACCOUNT}:execution:${MACHINE}:${name}`;
+  }
+}
+
+async function unregister(executionArn) {
+  if (!executionArn) return;
+  await sfnCall('StopExecution', { executionArn }).catch(() => {});
+}
+
+let currentExecution = null;
+let aborted = null;
+
 function buildHandlers(definition, args, scenario, counts) {
   const handlers = {};
   const taskStates = Object.entries(definition.States).filter(([, s]) => s.Type === 'Task');
@@ -114,7 +171,14 @@ function buildHandlers(definition, args, scenario, counts) {
       const real = () => invoke(args.lambdaEndpoint, state.Resource, input, counts);
       if (!action) return real();
       if (action.throw) throw named(action.throw.error, action.throw.cause ?? 'injected by the test scenario');
+      if (action.delayMs) await new Promise((r) => setTimeout(r, action.delayMs));
       const result = await real();
+      if (action.abortAfter) {
+        aborted = stateName;
+        currentExecution.abort();
+        // Never resolves: the execution is gone, as after a crash.
+        return new Promise(() => {});
+      }
       if (action.merge) return { ...result, ...action.merge };
       if (action.afterCommand) {
         const [cmd, ...rest] = action.afterCommand;
@@ -139,7 +203,8 @@ function forEveryState(definition, type, value) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
-  const definition = JSON.parse(substitute(readFileSync(args.definition, 'utf8')));
+  const definitionText = substitute(readFileSync(args.definition, 'utf8'));
+  const definition = JSON.parse(definitionText);
   if (args.startAt) {
     if (!definition.States[args.startAt]) throw new Error(`no state named ${args.startAt}`);
     definition.StartAt = args.startAt;
@@ -152,10 +217,16 @@ async function main() {
   if (scenario.retryIntervalMs !== undefined) {
     overrides.retryIntervalOverrides = forEveryState(definition, 'Task', scenario.retryIntervalMs);
   }
-  const machine = new StateMachine(definition, { validationOptions: { checkArn: true } });
-  const executionArn = `arn:aws:states:${REGION}:${ACCOUNT}:execution:${MACHINE}:${args.name}`;
+  // A redrive starts mid-machine, which leaves the real start unreachable:
+  // the interpreter's validator refuses that, so skip it there (every normal
+  // run validates the same definition).
+  const validationOptions = args.startAt ? { noValidate: true } : { checkArn: true };
+  const machine = new StateMachine(definition, { validationOptions });
+  const registered = await register(definitionText, args.name, args.input);
+  const executionArn = registered ?? `arn:aws:states:${REGION}:${ACCOUNT}:execution:${MACHINE}:${args.name}`;
   const started = Date.now();
   const execution = machine.run(input, {
+    noThrowOnAbort: true,
     overrides,
     context: {
       Execution: {
@@ -203,11 +274,12 @@ async function main() {
       }
     }
   })();
+  currentExecution = execution;
 
   let summary;
   try {
     const output = await execution.result;
-    summary = { status: 'SUCCEEDED', output };
+    summary = aborted ? { status: 'ABORTED', abortedIn: aborted } : { status: 'SUCCEEDED', output };
   } catch (e) {
     if (!(e instanceof ExecutionError)) throw e;
     summary = { status: 'FAILED', error: e.name === 'ExecutionError' ? e.cause?.name ?? e.name : e.name, cause: e.message };
@@ -217,7 +289,8 @@ async function main() {
       summary.cause = failed.Cause;
     }
   }
-  await consume;
+  await unregister(registered);
+  await Promise.race([consume, new Promise((r) => setTimeout(r, 200))]);
   const failedEvent = events.findLast((ev) => ev.type === 'ExecutionFailed');
   if (failedEvent) {
     summary.error = failedEvent.Error;
@@ -235,7 +308,10 @@ async function main() {
   if (args.history) writeFileSync(args.history, JSON.stringify(events, null, 1));
   log(`  == ${summary.status}${summary.error ? ` (${summary.error})` : ''} after ${summary.transitions} state transitions in ${summary.durationMs} ms`);
   process.stdout.write(`${JSON.stringify(summary)}\n`);
-  process.exitCode = summary.status === 'SUCCEEDED' ? 0 : 2;
+  // Exit now: an aborted execution leaves the interpreter's task timeout
+  // timer armed, which would keep Node alive for up to TimeoutSeconds.
+  // (stdout and stderr are synchronous for files and pipes on Linux.)
+  process.exit(summary.status === 'SUCCEEDED' ? 0 : 2);
 }
 
 main().catch((e) => {

@@ -129,6 +129,9 @@ pub struct Execution {
     pub cause: Option<String>,
     #[serde(default)]
     pub output: Value,
+    /// The state an `abortAfter` scenario action aborted in.
+    #[serde(default, rename = "abortedIn")]
+    pub aborted_in: Option<String>,
     pub transitions: u32,
     pub states: Vec<String>,
     pub invocations: std::collections::BTreeMap<String, u32>,
@@ -150,6 +153,7 @@ pub struct RunOptions {
     pub history: Option<PathBuf>,
 }
 
+#[derive(Clone)]
 pub struct Stack {
     pub pg_host: String,
     pub pg_port: u16,
@@ -242,16 +246,6 @@ impl Stack {
         .await
         .expect("create the sample table");
 
-        self.ssm
-            .put_parameter()
-            .name(&t.parameter_name)
-            .value("blue")
-            .r#type(aws_sdk_ssm::types::ParameterType::String)
-            .overwrite(true)
-            .send()
-            .await
-            .expect("put the active-user parameter");
-
         for (secret, role, pw) in [
             (&t.blue_secret, &t.blue_role, &blue_pw),
             (&t.green_secret, &t.green_role, &green_pw),
@@ -275,6 +269,29 @@ impl Stack {
                 .await
                 .expect("create a user's secret");
         }
+
+        // The parameter after the secrets, the deployments after the parameter:
+        // the order of a finished rotation, so the first run rotates.
+        self.ssm
+            .put_parameter()
+            .name(&t.parameter_name)
+            .value("blue")
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .expect("put the active-user parameter");
+        // moto keeps a secret version's CreatedDate in whole seconds (AWS keeps
+        // milliseconds). select-user compares it with the parameter's
+        // LastModifiedDate, so let the next whole second begin: a version
+        // made from now on then compares as newer, as it would in AWS.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(
+            1000 - u64::from(now.subsec_millis()) + 10,
+        ))
+        .await;
 
         self.ecs
             .create_cluster()
@@ -308,7 +325,18 @@ impl Stack {
             let active = existing.services().iter().any(|s| {
                 s.service_name() == Some(service.as_str()) && s.status() == Some("ACTIVE")
             });
-            if !active {
+            if active {
+                // The parameter was just written: roll it out, as an operator
+                // would, so the target starts consistent (no unfinished flip).
+                self.ecs
+                    .update_service()
+                    .cluster(&t.cluster)
+                    .service(service)
+                    .force_new_deployment(true)
+                    .send()
+                    .await
+                    .expect("redeploy service");
+            } else {
                 self.ecs
                     .create_service()
                     .cluster(&t.cluster)

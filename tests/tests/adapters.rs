@@ -40,9 +40,16 @@ fn endpoint(stack: &Stack, t: &Target) -> Endpoint {
 async fn ssm_reads_writes_and_names_a_missing_parameter() {
     let (stack, t) = seeded("ssm").await;
     let ssm = SsmParameters::new(stack.ssm.clone());
-    assert_eq!(ssm.get(&t.parameter_name).await.unwrap(), "blue");
+    let first = ssm.get(&t.parameter_name).await.unwrap();
+    assert_eq!(first.value, "blue");
     ssm.put(&t.parameter_name, "green").await.unwrap();
-    assert_eq!(ssm.get(&t.parameter_name).await.unwrap(), "green");
+    let second = ssm.get(&t.parameter_name).await.unwrap();
+    assert_eq!(second.value, "green");
+    // select-user compares this with deployment and secret timestamps.
+    assert!(
+        second.last_modified_ms > first.last_modified_ms,
+        "{first:?} {second:?}"
+    );
     let err = ssm.get("/pgflip-test/does-not-exist").await.unwrap_err();
     assert_eq!(err.name(), "ParameterNotFound");
 }

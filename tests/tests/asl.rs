@@ -69,7 +69,7 @@ fn every_transition_targets_a_state_and_every_state_is_reachable() {
 }
 
 #[test]
-fn every_task_retries_and_catches() {
+fn every_task_retries_and_only_post_flip_tasks_catch() {
     let d = definition();
     for (name, s) in states(&d).iter().filter(|(_, s)| s["Type"] == "Task") {
         let retriers = s["Retry"]
@@ -94,15 +94,23 @@ fn every_task_retries_and_catches() {
                 "{name}: write BackoffRate as a float (statelint)"
             );
         }
-        let catchers = s["Catch"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{name} has no Catch"));
-        assert!(
-            catchers
-                .iter()
-                .any(|c| c["ErrorEquals"] == serde_json::json!(["States.ALL"])),
-            "{name} does not catch States.ALL"
-        );
+        // After the flip, any error rolls back. Before it (nothing to undo)
+        // and inside the rollback, an error ends the execution at that Task,
+        // so that a redrive re-runs exactly that step.
+        let catches_to_rollback = s["Catch"].as_array().is_some_and(|c| {
+            c.iter().any(|c| {
+                c["ErrorEquals"] == serde_json::json!(["States.ALL"])
+                    && c["Next"] == "RollbackFlipParameter"
+            })
+        });
+        let after_flip = ["FlipParameter", "RedeployEcs", "WaitForStable"].contains(&name.as_str());
+        assert_eq!(catches_to_rollback, after_flip, "{name}: Catch");
+        if !after_flip {
+            assert!(
+                s["Catch"].is_null(),
+                "{name} must not catch (redrive re-runs it)"
+            );
+        }
         assert!(s["TimeoutSeconds"].is_u64(), "{name} has no TimeoutSeconds");
     }
 }

@@ -107,7 +107,7 @@ async fn happy_path_from_the_console_default_input() {
         e.states,
         [
             "SelectUser",
-            "IsDryRun",
+            "ChooseMode",
             "GenerateAndSetPassword",
             "VerifyLogin",
             "FlipParameter",
@@ -268,10 +268,7 @@ async fn a_rejected_login_fails_before_the_flip_and_leaves_the_active_user_alone
     );
     assert_eq!(e.status, "FAILED");
     assert_eq!(e.error.as_deref(), Some("LoginRejected"), "{:?}", e.cause);
-    assert_eq!(
-        e.states.last().map(String::as_str),
-        Some("FailedBeforeFlip")
-    );
+    assert_eq!(e.states.last().map(String::as_str), Some("VerifyLogin"));
     assert!(!e.states.iter().any(|s| s == "FlipParameter"));
     let after = c.after().await;
     assert_eq!(after.active_user, "blue");
@@ -296,7 +293,7 @@ async fn a_dry_run_returns_the_plan_and_changes_nothing() {
     let c = case().await;
     let e = c.run(json!({"dryRun": true, "services": ["web"]}), json!({}));
     assert_eq!(e.status, "SUCCEEDED");
-    assert_eq!(e.states, ["SelectUser", "IsDryRun", "DryRunSucceeded"]);
+    assert_eq!(e.states, ["SelectUser", "ChooseMode", "DryRunSucceeded"]);
     assert_eq!(e.output["targetUser"], "green");
     assert_eq!(e.output["services"], json!(["web"]));
     c.assert_untouched(&c.after().await).await;
@@ -318,7 +315,7 @@ async fn bad_input_fails_with_invalid_input_and_changes_nothing() {
             "{:?}",
             e.cause
         );
-        assert_eq!(e.states, ["SelectUser", "PreflightFailed"]);
+        assert_eq!(e.states, ["SelectUser"]);
     }
     c.assert_untouched(&c.after().await).await;
 }
@@ -385,4 +382,189 @@ async fn a_crash_after_staging_is_resumed_by_the_next_execution() {
         "a second version was made"
     );
     c.assert_rotated(&after).await;
+}
+
+#[tokio::test]
+async fn a_second_concurrent_execution_fails_fast_and_changes_nothing() {
+    let c = case().await;
+    let first = {
+        let stack = c.stack.clone();
+        std::thread::spawn(move || {
+            // Slow the first execution down so the second starts meanwhile.
+            stack.run(&RunOptions {
+                input: Some(json!({})),
+                name: Some(format!("first-{}", std::process::id())),
+                scenario: Some(json!({"waitMs": 0, "retryIntervalMs": 0,
+                    "tasks": {"GenerateAndSetPassword": [{"delayMs": 2500}]}})),
+                ..RunOptions::default()
+            })
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let second = c.run(json!({"Comment": "scheduled"}), json!({}));
+    assert_eq!(second.status, "FAILED");
+    assert_eq!(
+        second.error.as_deref(),
+        Some("RotationInProgress"),
+        "{:?}",
+        second.cause
+    );
+    assert!(
+        second
+            .cause
+            .as_deref()
+            .unwrap_or_default()
+            .contains("first-"),
+        "{:?}",
+        second.cause
+    );
+    assert_eq!(second.states, ["SelectUser"]);
+    assert_eq!(
+        second.invocations.len(),
+        1,
+        "the second execution called more than select-user"
+    );
+
+    let first = first.join().unwrap();
+    assert_eq!(
+        first.status, "SUCCEEDED",
+        "{:?}: {:?}",
+        first.error, first.cause
+    );
+    let after = c.after().await;
+    c.assert_rotated(&after).await;
+    assert_eq!(
+        after.green.versions,
+        c.before.green.versions + 1,
+        "rotated twice"
+    );
+
+    // Neither blocks the next one: finished executions are not running.
+    let third = c.run(json!({}), json!({}));
+    assert_eq!(
+        third.status, "SUCCEEDED",
+        "{:?}: {:?}",
+        third.error, third.cause
+    );
+    assert_eq!(c.stack.active_user(&c.target).await, "blue");
+}
+
+const STEPS: [&str; 6] = [
+    "SelectUser",
+    "GenerateAndSetPassword",
+    "VerifyLogin",
+    "FlipParameter",
+    "RedeployEcs",
+    "WaitForStable",
+];
+
+/// After every Task of a run, check the invariant from outside (a failing
+/// check fails the run).
+fn check_after_every_step(mut tasks: serde_json::Map<String, Value>) -> Value {
+    let check = json!([{"afterCommand": [env!("CARGO_BIN_EXE_pgflip-stack"), "invariant"], "repeat": true}]);
+    for step in STEPS {
+        tasks.entry(step).or_insert_with(|| check.clone());
+    }
+    json!({"tasks": tasks})
+}
+
+/// The input a state had when it was entered last, from a run's history.
+fn state_input(history: &std::path::Path, state: &str) -> Value {
+    let events: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(history).unwrap()).unwrap();
+    events
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "StateEntered" && e["state"]["name"] == state)
+        .map(|e| e["state"]["input"].clone())
+        .unwrap_or_else(|| panic!("{state} was never entered"))
+}
+
+#[tokio::test]
+async fn fault_matrix_crash_after_each_step_then_replay_or_redrive() {
+    let mut rows = vec![];
+    let mut problems = vec![];
+    for step in STEPS {
+        for recovery in ["replay", "redrive"] {
+            let c = case().await;
+            let name = format!("fault-{step}-{recovery}-{}", std::process::id());
+            let history = std::env::temp_dir().join(format!("{name}.json"));
+            let mut tasks = serde_json::Map::new();
+            tasks.insert(step.into(), json!([{"abortAfter": true}]));
+            let mut crash_scenario = check_after_every_step(tasks);
+            crash_scenario["waitMs"] = json!(0);
+            crash_scenario["retryIntervalMs"] = json!(0);
+            let crashed = c.stack.run(&RunOptions {
+                input: Some(json!({})),
+                name: Some(name.clone()),
+                scenario: Some(crash_scenario),
+                history: Some(history.clone()),
+                ..RunOptions::default()
+            });
+            let crashed_ok =
+                crashed.status == "ABORTED" && crashed.aborted_in.as_deref() == Some(step);
+            let held_after_crash = c.stack.invariant(&c.target).await.is_ok();
+
+            let mut scenario = check_after_every_step(serde_json::Map::new());
+            scenario["waitMs"] = json!(0);
+            scenario["retryIntervalMs"] = json!(0);
+            let recovered = match recovery {
+                "replay" => c.stack.run(&RunOptions {
+                    input: Some(json!({})),
+                    scenario: Some(scenario),
+                    ..RunOptions::default()
+                }),
+                _ => c.stack.run(&RunOptions {
+                    input: Some(json!({})),
+                    name: Some(name.clone()),
+                    start_at: Some(step.into()),
+                    state_input: Some(state_input(&history, step)),
+                    scenario: Some(scenario),
+                    ..RunOptions::default()
+                }),
+            };
+            let after = c.after().await;
+            let held = c.stack.invariant(&c.target).await;
+            let green_once = after.green.versions == c.before.green.versions + 1
+                && after.green.current != c.before.green.current
+                && after.green.pending.is_none();
+            // Once the rollout of the interrupted rotation completed (moto
+            // completes at once), the rotation was done: a replay is then the
+            // next rotation, of blue, which is safe (no task uses blue).
+            let finished_before =
+                recovery == "replay" && ["RedeployEcs", "WaitForStable"].contains(&step);
+            let converged = recovered.status == "SUCCEEDED"
+                && green_once
+                && if finished_before {
+                    after.active_user == "blue" && after.blue.versions == c.before.blue.versions + 1
+                } else {
+                    after.active_user == "green" && after.blue == c.before.blue
+                };
+            let mode = recovered.output["mode"].as_str().unwrap_or("-").to_string();
+            rows.push(format!(
+                "| {step:<22} | {recovery:<7} | {:<9} | {:<8} | {:<9} | {:<9} | {:<5} |",
+                if held_after_crash { "held" } else { "BROKEN" },
+                if recovery == "redrive" {
+                    "-"
+                } else {
+                    mode.as_str()
+                },
+                recovered.status,
+                if converged { "yes" } else { "NO" },
+                if held.is_ok() { "held" } else { "BROKEN" },
+            ));
+            if !(crashed_ok && held_after_crash && converged && held.is_ok()) {
+                problems.push(format!(
+                    "{step}/{recovery}: crash {} in {:?}, recovery {} {:?} {:?}, after {after:?}, invariant {held:?}\n{}",
+                    crashed.status, crashed.aborted_in, recovered.status, recovered.error, recovered.cause, recovered.progress
+                ));
+            }
+        }
+    }
+    eprintln!("\n| crashed after          | then    | invariant | mode     | recovery  | converged | inv.  |");
+    eprintln!("|------------------------|---------|-----------|----------|-----------|-----------|-------|");
+    for row in &rows {
+        eprintln!("{row}");
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -144,6 +144,28 @@ pub struct Endpoint {
 pub struct SecretVersion {
     pub version_id: String,
     pub secret: DbSecret,
+    /// When the version was created (milliseconds since the epoch).
+    pub created_ms: Option<i64>,
+}
+
+/// What an execution does, decided by `select-user` from the state it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// Rotate the inactive user (the normal case).
+    Rotate,
+    /// The inactive user's AWSCURRENT version is newer than the last flip:
+    /// an earlier execution rotated and verified it but did not flip (or
+    /// another rotator changed it). Verify it logs in, then flip; do not
+    /// generate another password.
+    Flip,
+    /// The parameter changed after some service's current deployment began:
+    /// an earlier execution flipped but did not redeploy. Finish that:
+    /// redeploy, wait, do not rotate.
+    Redeploy,
+    /// Deployments started after the last flip are still rolling out:
+    /// finish that rotation by waiting for them, do not rotate.
+    Wait,
 }
 
 /// The rotation decided by `select-user`: it is the state every later step reads.
@@ -165,10 +187,17 @@ pub struct Plan {
     pub cluster: String,
     pub services: Vec<String>,
     pub dry_run: bool,
+    pub mode: Mode,
     pub stable_poll_seconds: u64,
     pub stable_max_polls: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With [`Mode::Wait`]: the deployments to wait for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// With [`Mode::Flip`]: the version `verify-login` checks before the flip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingPassword>,
 }
 
 /// Output of `generate-and-set-password`.

@@ -38,6 +38,8 @@ pub const DATABASE_ERROR: &str = "DatabaseError";
 pub const AWS_UNAVAILABLE: &str = "AwsUnavailable";
 /// An AWS API rejected the request for a reason retrying will not fix.
 pub const AWS_REQUEST_FAILED: &str = "AwsRequestFailed";
+/// Another execution of the state machine is rotating this target right now.
+pub const ROTATION_IN_PROGRESS: &str = "RotationInProgress";
 /// The ECS cluster or one of the services does not exist.
 pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
 /// An ECS deployment reported `FAILED` (raised by the state machine).
@@ -67,6 +69,7 @@ pub const ALL: &[(&str, bool)] = &[
     (AWS_UNAVAILABLE, true),
     (AWS_REQUEST_FAILED, false),
     (SERVICE_NOT_FOUND, false),
+    (ROTATION_IN_PROGRESS, false),
     (ROLLOUT_FAILED, false),
     (ROLLOUT_TIMED_OUT, false),
     (ROTATION_ROLLED_BACK, false),
@@ -115,6 +118,8 @@ pub enum RotationError {
     AwsRequestFailed(String),
     #[error("ECS service or cluster not found: {0}")]
     ServiceNotFound(String),
+    #[error("execution {0} is rotating this target right now; nothing was changed")]
+    RotationInProgress(String),
 }
 
 impl RotationError {
@@ -136,6 +141,7 @@ impl RotationError {
             Self::AwsUnavailable(_) => AWS_UNAVAILABLE,
             Self::AwsRequestFailed(_) => AWS_REQUEST_FAILED,
             Self::ServiceNotFound(_) => SERVICE_NOT_FOUND,
+            Self::RotationInProgress(_) => ROTATION_IN_PROGRESS,
         }
     }
 

@@ -3,6 +3,7 @@
 //! new ids), so a step that runs things in the wrong order fails its test.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -11,6 +12,19 @@ use crate::domain::{DbSecret, Endpoint, SecretVersion, AWSCURRENT, AWSPENDING};
 use crate::errors::RotationError;
 use crate::password::Password;
 use crate::ports::*;
+
+/// A shared clock (milliseconds since the epoch, near the real time): each
+/// tick is a second later than the last, so what a fake wrote later also
+/// carries a later timestamp.
+static TICKS: AtomicI64 = AtomicI64::new(0);
+
+pub fn tick() -> i64 {
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    real + TICKS.fetch_add(1000, Ordering::SeqCst)
+}
 
 /// Queued failures for the next calls of a named operation.
 #[derive(Default)]
@@ -31,7 +45,7 @@ impl Faults {
 
 #[derive(Default)]
 pub struct FakeParameters {
-    pub values: Mutex<HashMap<String, String>>,
+    pub values: Mutex<HashMap<String, ParameterValue>>,
     pub puts: Mutex<u32>,
     pub faults: Faults,
 }
@@ -39,30 +53,46 @@ pub struct FakeParameters {
 impl FakeParameters {
     pub fn with(name: &str, value: &str) -> Self {
         let p = Self::default();
-        p.values.lock().unwrap().insert(name.into(), value.into());
+        p.set(name, value);
         p
     }
 
+    /// Writes a value now (as someone outside the rotation would).
+    pub fn set(&self, name: &str, value: &str) {
+        self.values.lock().unwrap().insert(
+            name.into(),
+            ParameterValue {
+                value: value.into(),
+                last_modified_ms: Some(tick()),
+            },
+        );
+    }
+
     pub fn value(&self, name: &str) -> Option<String> {
-        self.values.lock().unwrap().get(name).cloned()
+        self.values
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|p| p.value.clone())
     }
 }
 
 #[async_trait]
 impl ParameterStore for FakeParameters {
-    async fn get(&self, name: &str) -> Result<String, RotationError> {
+    async fn get(&self, name: &str) -> Result<ParameterValue, RotationError> {
         self.faults.take("get")?;
-        self.value(name)
+        self.values
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
             .ok_or_else(|| RotationError::ParameterNotFound(name.into()))
     }
 
     async fn put(&self, name: &str, value: &str) -> Result<(), RotationError> {
         self.faults.take("put")?;
         *self.puts.lock().unwrap() += 1;
-        self.values
-            .lock()
-            .unwrap()
-            .insert(name.into(), value.into());
+        self.set(name, value);
         Ok(())
     }
 }
@@ -72,6 +102,7 @@ pub struct FakeVersion {
     pub id: String,
     pub value: String,
     pub stages: Vec<String>,
+    pub created_ms: i64,
 }
 
 #[derive(Default)]
@@ -91,6 +122,7 @@ impl FakeSecrets {
                 id: version_id.into(),
                 value: value.into(),
                 stages: vec![AWSCURRENT.into()],
+                created_ms: tick(),
             });
     }
 
@@ -150,6 +182,7 @@ impl SecretStore for FakeSecrets {
                 Ok(SecretVersion {
                     version_id: v.id.clone(),
                     secret: DbSecret::parse(secret_id, &v.value)?,
+                    created_ms: Some(v.created_ms),
                 })
             })
             .transpose()
@@ -181,6 +214,7 @@ impl SecretStore for FakeSecrets {
             id: token.into(),
             value: secret_string.expose().into(),
             stages: vec![AWSPENDING.into()],
+            created_ms: tick(),
         });
         Ok(token.into())
     }
@@ -337,6 +371,7 @@ impl FakeDeployments {
                     id: format!("ecs-svc/initial-{s}"),
                     status: "PRIMARY".into(),
                     rollout_state: Some("COMPLETED".into()),
+                    created_at_ms: Some(tick()),
                 }],
             );
         }
@@ -384,6 +419,7 @@ impl Deployments for FakeDeployments {
                 id: id.clone(),
                 status: "PRIMARY".into(),
                 rollout_state: Some("IN_PROGRESS".into()),
+                created_at_ms: Some(tick()),
             },
         );
         self.forced.lock().unwrap().push(service.into());
@@ -406,5 +442,33 @@ impl Deployments for FakeDeployments {
                     .ok_or_else(|| RotationError::ServiceNotFound(format!("{cluster}/{s}")))
             })
             .collect()
+    }
+}
+
+/// Running executions of the state machine, as Step Functions would list them.
+#[derive(Default)]
+pub struct FakeExecutions {
+    pub running: Mutex<Vec<RunningExecution>>,
+    pub faults: Faults,
+}
+
+impl FakeExecutions {
+    pub fn start(&self, arn: &str) {
+        self.running.lock().unwrap().push(RunningExecution {
+            arn: arn.into(),
+            started_ms: tick(),
+        });
+    }
+
+    pub fn stop(&self, arn: &str) {
+        self.running.lock().unwrap().retain(|e| e.arn != arn);
+    }
+}
+
+#[async_trait]
+impl Executions for FakeExecutions {
+    async fn running(&self, _execution_arn: &str) -> Result<Vec<RunningExecution>, RotationError> {
+        self.faults.take("running")?;
+        Ok(self.running.lock().unwrap().clone())
     }
 }

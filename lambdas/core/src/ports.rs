@@ -8,10 +8,18 @@ use crate::domain::{Endpoint, SecretVersion};
 use crate::errors::RotationError;
 use crate::password::Password;
 
+/// A parameter's value and when it last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParameterValue {
+    pub value: String,
+    /// Milliseconds since the Unix epoch, as the service reports it.
+    pub last_modified_ms: Option<i64>,
+}
+
 /// The active-user pointer (SSM Parameter Store).
 #[async_trait]
 pub trait ParameterStore: Send + Sync {
-    async fn get(&self, name: &str) -> Result<String, RotationError>;
+    async fn get(&self, name: &str) -> Result<ParameterValue, RotationError>;
     async fn put(&self, name: &str, value: &str) -> Result<(), RotationError>;
 }
 
@@ -90,6 +98,8 @@ pub struct DeploymentState {
     /// `IN_PROGRESS`, `COMPLETED` or `FAILED` (absent for services without
     /// deployment circuit breaker data).
     pub rollout_state: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: Option<i64>,
 }
 
 /// ECS services and their deployments.
@@ -108,4 +118,19 @@ pub trait Deployments: Send + Sync {
         cluster: &str,
         services: &[String],
     ) -> Result<Vec<Vec<DeploymentState>>, RotationError>;
+}
+
+/// Another execution of the same state machine that is running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningExecution {
+    pub arn: String,
+    pub started_ms: i64,
+}
+
+/// The executions of the state machine (the concurrency guard).
+#[async_trait]
+pub trait Executions: Send + Sync {
+    /// The RUNNING executions of the state machine that `execution_arn`
+    /// belongs to, this one included when it is listed.
+    async fn running(&self, execution_arn: &str) -> Result<Vec<RunningExecution>, RotationError>;
 }

@@ -49,45 +49,214 @@ async fn current_secret(
         })
 }
 
-/// Step 1: read the pointer, pick the inactive user, check that rotating it is safe.
+/// Step 1: check no other execution is rotating, read the pointer, decide
+/// what to do (rotate, or finish an interrupted flip), and for a rotation
+/// check that rotating the inactive user is safe. Changes nothing.
+#[allow(clippy::too_many_arguments)]
 pub async fn select_user(
     config: &TargetConfig,
     request: &SelectRequest,
     parameters: &dyn ParameterStore,
     secrets: &dyn SecretStore,
     database: &dyn Database,
+    deployments: &dyn Deployments,
+    executions: &dyn Executions,
 ) -> Result<Plan, RotationError> {
     let input = ExecutionInput::parse(&request.input)?;
-    let active = parameters.get(&config.parameter_name).await?;
-    let active = active.trim().to_string();
+    guard(executions, &request.execution_id, now_ms()).await?;
+
+    let pointer = parameters.get(&config.parameter_name).await?;
+    let active = pointer.value.trim().to_string();
+    let shown = active.clone();
     let invalid = || RotationError::InvalidActiveUser {
         parameter: config.parameter_name.clone(),
-        value: active.clone(),
+        value: shown.clone(),
         blue: config.blue_user.clone(),
         green: config.green_user.clone(),
     };
-    let target = config.other(&active).ok_or_else(invalid)?.to_string();
-    let active_secret_id = config.secret_of(&active).ok_or_else(invalid)?;
-    let target_secret_id = config.secret_of(&target).ok_or_else(invalid)?;
+    let inactive = config.other(&active).ok_or_else(invalid)?.to_string();
+    let services = input.services.unwrap_or_else(|| config.services.clone());
+    let described = deployments.describe(&config.cluster, &services).await?;
+    let flipped_ms = pointer.last_modified_ms;
+    let mut mode = rollout_mode(flipped_ms, &described);
 
-    let active_secret = current_secret(secrets, active_secret_id).await?;
+    // Normally the inactive user is rotated. When an earlier rotation flipped
+    // the pointer but its rollout did not finish, that rotation is finished
+    // instead: its target is the user the pointer names now.
+    let (previous, target) = match mode {
+        Mode::Redeploy | Mode::Wait => (inactive, active),
+        Mode::Rotate | Mode::Flip => (active, inactive),
+    };
+    let previous_secret_id = config.secret_of(&previous).ok_or_else(invalid)?;
+    let target_secret_id = config.secret_of(&target).ok_or_else(invalid)?;
+    let previous_secret = current_secret(secrets, previous_secret_id).await?;
     let target_secret = current_secret(secrets, target_secret_id).await?;
-    let (active_role, target_role) = (
-        active_secret.secret.username(),
+    let (previous_role, target_role) = (
+        previous_secret.secret.username(),
         target_secret.secret.username(),
     );
-    if active_role == target_role {
+    if previous_role == target_role {
         return Err(RotationError::Configuration(format!(
-            "both secrets name the database user {active_role:?}; blue and green must be two users"
+            "both secrets name the database user {previous_role:?}; blue and green must be two users"
         )));
     }
+    // The inactive user got a new AWSCURRENT after the last flip: it was
+    // rotated and verified, but not flipped to. Flip to it; don't rotate again.
+    if mode == Mode::Rotate {
+        if let (Some(flipped), Some(created)) = (flipped_ms, target_secret.created_ms) {
+            if created > flipped {
+                mode = Mode::Flip;
+            }
+        }
+    }
 
-    // Preflight, as the active user: its password is known to work.
+    match mode {
+        Mode::Rotate | Mode::Flip => {
+            // The inactive user's sessions only matter if its password changes.
+            preflight(
+                database,
+                &previous_secret.secret,
+                target_role,
+                mode == Mode::Rotate,
+            )
+            .await?;
+        }
+        Mode::Redeploy | Mode::Wait => {
+            // Nothing will be rotated; the user the pointer names must work.
+            let s = &target_secret.secret;
+            database
+                .check_login(&s.endpoint(), s.username(), s.password())
+                .await?;
+        }
+    }
+    if mode != Mode::Rotate {
+        warn!(?mode, active_user = %active_now(&mode, &previous, &target), "an earlier rotation did not finish: finishing it instead of starting another");
+    }
+
+    let rollout = (mode == Mode::Wait).then(|| Rollout {
+        cluster: config.cluster.clone(),
+        deployments: services
+            .iter()
+            .zip(&described)
+            .map(|(service, d)| ServiceDeployment {
+                service: service.clone(),
+                deployment_id: primary(d).map(|p| p.id.clone()).unwrap_or_default(),
+                rollout_state: None,
+            })
+            .collect(),
+        status: RolloutStatus::InProgress,
+        poll: 0,
+        max_polls: config.stable_max_polls(),
+        poll_seconds: config.stable_poll_seconds,
+    });
+    let plan = Plan {
+        execution_name: request.execution_name.clone(),
+        client_request_token: client_request_token(&request.execution_id),
+        parameter_name: config.parameter_name.clone(),
+        previous_user: previous,
+        target_user: target,
+        target_secret_id: target_secret_id.to_string(),
+        previous_secret_id: previous_secret_id.to_string(),
+        cluster: config.cluster.clone(),
+        services,
+        dry_run: input.dry_run,
+        mode,
+        stable_poll_seconds: config.stable_poll_seconds,
+        stable_max_polls: config.stable_max_polls(),
+        reason: input.reason,
+        rollout,
+        pending: (mode == Mode::Flip).then(|| PendingPassword {
+            version_id: target_secret.version_id.clone(),
+            resumed: true,
+        }),
+    };
+    info!(
+        previous_user = %plan.previous_user,
+        target_user = %plan.target_user,
+        mode = ?plan.mode,
+        services = plan.services.len(),
+        dry_run = plan.dry_run,
+        "selected the inactive user"
+    );
+    Ok(plan)
+}
+
+fn active_now<'a>(mode: &Mode, previous: &'a str, target: &'a str) -> &'a str {
+    match mode {
+        Mode::Redeploy | Mode::Wait => target,
+        Mode::Rotate | Mode::Flip => previous,
+    }
+}
+
+/// Executions older than the state machine's own timeout cannot be running.
+const GUARD_MAX_AGE_MS: i64 = 6 * 3600 * 1000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(i64::MAX)
+}
+
+/// The concurrency guard: of the running executions, the one that started
+/// first (then the smaller ARN) proceeds; every other fails fast. Every
+/// execution lists itself as running before it gets here, so two executions
+/// always agree on which one goes on.
+async fn guard(executions: &dyn Executions, me: &str, now_ms: i64) -> Result<(), RotationError> {
+    let running = executions.running(me).await?;
+    // Not listed yet (eventual consistency): then everyone listed started first.
+    let my_start = running
+        .iter()
+        .find(|e| e.arn == me)
+        .map_or(i64::MAX, |e| e.started_ms);
+    let winner = running
+        .iter()
+        .filter(|e| e.arn != me && now_ms.saturating_sub(e.started_ms) < GUARD_MAX_AGE_MS)
+        .find(|e| (e.started_ms, e.arn.as_str()) < (my_start, me));
+    match winner {
+        Some(other) => Err(RotationError::RotationInProgress(other.arn.clone())),
+        None => Ok(()),
+    }
+}
+
+fn primary(deployments: &[DeploymentState]) -> Option<&DeploymentState> {
+    deployments.iter().find(|d| d.status == "PRIMARY")
+}
+
+/// Whether the services have caught up with the last change of the pointer.
+fn rollout_mode(flipped_ms: Option<i64>, described: &[Vec<DeploymentState>]) -> Mode {
+    let mut mode = Mode::Rotate;
+    for deployments in described {
+        let Some(p) = primary(deployments) else {
+            continue;
+        };
+        if let (Some(flipped), Some(created)) = (flipped_ms, p.created_at_ms) {
+            if created < flipped {
+                return Mode::Redeploy;
+            }
+        }
+        if p.rollout_state.as_deref() == Some("IN_PROGRESS") {
+            mode = Mode::Wait;
+        }
+    }
+    mode
+}
+
+/// Preflight, as the previous (active) user, whose password is known to work:
+/// both users exist, their privileges match, and (when its password is about
+/// to change) the inactive one has no sessions.
+async fn preflight(
+    database: &dyn Database,
+    active: &DbSecret,
+    target_role: &str,
+    check_sessions: bool,
+) -> Result<(), RotationError> {
+    let active_role = active.username();
     let facts = database
         .user_facts(
-            &active_secret.secret.endpoint(),
+            &active.endpoint(),
             active_role,
-            active_secret.secret.password(),
+            active.password(),
             &[active_role, target_role],
         )
         .await?;
@@ -105,36 +274,13 @@ pub async fn select_user(
             differences,
         });
     }
-    if facts[1].live_sessions > 0 {
+    if check_sessions && facts[1].live_sessions > 0 {
         return Err(RotationError::InactiveUserInUse {
             user: target_role.to_string(),
             sessions: facts[1].live_sessions,
         });
     }
-
-    let plan = Plan {
-        execution_name: request.execution_name.clone(),
-        client_request_token: client_request_token(&request.execution_id),
-        parameter_name: config.parameter_name.clone(),
-        previous_user: active,
-        target_user: target,
-        target_secret_id: target_secret_id.to_string(),
-        previous_secret_id: active_secret_id.to_string(),
-        cluster: config.cluster.clone(),
-        services: input.services.unwrap_or_else(|| config.services.clone()),
-        dry_run: input.dry_run,
-        stable_poll_seconds: config.stable_poll_seconds,
-        stable_max_polls: config.stable_max_polls(),
-        reason: input.reason,
-    };
-    info!(
-        previous_user = %plan.previous_user,
-        target_user = %plan.target_user,
-        services = plan.services.len(),
-        dry_run = plan.dry_run,
-        "selected the inactive user"
-    );
-    Ok(plan)
+    Ok(())
 }
 
 /// Lists what one user may do and the other may not, in both directions.
@@ -292,6 +438,7 @@ pub async fn flip_parameter(
     let was = parameters
         .get(&request.parameter_name)
         .await?
+        .value
         .trim()
         .to_string();
     let changed = was != request.to;

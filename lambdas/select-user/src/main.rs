@@ -1,7 +1,11 @@
-//! select-user: read the active-user parameter, pick the inactive user, preflight.
+//! select-user: concurrency guard, read the active-user parameter, pick the
+//! inactive user (or finish an interrupted flip), preflight.
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use pgflip_core::adapters::{postgres::Postgres, secrets::SecretsManager, ssm::SsmParameters};
+use pgflip_core::adapters::{
+    ecs::EcsDeployments, postgres::Postgres, secrets::SecretsManager, sfn::StepFunctions,
+    ssm::SsmParameters,
+};
 use pgflip_core::config::{DbConfig, ProcessEnv, TargetConfig};
 use pgflip_core::runtime::{aws_config, init_tracing, or_exit, parse_payload};
 use pgflip_core::steps;
@@ -15,9 +19,20 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let aws = aws_config().await;
     let parameters = SsmParameters::new(aws_sdk_ssm::Client::new(&aws));
     let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
+    let deployments = EcsDeployments::new(aws_sdk_ecs::Client::new(&aws));
+    let executions = StepFunctions::new(aws_sdk_sfn::Client::new(&aws));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async {
         let request = parse_payload(event.payload)?;
-        steps::select_user(&target, &request, &parameters, &secrets, &database).await
+        steps::select_user(
+            &target,
+            &request,
+            &parameters,
+            &secrets,
+            &database,
+            &deployments,
+            &executions,
+        )
+        .await
     }))
     .await
 }

@@ -5,6 +5,7 @@
 //!   pgflip-stack seed
 //!   pgflip-stack snapshot                       (JSON on stdout)
 //!   pgflip-stack report BEFORE AFTER EXECUTION  (JSON files; exit 1 if a check fails)
+//!   pgflip-stack invariant                      (exit 1 unless the active user logs in)
 
 use pgflip_core::domain::AWSCURRENT;
 use pgflip_tests::{Snapshot, Stack, Target};
@@ -40,6 +41,13 @@ async fn main() {
             let snapshot = stack.snapshot(&target).await;
             println!("{}", serde_json::to_string(&snapshot).unwrap());
         }
+        Some("invariant") => match stack.invariant(&target).await {
+            Ok(user) => eprintln!("invariant holds: {user} logs in with its AWSCURRENT password"),
+            Err(e) => {
+                eprintln!("INVARIANT BROKEN: {e}");
+                std::process::exit(1);
+            }
+        },
         Some("report") if args.len() == 4 => {
             let before: Snapshot = read(&args[1]);
             let after: Snapshot = read(&args[2]);
@@ -49,7 +57,9 @@ async fn main() {
             }
         }
         _ => {
-            eprintln!("usage: pgflip-stack seed | snapshot | report BEFORE AFTER EXECUTION");
+            eprintln!(
+                "usage: pgflip-stack seed | snapshot | invariant | report BEFORE AFTER EXECUTION"
+            );
             std::process::exit(2);
         }
     }

@@ -102,6 +102,7 @@ impl Deployments for EcsDeployments {
                         id: d.id.unwrap_or_default(),
                         status: d.status.unwrap_or_default(),
                         rollout_state: d.rollout_state.map(|r| r.as_str().to_string()),
+                        created_at_ms: d.created_at.and_then(|t| t.to_millis().ok()),
                     })
                     .collect())
             })

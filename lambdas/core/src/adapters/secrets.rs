@@ -104,6 +104,7 @@ impl SecretStore for SecretsManager {
             Err(e) => return Err(classify("secretsmanager:GetSecretValue", e)),
         };
         let version_id = out.version_id.unwrap_or_default();
+        let created_ms = out.created_date.and_then(|d| d.to_millis().ok());
         let raw = out
             .secret_string
             .ok_or_else(|| RotationError::SecretMalformed {
@@ -113,6 +114,7 @@ impl SecretStore for SecretsManager {
         Ok(Some(SecretVersion {
             version_id,
             secret: DbSecret::parse(secret_id, &raw)?,
+            created_ms,
         }))
     }
 

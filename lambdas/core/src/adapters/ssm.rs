@@ -5,7 +5,7 @@ use aws_sdk_ssm::Client;
 
 use super::aws::{classify, error_code};
 use crate::errors::RotationError;
-use crate::ports::ParameterStore;
+use crate::ports::{ParameterStore, ParameterValue};
 
 pub struct SsmParameters {
     client: Client,
@@ -19,7 +19,7 @@ impl SsmParameters {
 
 #[async_trait]
 impl ParameterStore for SsmParameters {
-    async fn get(&self, name: &str) -> Result<String, RotationError> {
+    async fn get(&self, name: &str) -> Result<ParameterValue, RotationError> {
         let out = self
             .client
             .get_parameter()
@@ -33,9 +33,17 @@ impl ParameterStore for SsmParameters {
                     classify("ssm:GetParameter", e)
                 }
             })?;
-        out.parameter
-            .and_then(|p| p.value)
-            .ok_or_else(|| RotationError::ParameterNotFound(name.to_string()))
+        let parameter = out
+            .parameter
+            .ok_or_else(|| RotationError::ParameterNotFound(name.to_string()))?;
+        Ok(ParameterValue {
+            last_modified_ms: parameter
+                .last_modified_date
+                .and_then(|d| d.to_millis().ok()),
+            value: parameter
+                .value
+                .ok_or_else(|| RotationError::ParameterNotFound(name.to_string()))?,
+        })
     }
 
     async fn put(&self, name: &str, value: &str) -> Result<(), RotationError> {

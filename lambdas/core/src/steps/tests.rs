@@ -14,8 +14,11 @@ struct World {
     secrets: FakeSecrets,
     database: FakeDatabase,
     deployments: FakeDeployments,
+    executions: FakeExecutions,
     policy: PasswordPolicy,
 }
+
+const ME: &str = "arn:aws:states:us-east-1:123456789012:execution:rotation:exec-1";
 
 fn secret_json(user: &str, password: &str) -> String {
     json!({"engine": "postgres", "host": "127.0.0.1", "port": 5432, "dbname": "app", "username": user, "password": password}).to_string()
@@ -43,12 +46,18 @@ fn world() -> World {
     let database = FakeDatabase::default();
     database.add_user("blue", "blue-pass-1", GRANTS);
     database.add_user("green", "green-pass-1", GRANTS);
+    // The parameter was set, then the services deployed: they are up to date.
+    let parameters = FakeParameters::with(PARAM, "blue");
+    let deployments = FakeDeployments::with_services("app", &["web", "worker"]);
+    let executions = FakeExecutions::default();
+    executions.start(ME);
     World {
         config,
-        parameters: FakeParameters::with(PARAM, "blue"),
+        parameters,
         secrets,
         database,
-        deployments: FakeDeployments::with_services("app", &["web", "worker"]),
+        deployments,
+        executions,
         policy: PasswordPolicy::default(),
     }
 }
@@ -56,7 +65,7 @@ fn world() -> World {
 fn request(input: serde_json::Value) -> SelectRequest {
     SelectRequest {
         input,
-        execution_id: "arn:aws:states:us-east-1:123456789012:execution:rotation:exec-1".into(),
+        execution_id: ME.into(),
         execution_name: "exec-1".into(),
     }
 }
@@ -69,6 +78,8 @@ impl World {
             &self.parameters,
             &self.secrets,
             &self.database,
+            &self.deployments,
+            &self.executions,
         )
         .await
     }
@@ -191,8 +202,17 @@ async fn a_full_rotation_changes_only_the_inactive_user() {
 #[tokio::test]
 async fn the_next_rotation_rotates_the_other_user() {
     let w = world();
+    // An earlier rotation flipped to green and rolled out completely.
     w.parameters.put(PARAM, "green").await.unwrap();
+    for service in ["web", "worker"] {
+        w.deployments
+            .force_new_deployment("app", service)
+            .await
+            .unwrap();
+    }
+    w.deployments.set_primary_state("app", "COMPLETED");
     let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Rotate);
     assert_eq!(
         (plan.previous_user.as_str(), plan.target_user.as_str()),
         ("green", "blue")
@@ -497,4 +517,174 @@ fn tokens_are_stable_per_execution() {
     assert!(client_request_token("a")
         .chars()
         .all(|c| c.is_ascii_hexdigit()));
+}
+
+#[tokio::test]
+async fn a_second_execution_fails_fast_and_reads_nothing() {
+    let w = world();
+    // Another execution started before ours and is still running.
+    w.executions.running.lock().unwrap().clear();
+    w.executions
+        .start("arn:aws:states:us-east-1:123456789012:execution:rotation:scheduled");
+    w.executions.start(ME);
+    w.parameters.faults.push(
+        "get",
+        RotationError::AwsRequestFailed("must not be read".into()),
+    );
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "RotationInProgress");
+    assert!(err.to_string().contains("scheduled"), "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn the_first_execution_wins_and_finished_ones_do_not_count() {
+    let w = world();
+    // A later one is running too: we started first, we go on.
+    w.executions
+        .start("arn:aws:states:us-east-1:123456789012:execution:rotation:later");
+    assert!(w.select(json!({})).await.is_ok());
+    // One that started first has stopped (crashed, failed, aborted): not running.
+    let w = world();
+    w.executions.running.lock().unwrap().clear();
+    w.executions
+        .start("arn:aws:states:us-east-1:123456789012:execution:rotation:crashed");
+    w.executions.start(ME);
+    w.executions
+        .stop("arn:aws:states:us-east-1:123456789012:execution:rotation:crashed");
+    assert!(w.select(json!({})).await.is_ok());
+    // Not listed yet ourselves: anything listed counts as earlier.
+    let w = world();
+    w.executions.running.lock().unwrap().clear();
+    w.executions
+        .start("arn:aws:states:us-east-1:123456789012:execution:rotation:other");
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "RotationInProgress"
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_flip_is_finished_not_rotated_again() {
+    let w = world();
+    // An earlier rotation promoted green and flipped, then died before redeploying.
+    let plan = w.select(json!({})).await.unwrap();
+    let pending = w.generate(&plan).await.unwrap();
+    w.verify(&plan, &pending).await.unwrap();
+    w.flip("green").await.unwrap();
+    // Old tasks still use blue: rotating blue now would break them.
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("blue")
+        .unwrap()
+        .live_sessions = 4;
+
+    let finish = w.select(json!({})).await.unwrap();
+    assert_eq!(finish.mode, Mode::Redeploy);
+    assert_eq!(
+        (finish.previous_user.as_str(), finish.target_user.as_str()),
+        ("blue", "green")
+    );
+    assert_eq!(finish.target_secret_id, GREEN_SECRET);
+    assert_eq!(finish.rollout, None);
+    let blue_before = w.database.password_of("blue");
+
+    // Once the services are redeployed and stable, the next run rotates blue.
+    w.redeploy(&finish).await.unwrap();
+    w.deployments.set_primary_state("app", "COMPLETED");
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("blue")
+        .unwrap()
+        .live_sessions = 0;
+    let next = w.select(json!({})).await.unwrap();
+    assert_eq!(next.mode, Mode::Rotate);
+    assert_eq!(next.target_user, "blue");
+    assert_eq!(w.database.password_of("blue"), blue_before);
+}
+
+#[tokio::test]
+async fn a_rollout_still_running_after_the_flip_is_waited_for() {
+    let w = world();
+    w.flip("green").await.unwrap();
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Redeploy);
+    let rollout = w.redeploy(&plan).await.unwrap();
+    // The redeploy ran, the wait did not finish: the next run waits for those deployments.
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Wait);
+    let waiting = plan.rollout.expect("the deployments to wait for");
+    let ids = |r: &Rollout| {
+        r.deployments
+            .iter()
+            .map(|d| d.deployment_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&waiting), ids(&rollout));
+    assert_eq!(waiting.max_polls, plan.stable_max_polls);
+}
+
+#[tokio::test]
+async fn a_finish_needs_the_active_user_to_log_in() {
+    let w = world();
+    w.flip("green").await.unwrap();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .password = "broken".into();
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "LoginRejected"
+    );
+}
+
+#[tokio::test]
+async fn a_rotation_verified_but_not_flipped_is_flipped_not_rotated_again() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let pending = w.generate(&plan).await.unwrap();
+    w.verify(&plan, &pending).await.unwrap();
+    // Crash before the flip. Green's sessions don't matter: its password stays.
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .live_sessions = 1;
+    let again = w.select(json!({})).await.unwrap();
+    assert_eq!(again.mode, Mode::Flip);
+    assert_eq!(
+        (again.previous_user.as_str(), again.target_user.as_str()),
+        ("blue", "green")
+    );
+    let carried = again.pending.clone().expect("the version to verify");
+    assert_eq!(carried.version_id, pending.version_id);
+    let verified = w.verify(&again, &carried).await.unwrap();
+    assert!(verified.already_current);
+    assert_eq!(
+        w.secrets.version_count(GREEN_SECRET),
+        2,
+        "no second password was made"
+    );
+    // Privilege drift still stops it.
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .grants
+        .push("CREATE on schema public".into());
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "PrivilegeDrift"
+    );
 }
