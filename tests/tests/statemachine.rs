@@ -568,3 +568,250 @@ async fn fault_matrix_crash_after_each_step_then_replay_or_redrive() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// What a bad-state case may not change: the pointer, any secret version, any deployment.
+async fn fingerprint(
+    c: &Case,
+) -> (
+    Option<String>,
+    Vec<Option<SecretStateLite>>,
+    Vec<(String, String)>,
+) {
+    let active = c
+        .stack
+        .ssm
+        .get_parameter()
+        .name(&c.target.parameter_name)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.parameter)
+        .and_then(|p| p.value);
+    let mut secrets = vec![];
+    for id in [&c.target.blue_secret, &c.target.green_secret] {
+        let d = c
+            .stack
+            .secrets
+            .describe_secret()
+            .secret_id(id)
+            .send()
+            .await
+            .ok();
+        secrets.push(d.map(|d| {
+            let mut v: Vec<String> = d
+                .version_ids_to_stages
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(id, mut stages)| {
+                    stages.sort();
+                    format!("{id}:{}", stages.join("+"))
+                })
+                .collect();
+            v.sort();
+            v
+        }));
+    }
+    (
+        active,
+        secrets,
+        c.stack.primary_deployments(&c.target).await,
+    )
+}
+
+type SecretStateLite = Vec<String>;
+
+#[tokio::test]
+async fn bad_state_and_bad_input_get_named_errors_and_change_nothing() {
+    let mut rows = vec![];
+    let mut problems = vec![];
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("parameter holds \"purple\"", json!({}), "InvalidActiveUser"),
+        ("parameter missing", json!({}), "ParameterNotFound"),
+        ("green's secret missing", json!({}), "SecretNotFound"),
+        ("green's secret not JSON", json!({}), "SecretMalformed"),
+        (
+            "green's secret lacks username",
+            json!({}),
+            "SecretMalformed",
+        ),
+        (
+            "green's password changed in the database",
+            json!({}),
+            "LoginRejected",
+        ),
+        (
+            "database unreachable (retried)",
+            json!({}),
+            "DatabaseUnavailable",
+        ),
+        (
+            "green has a live session (retried)",
+            json!({}),
+            "InactiveUserInUse",
+        ),
+        (
+            "unknown ECS service",
+            json!({"services": ["ghost"]}),
+            "ServiceNotFound",
+        ),
+        (
+            "input: services empty",
+            json!({"services": []}),
+            "InvalidInput",
+        ),
+        (
+            "input: dryRun not a boolean",
+            json!({"dryRun": "yes"}),
+            "InvalidInput",
+        ),
+        (
+            "input: a service not a string",
+            json!({"services": ["web", 7]}),
+            "InvalidInput",
+        ),
+        (
+            "input: reason not a string",
+            json!({"reason": 5}),
+            "InvalidInput",
+        ),
+        (
+            "input: a list, not an object",
+            json!([1, 2]),
+            "InvalidInput",
+        ),
+        ("input: a string", json!("rotate please"), "InvalidInput"),
+    ];
+    for (what, input, expected) in cases {
+        let c = case().await;
+        let green_secret = c.target.green_secret.clone();
+        let mut session = None;
+        match what {
+            "parameter holds \"purple\"" => c.stack.set_active_user(&c.target, "purple").await,
+            "parameter missing" => {
+                c.stack
+                    .ssm
+                    .delete_parameter()
+                    .name(&c.target.parameter_name)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "green's secret missing" => {
+                c.stack
+                    .secrets
+                    .delete_secret()
+                    .secret_id(&green_secret)
+                    .force_delete_without_recovery(true)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "green's secret not JSON" | "green's secret lacks username" => {
+                let value = if what.contains("JSON") {
+                    "host=127.0.0.1 user=green".to_string()
+                } else {
+                    json!({"host": "127.0.0.1", "dbname": "app", "password": "irrelevant"})
+                        .to_string()
+                };
+                c.stack
+                    .secrets
+                    .put_secret_value()
+                    .secret_id(&green_secret)
+                    .secret_string(value)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "green's password changed in the database" => {
+                c.stack
+                    .admin("postgres")
+                    .await
+                    .batch_execute("ALTER ROLE green PASSWORD 'changed-by-someone-else'")
+                    .await
+                    .unwrap();
+            }
+            "database unreachable (retried)" => {
+                // Point blue's secret (the preflight logs in as blue) at a dead port.
+                let dead = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let raw = c
+                    .stack
+                    .secrets
+                    .get_secret_value()
+                    .secret_id(&c.target.blue_secret)
+                    .send()
+                    .await
+                    .unwrap()
+                    .secret_string
+                    .unwrap();
+                let mut v: Value = serde_json::from_str(&raw).unwrap();
+                v["port"] = json!(dead);
+                c.stack
+                    .secrets
+                    .put_secret_value()
+                    .secret_id(&c.target.blue_secret)
+                    .secret_string(v.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "green has a live session (retried)" => {
+                let password = c.stack.password_at(&green_secret, AWSCURRENT).await;
+                let (client, conn) = tokio_postgres::Config::new()
+                    .host(&c.stack.pg_host)
+                    .port(c.stack.pg_port)
+                    .user("green")
+                    .password(password.expose())
+                    .dbname(&c.target.dbname)
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                session = Some(client);
+            }
+            _ => {}
+        }
+        let before = fingerprint(&c).await;
+        let e = c.run(input.clone(), json!({}));
+        let after = fingerprint(&c).await;
+        let retries = e.progress.matches(" retry #").count();
+        let ok = e.status == "FAILED"
+            && e.error.as_deref() == Some(expected)
+            && e.states == ["SelectUser"]
+            && before == after;
+        let cause: String = e
+            .cause
+            .clone()
+            .unwrap_or_default()
+            .chars()
+            .take(90)
+            .collect();
+        rows.push(format!(
+            "| {what:<42} | {:<20} | {retries} | {} | {cause}",
+            e.error.clone().unwrap_or_default(),
+            if before == after {
+                "nothing changed"
+            } else {
+                "CHANGED"
+            }
+        ));
+        if !ok {
+            problems.push(format!(
+                "{what}: expected {expected}, got {:?} {:?} after {:?}; changed: {}",
+                e.error,
+                e.cause,
+                e.states,
+                before != after
+            ));
+        }
+        drop(session);
+    }
+    eprintln!("\n| bad state or input                         | error                | retries | state | cause");
+    for row in &rows {
+        eprintln!("{row}");
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

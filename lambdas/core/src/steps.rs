@@ -120,6 +120,7 @@ pub async fn select_user(
                 mode == Mode::Rotate,
             )
             .await?;
+            target_logs_in(database, secrets, target_secret_id, &target_secret).await?;
         }
         Mode::Redeploy | Mode::Wait => {
             // Nothing will be rotated; the user the pointer names must work.
@@ -185,6 +186,44 @@ fn active_now<'a>(mode: &Mode, previous: &'a str, target: &'a str) -> &'a str {
     match mode {
         Mode::Redeploy | Mode::Wait => target,
         Mode::Rotate | Mode::Flip => previous,
+    }
+}
+
+/// The inactive user must log in before anything changes: with its
+/// AWSCURRENT password, or (an interrupted rotation that already set it in
+/// the database) with its AWSPENDING one.
+async fn target_logs_in(
+    database: &dyn Database,
+    secrets: &dyn SecretStore,
+    secret_id: &str,
+    current: &SecretVersion,
+) -> Result<(), RotationError> {
+    let s = &current.secret;
+    match database
+        .check_login(&s.endpoint(), s.username(), s.password())
+        .await
+    {
+        Err(RotationError::LoginRejected { user, .. }) => {
+            let pending = secrets
+                .get_stage(secret_id, AWSPENDING)
+                .await?
+                .filter(|p| p.version_id != current.version_id);
+            if let Some(p) = pending {
+                let ps = &p.secret;
+                if database
+                    .check_login(&ps.endpoint(), ps.username(), ps.password())
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+            Err(RotationError::LoginRejected {
+                user,
+                detail: format!("the inactive user's {AWSCURRENT} password in {secret_id} does not log in (nor does an {AWSPENDING} one); fix the secret or the database password"),
+            })
+        }
+        other => other,
     }
 }
 

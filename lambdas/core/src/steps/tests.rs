@@ -358,6 +358,34 @@ async fn generate_resumes_when_the_database_change_was_lost() {
 }
 
 #[tokio::test]
+async fn preflight_rejects_an_inactive_user_whose_password_does_not_work() {
+    let w = world();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .password = "changed-behind-our-back".into();
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "LoginRejected");
+    assert!(err.to_string().contains("inactive user"), "{err}");
+    assert!(!err.to_string().contains("changed-behind"), "{err}");
+    assert_eq!(w.secrets.version_count(GREEN_SECRET), 1);
+}
+
+#[tokio::test]
+async fn preflight_accepts_a_pending_password_already_set() {
+    // Crash after ALTER ROLE, before promotion: only AWSPENDING logs in now.
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    w.generate(&plan).await.unwrap();
+    let again = w.select(json!({})).await.unwrap();
+    assert_eq!(again.mode, Mode::Rotate);
+    assert!(w.generate(&again).await.unwrap().resumed);
+}
+
+#[tokio::test]
 async fn generate_fails_when_no_known_password_logs_in() {
     let w = world();
     let plan = w.select(json!({})).await.unwrap();
