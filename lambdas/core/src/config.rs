@@ -217,6 +217,41 @@ pub fn password_policy_from_env(env: &dyn Env) -> Result<PasswordPolicy, Rotatio
     PasswordPolicy::new(length, &excluded)
 }
 
+/// The environment variables each parser reads, by the name a Lambda's
+/// `main.rs` calls it with. `tests/tests/template.rs` checks that
+/// `infra/template.yaml` sets exactly these for every Lambda whose `main.rs`
+/// calls the parser; the `env_vars` test below keeps the table equal to what
+/// the parsers actually read.
+pub const ENV_VARS: &[(&str, &[&str])] = &[
+    (
+        "TargetConfig::from_env",
+        &[
+            "ACTIVE_USER_PARAMETER",
+            "BLUE_USER",
+            "GREEN_USER",
+            "BLUE_SECRET_ID",
+            "GREEN_SECRET_ID",
+            "ECS_CLUSTER",
+            "ECS_SERVICES",
+            "STABLE_POLL_SECONDS",
+            "STABLE_TIMEOUT_SECONDS",
+        ],
+    ),
+    ("UserKeys::from_env", &["BLUE_USER", "GREEN_USER"]),
+    (
+        "DbConfig::from_env",
+        &[
+            "DB_SSLMODE",
+            "DB_SSL_ROOT_CERT",
+            "DB_CONNECT_TIMEOUT_SECONDS",
+        ],
+    ),
+    (
+        "password_policy_from_env",
+        &["PASSWORD_LENGTH", "PASSWORD_EXCLUDE_CHARACTERS"],
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +329,55 @@ mod tests {
         assert!(password_policy_from_env(&env).is_err());
         let env = HashMap::from([("PASSWORD_LENGTH", "40")]);
         assert_eq!(password_policy_from_env(&env).unwrap().length(), 40);
+    }
+}
+
+#[cfg(test)]
+mod env_vars {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Answers with a valid value for every variable it knows, and remembers
+    /// every variable it is asked for (known or not).
+    struct Recording {
+        asked: RefCell<BTreeSet<String>>,
+    }
+
+    impl Env for Recording {
+        fn var(&self, key: &str) -> Option<String> {
+            self.asked.borrow_mut().insert(key.to_string());
+            let value = match key {
+                "ECS_SERVICES" => "web,worker",
+                "BLUE_USER" => "blue",
+                "GREEN_USER" => "green",
+                "DB_SSLMODE" => "verify-full",
+                k if k.ends_with("_SECONDS") => "10",
+                "PASSWORD_LENGTH" => "40",
+                "PASSWORD_EXCLUDE_CHARACTERS" => "\\",
+                _ => "x",
+            };
+            Some(value.to_string())
+        }
+    }
+
+    #[test]
+    fn the_table_lists_what_each_parser_reads() {
+        for (parser, listed) in ENV_VARS {
+            let env = Recording {
+                asked: RefCell::default(),
+            };
+            let parsed = match *parser {
+                "TargetConfig::from_env" => TargetConfig::from_env(&env).map(drop),
+                "UserKeys::from_env" => UserKeys::from_env(&env).map(drop),
+                "DbConfig::from_env" => DbConfig::from_env(&env).map(drop),
+                "password_policy_from_env" => password_policy_from_env(&env).map(drop),
+                other => panic!("ENV_VARS names {other}: call it here too"),
+            };
+            parsed.unwrap_or_else(|e| panic!("{parser}: {e}"));
+            let listed: BTreeSet<String> = listed.iter().map(|v| v.to_string()).collect();
+            assert_eq!(*env.asked.borrow(), listed, "ENV_VARS entry of {parser}");
+        }
     }
 }

@@ -1,0 +1,1375 @@
+//! Offline cross-check of `infra/template.yaml` against the code (no stack, no
+//! AWS). Every expectation is derived from the sources, so the test fails as
+//! soon as the template and the code drift apart:
+//!
+//! - the functions: one per crate under `lambdas/`, built from that crate
+//!   with cargo-lambda, and every ASL Task calls one of them;
+//! - IAM: the actions a function may call are exactly the AWS SDK operations
+//!   its code reaches. `main.rs` names the `steps::` function it runs; the
+//!   steps call port methods (`secrets.get_stage(…)`); each port is
+//!   implemented by an adapter in `lambdas/core/src/adapters/`, whose methods
+//!   call `self.client.<operation>()`. Resources are the configured ARNs,
+//!   never `"*"`;
+//! - the environment: exactly the variables of the config parsers `main.rs`
+//!   calls (`pgflip_core::config::ENV_VARS`, kept honest by a unit test);
+//! - the network: the functions that link the `postgres` adapter run in the
+//!   VPC and get the CA bundle.
+//!
+//! The Rust sources are read as text with comments and literals blanked out;
+//! the patterns are narrow and every miss fails loudly with what to fix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use pgflip_core::config::ENV_VARS;
+use pgflip_core::password::{PasswordPolicy, DEFAULT_EXCLUDED, MAX_LENGTH, MIN_LENGTH};
+use pgflip_tests::repo_root;
+use serde_json::{json, Map, Value};
+
+// ------------------------------------------------------------------ template
+
+/// `infra/template.yaml` as JSON, CloudFormation short tags in long form
+/// (`!Ref X` → `{"Ref": "X"}`, `!GetAtt A.B` → `{"Fn::GetAtt": ["A", "B"]}`).
+fn template() -> Value {
+    let text = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
+    let yaml: serde_norway::Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
+    to_json(yaml)
+}
+
+fn to_json(yaml: serde_norway::Value) -> Value {
+    use serde_norway::Value as Y;
+    match yaml {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => serde_json::to_value(&n).unwrap(),
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let key = match to_json(k) {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let tag = tag.trim_start_matches('!');
+            let value = to_json(tagged.value);
+            match (tag, value) {
+                ("GetAtt", Value::String(s)) => {
+                    let (resource, attribute) = s.split_once('.').unwrap();
+                    json!({ "Fn::GetAtt": [resource, attribute] })
+                }
+                ("Ref" | "Condition", v) => json!({ tag: v }),
+                (_, v) => json!({ format!("Fn::{tag}"): v }),
+            }
+        }
+    }
+}
+
+fn resources(t: &Value) -> &Map<String, Value> {
+    t["Resources"].as_object().expect("Resources")
+}
+
+fn of_type<'a>(t: &'a Value, kind: &str) -> BTreeMap<&'a str, &'a Value> {
+    resources(t)
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(k, r)| (k.as_str(), r))
+        .collect()
+}
+
+/// A function's property, or the one from `Globals.Function`.
+fn prop<'a>(t: &'a Value, function: &'a Value, key: &str) -> &'a Value {
+    match &function["Properties"][key] {
+        Value::Null => &t["Globals"]["Function"][key],
+        v => v,
+    }
+}
+
+/// A function's environment with `Globals` merged in, as SAM merges it.
+fn environment(t: &Value, function: &Value) -> BTreeMap<String, Value> {
+    let mut env = BTreeMap::new();
+    for source in [
+        &t["Globals"]["Function"]["Environment"]["Variables"],
+        &function["Properties"]["Environment"]["Variables"],
+    ] {
+        for (k, v) in source.as_object().into_iter().flatten() {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    env
+}
+
+/// The parameter a value is `!Ref`, if it is one.
+fn ref_param<'a>(t: &Value, v: &'a Value) -> Option<&'a str> {
+    let name = v["Ref"].as_str()?;
+    t["Parameters"].get(name).map(|_| name)
+}
+
+/// The template parameters a resource value refers to (`!Ref P`, `${P}` in `!Sub`).
+fn params_in(t: &Value, v: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Some(p) = ref_param(t, v) {
+        out.insert(p.to_string());
+    }
+    let sub = match &v["Fn::Sub"] {
+        Value::String(s) => Some(s.as_str()),
+        Value::Array(a) => a.first().and_then(Value::as_str),
+        _ => None,
+    };
+    for name in sub.map(placeholders).into_iter().flatten() {
+        if t["Parameters"].get(&name).is_some() {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+fn placeholders(s: &str) -> Vec<String> {
+    s.split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_string()))
+        .collect()
+}
+
+fn as_list(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(items) => items.iter().collect(),
+        Value::Null => vec![],
+        other => vec![other],
+    }
+}
+
+struct Statement<'a> {
+    sid: String,
+    actions: Vec<String>,
+    resources: Vec<&'a Value>,
+    /// Inside an `!If`: only there when a condition holds.
+    conditional: bool,
+    value: &'a Value,
+}
+
+/// The `Allow` statements of a SAM `Policies` list, both branches of each `!If`.
+fn statements<'a>(owner: &str, policies: &'a Value) -> Vec<Statement<'a>> {
+    fn walk<'a>(owner: &str, v: &'a Value, conditional: bool, out: &mut Vec<Statement<'a>>) {
+        if let Some(branches) = v["Fn::If"].as_array() {
+            for b in &branches[1..] {
+                walk(owner, b, true, out);
+            }
+            return;
+        }
+        if v["Ref"] == "AWS::NoValue" {
+            return;
+        }
+        let Some(list) = v.get("Statement") else {
+            panic!(
+                "{owner}: policy {v} is not an inline statement list; write the statements \
+                 out so this test can compare their actions with the code"
+            );
+        };
+        for s in as_list(list) {
+            statement(owner, s, conditional, out);
+        }
+    }
+    fn statement<'a>(owner: &str, s: &'a Value, conditional: bool, out: &mut Vec<Statement<'a>>) {
+        if let Some(branches) = s["Fn::If"].as_array() {
+            for b in &branches[1..] {
+                statement(owner, b, true, out);
+            }
+            return;
+        }
+        if s["Ref"] == "AWS::NoValue" {
+            return;
+        }
+        assert_eq!(
+            s["Effect"], "Allow",
+            "{owner}: only Allow statements, got {s}"
+        );
+        assert!(
+            s.get("NotAction").is_none() && s.get("NotResource").is_none(),
+            "{owner}: NotAction/NotResource in {s}"
+        );
+        out.push(Statement {
+            sid: s["Sid"].as_str().unwrap_or("?").to_string(),
+            actions: as_list(&s["Action"])
+                .into_iter()
+                .map(|a| a.as_str().expect("actions are strings").to_string())
+                .collect(),
+            resources: as_list(&s["Resource"]),
+            conditional,
+            value: s,
+        });
+    }
+    let mut out = vec![];
+    for p in as_list(policies) {
+        walk(owner, p, false, &mut out);
+    }
+    out
+}
+
+// ------------------------------------------------------------ the Lambdas
+
+struct Lambda {
+    /// `select-user`
+    name: String,
+    /// `SelectUserFunction`
+    logical_id: String,
+    bin: String,
+    features: BTreeSet<String>,
+    main: String,
+}
+
+fn pascal(kebab_or_snake: &str) -> String {
+    kebab_or_snake
+        .split(['-', '_'])
+        .map(|w| w[..1].to_uppercase() + &w[1..])
+        .collect()
+}
+
+fn read(path: impl AsRef<Path>) -> String {
+    let path = path.as_ref();
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn lambdas() -> Vec<Lambda> {
+    let dir = repo_root().join("lambdas");
+    let mut out: Vec<Lambda> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("src/main.rs").exists())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            let manifest = read(p.join("Cargo.toml"));
+            let bin = manifest
+                .split("[[bin]]")
+                .nth(1)
+                .and_then(|section| section.lines().find(|l| l.trim_start().starts_with("name")))
+                .and_then(|l| l.split('"').nth(1))
+                .unwrap_or_else(|| panic!("lambdas/{name}/Cargo.toml has no [[bin]] name"))
+                .to_string();
+            let core = manifest
+                .lines()
+                .find(|l| l.trim_start().starts_with("pgflip-core"))
+                .unwrap_or_else(|| panic!("lambdas/{name}/Cargo.toml does not use pgflip-core"));
+            let features = core
+                .split_once("features")
+                .and_then(|(_, f)| f.split('[').nth(1))
+                .and_then(|list| list.split(']').next())
+                .unwrap_or("")
+                .split(',')
+                .map(|f| f.trim().trim_matches('"').to_string())
+                .filter(|f| !f.is_empty())
+                .collect();
+            Lambda {
+                logical_id: format!("{}Function", pascal(&name)),
+                main: read(p.join("src/main.rs")),
+                name,
+                bin,
+                features,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(out.len(), 6, "six Lambda crates under lambdas/");
+    out
+}
+
+// ------------------------------------------------------- reading Rust source
+
+/// The code of a Rust file with comments removed and the contents of string
+/// and char literals blanked, so braces and names in them do not count.
+fn code_only(src: &str) -> String {
+    let b: Vec<char> = src.chars().collect();
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(src.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let next = b.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < b.len() {
+                if b[i] == '/' && b.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    i += 2;
+                } else if b[i] == '*' && b.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            out.push(' ');
+            continue;
+        }
+        let starts_word = i == 0 || !ident(b[i - 1]);
+        if starts_word && (c == 'r' || (c == 'b' && next == Some('r'))) {
+            let mut j = i + if c == 'b' { 2 } else { 1 };
+            let mut hashes = 0;
+            while b.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if b.get(j) == Some(&'"') {
+                j += 1;
+                loop {
+                    if j >= b.len() {
+                        break;
+                    }
+                    if b[j] == '"' && (1..=hashes).all(|h| b.get(j + h) == Some(&'#')) {
+                        j += 1 + hashes;
+                        break;
+                    }
+                    j += 1;
+                }
+                out.push_str("\"\"");
+                i = j;
+                continue;
+            }
+        }
+        if c == '"' {
+            let mut j = i + 1;
+            while j < b.len() && b[j] != '"' {
+                j += if b[j] == '\\' { 2 } else { 1 };
+            }
+            out.push_str("\"\"");
+            i = j + 1;
+            continue;
+        }
+        if c == '\'' {
+            if next == Some('\\') {
+                let mut j = i + 3;
+                while j < b.len() && b[j] != '\'' {
+                    j += 1;
+                }
+                out.push_str("' '");
+                i = j + 1;
+                continue;
+            }
+            if b.get(i + 2) == Some(&'\'') {
+                out.push_str("' '");
+                i += 3;
+                continue;
+            }
+            // A lifetime.
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && b[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+fn ident_at(b: &[u8], i: usize) -> Option<(String, usize)> {
+    let mut j = i;
+    while j < b.len() && is_ident(b[j]) {
+        j += 1;
+    }
+    (j > i).then(|| (String::from_utf8_lossy(&b[i..j]).to_string(), j))
+}
+
+/// Positions where `word` occurs as a whole word.
+fn words(code: &str, word: &str) -> Vec<usize> {
+    let b = code.as_bytes();
+    code.match_indices(word)
+        .map(|(i, _)| i)
+        .filter(|&i| {
+            (i == 0 || !is_ident(b[i - 1])) && b.get(i + word.len()).is_none_or(|&c| !is_ident(c))
+        })
+        .collect()
+}
+
+/// The end (exclusive) of the `{…}` block that opens at `open`.
+fn block_end(b: &[u8], open: usize) -> usize {
+    let mut depth = 0;
+    for (i, &c) in b.iter().enumerate().skip(open) {
+        match c {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("unbalanced braces")
+}
+
+struct Func {
+    name: String,
+    signature: String,
+    body: String,
+    /// Byte range in the file's code.
+    span: (usize, usize),
+}
+
+/// Every `fn` with a body.
+fn functions(code: &str) -> Vec<Func> {
+    let b = code.as_bytes();
+    let mut out = vec![];
+    for at in words(code, "fn") {
+        let Some((name, after)) = ident_at(b, skip_ws(b, at + 2)) else {
+            continue; // `fn(` pointer types
+        };
+        let mut depth = 0i32;
+        let mut i = after;
+        while i < b.len() {
+            match b[i] {
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                b'{' | b';' if depth == 0 => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        if i >= b.len() || b[i] == b';' {
+            continue;
+        }
+        let end = block_end(b, i);
+        out.push(Func {
+            name,
+            signature: code[after..i].to_string(),
+            body: code[i..end].to_string(),
+            span: (at, end),
+        });
+    }
+    out
+}
+
+/// Methods called on `receiver` (`receiver.method(`, across lines). With
+/// `field`, the receiver is a field (`self.client.op(`), else a variable.
+fn calls_on(body: &str, receiver: &str, field: bool) -> BTreeSet<String> {
+    let b = body.as_bytes();
+    let mut out = BTreeSet::new();
+    for at in words(body, receiver) {
+        // A field (`self.client`) follows a dot; a variable does not
+        // (`rollout.deployments` is not the `deployments` port).
+        if body[..at].trim_end().ends_with('.') != field {
+            continue;
+        }
+        let i = skip_ws(b, at + receiver.len());
+        if b.get(i) != Some(&b'.') {
+            continue;
+        }
+        let Some((method, j)) = ident_at(b, skip_ws(b, i + 1)) else {
+            continue;
+        };
+        if b.get(skip_ws(b, j)) == Some(&b'(') {
+            out.insert(method);
+        }
+    }
+    out
+}
+
+/// Free functions called by name (`name(`, not `.name(`), among `known`.
+fn free_calls(body: &str, known: &BTreeSet<String>) -> BTreeSet<String> {
+    let b = body.as_bytes();
+    known
+        .iter()
+        .filter(|name| {
+            words(body, name).into_iter().any(|at| {
+                let before = body[..at].trim_end();
+                !before.ends_with('.')
+                    && !before.ends_with("fn")
+                    && b.get(skip_ws(b, at + name.len())) == Some(&b'(')
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// `name: &dyn Trait` / `name: &impl Trait` parameters of a signature.
+fn port_params(signature: &str) -> Vec<(String, String)> {
+    signature
+        .split([',', '('])
+        .filter_map(|part| {
+            let (name, ty) = part.split_once(':')?;
+            let ty = ty.trim();
+            let mut rest = ty.strip_prefix('&')?.trim_start();
+            if let Some(lifetime) = rest.strip_prefix('\'') {
+                rest = lifetime.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
+            }
+            let rest = rest.trim_start();
+            let rest = rest.strip_prefix("mut ").unwrap_or(rest).trim_start();
+            let rest = rest
+                .strip_prefix("dyn ")
+                .or_else(|| rest.strip_prefix("impl "))?;
+            let name = name.trim().trim_start_matches("mut ").trim();
+            let (tr, _) = ident_at(rest.trim().as_bytes(), 0)?;
+            Some((name.to_string(), tr))
+        })
+        .collect()
+}
+
+/// Actions whose API has no resource-level permissions: `"*"` is the only
+/// Resource IAM accepts for them (state-machine log delivery, X-Ray).
+const UNSCOPABLE: &[&str] = &[
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+];
+
+const STEPS: &str = "lambdas/core/src/steps.rs";
+const ADAPTERS: &str = "lambdas/core/src/adapters";
+
+/// The port methods (trait, method) a step function reaches, through the
+/// helpers it calls in the steps module.
+fn port_calls_of_step(step: &str) -> BTreeSet<(String, String)> {
+    let root = repo_root();
+    let mut files = vec![root.join(STEPS)];
+    if let Ok(dir) = std::fs::read_dir(root.join("lambdas/core/src/steps")) {
+        files.extend(
+            dir.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+                .filter(|p| p.file_stem().is_some_and(|s| s != "tests")),
+        );
+    }
+    let funcs: Vec<Func> = files
+        .iter()
+        .flat_map(|f| functions(&code_only(&read(f))))
+        .collect();
+    let names: BTreeSet<String> = funcs.iter().map(|f| f.name.clone()).collect();
+    assert!(names.contains(step), "{STEPS} has no fn {step}");
+    let mut out = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![step.to_string()];
+    while let Some(name) = todo.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        for f in funcs.iter().filter(|f| f.name == name) {
+            for (param, tr) in port_params(&f.signature) {
+                for method in calls_on(&f.body, &param, false) {
+                    out.insert((tr.clone(), method));
+                }
+            }
+            todo.extend(free_calls(&f.body, &names));
+        }
+    }
+    out
+}
+
+struct Adapter {
+    file: PathBuf,
+    /// Port trait → its methods → the IAM actions each reaches.
+    actions: BTreeMap<String, BTreeSet<String>>,
+    feature: String,
+}
+
+/// The AWS adapters: per implemented port trait, per method, the IAM actions
+/// (`service:Operation`) of the `self.client.<operation>()` calls it reaches.
+fn aws_adapters() -> BTreeMap<String, Adapter> {
+    let dir = repo_root().join(ADAPTERS);
+    // `#[cfg(feature = "ecs")] pub mod ecs;` → module ecs needs feature ecs.
+    let raw_mod = read(dir.join("mod.rs"));
+    let mut feature_of = BTreeMap::new();
+    for (i, _) in raw_mod.match_indices("#[cfg(feature = \"") {
+        let rest = &raw_mod[i + 17..];
+        let feature = rest.split('"').next().unwrap().to_string();
+        let after = rest.split_once(")]").unwrap().1.trim_start();
+        let module = after
+            .trim_start_matches("pub ")
+            .strip_prefix("mod ")
+            .and_then(|m| m.split(';').next());
+        if let Some(m) = module {
+            feature_of.insert(m.trim().to_string(), feature);
+        }
+    }
+    assert!(
+        !feature_of.is_empty(),
+        "{ADAPTERS}/mod.rs: no cfg(feature) modules"
+    );
+    let ports = code_only(&read(repo_root().join("lambdas/core/src/ports.rs")));
+    let port_traits: BTreeSet<String> = words(&ports, "trait")
+        .into_iter()
+        .filter_map(|i| ident_at(ports.as_bytes(), skip_ws(ports.as_bytes(), i + 5)))
+        .map(|(name, _)| name)
+        .collect();
+
+    let mut out = BTreeMap::new();
+    for path in std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()) {
+        let raw = read(&path);
+        if !raw.contains("aws_sdk_") {
+            continue; // not an AWS adapter (postgres, the shared error helpers)
+        }
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let code = code_only(&raw);
+        let b = code.as_bytes();
+        let funcs = functions(&code);
+        let crate_service = raw
+            .split("aws_sdk_")
+            .nth(1)
+            .and_then(|s| ident_at(s.as_bytes(), 0))
+            .map(|(s, _)| s)
+            .unwrap();
+
+        // Each fn's operations, then closed over `self.helper(` calls.
+        let direct = |f: &Func| -> (BTreeSet<String>, BTreeSet<String>) {
+            (
+                calls_on(&f.body, "client", true),
+                calls_on(&f.body, "self", false),
+            )
+        };
+        let ops_of = |name: &str| -> BTreeSet<String> {
+            let mut ops = BTreeSet::new();
+            let mut seen = BTreeSet::new();
+            let mut todo = vec![name.to_string()];
+            while let Some(n) = todo.pop() {
+                if !seen.insert(n.clone()) {
+                    continue;
+                }
+                for f in funcs.iter().filter(|f| f.name == n) {
+                    let (o, helpers) = direct(f);
+                    ops.extend(o);
+                    todo.extend(helpers);
+                }
+            }
+            ops
+        };
+        let action = |op: &str| -> String {
+            let op = pascal(op);
+            // The adapters name each call's IAM action when they classify its
+            // errors (`classify("states:ListExecutions", e)`); else the SDK crate.
+            let named = raw.match_indices(&format!(":{op}\"")).find_map(|(i, _)| {
+                let prefix = raw[..i].rsplit('"').next()?;
+                (!prefix.is_empty() && prefix.bytes().all(|c| c.is_ascii_lowercase() || c == b'-'))
+                    .then(|| prefix.to_string())
+            });
+            let service = named.unwrap_or_else(|| match crate_service.as_str() {
+                "sfn" => "states".into(),
+                s => s.into(),
+            });
+            format!("{service}:{op}")
+        };
+
+        for at in words(&code, "impl") {
+            let Some((tr, j)) = ident_at(b, skip_ws(b, at + 4)) else {
+                continue;
+            };
+            let j = skip_ws(b, j);
+            if !code[j..].starts_with("for ") || !port_traits.contains(&tr) {
+                continue;
+            }
+            let open = j + code[j..].find('{').unwrap();
+            let end = block_end(b, open);
+            let mut methods = BTreeMap::new();
+            for f in funcs.iter().filter(|f| f.span.0 > open && f.span.1 <= end) {
+                let actions: BTreeSet<String> = ops_of(&f.name).iter().map(|o| action(o)).collect();
+                methods.insert(f.name.clone(), actions);
+            }
+            let feature = feature_of
+                .get(&stem)
+                .unwrap_or_else(|| panic!("{ADAPTERS}/mod.rs gates no module {stem} by a feature"))
+                .clone();
+            let previous = out.insert(
+                tr.clone(),
+                Adapter {
+                    file: path.clone(),
+                    actions: methods,
+                    feature,
+                },
+            );
+            assert!(previous.is_none(), "two AWS adapters implement {tr}");
+        }
+    }
+    assert!(!out.is_empty(), "no AWS adapters found in {ADAPTERS}");
+    out
+}
+
+/// The IAM actions a Lambda's code can call, derived as described at the top.
+fn actions_of(lambda: &Lambda, adapters: &BTreeMap<String, Adapter>) -> BTreeSet<String> {
+    let main = code_only(&lambda.main);
+    let steps: Vec<String> = main
+        .match_indices("steps::")
+        .filter_map(|(i, _)| ident_at(main.as_bytes(), i + 7).map(|(n, _)| n))
+        .filter(|n| n.chars().next().is_some_and(|c| c.is_lowercase()))
+        .collect();
+    assert!(
+        !steps.is_empty(),
+        "lambdas/{}/src/main.rs calls no steps:: function",
+        lambda.name
+    );
+    let mut actions = BTreeSet::new();
+    for step in steps {
+        for (tr, method) in port_calls_of_step(&step) {
+            let Some(adapter) = adapters.get(&tr) else {
+                continue; // a port without an AWS adapter (Database)
+            };
+            assert!(
+                lambda.features.contains(&adapter.feature),
+                "{}: steps::{step} uses {tr}, whose adapter {} needs pgflip-core's \"{}\" feature",
+                lambda.name,
+                adapter.file.display(),
+                adapter.feature
+            );
+            let reached = adapter.actions.get(&method).unwrap_or_else(|| {
+                panic!("{} implements no {tr}::{method}", adapter.file.display())
+            });
+            actions.extend(reached.iter().cloned());
+        }
+    }
+    actions
+}
+
+/// The config parsers a Lambda's `main.rs` calls, and the variables they read.
+fn env_vars_of(lambda: &Lambda) -> BTreeSet<String> {
+    let main = code_only(&lambda.main);
+    let b = main.as_bytes();
+    let called = |path: &str| {
+        words(&main, path.rsplit("::").next().unwrap())
+            .into_iter()
+            .any(|i| b.get(skip_ws(b, i + path.rsplit("::").next().unwrap().len())) == Some(&b'('))
+            && (!path.contains("::") || main.contains(&format!("{path}(")))
+    };
+    // Every parser main.rs calls must be in the table.
+    for (i, _) in main.match_indices("from_env(") {
+        let path: String = main[..i]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let call = format!("{path}from_env");
+        assert!(
+            ENV_VARS.iter().any(|(p, _)| call.ends_with(p)),
+            "lambdas/{}/src/main.rs calls {call}, which pgflip_core::config::ENV_VARS does not list",
+            lambda.name
+        );
+    }
+    ENV_VARS
+        .iter()
+        .filter(|(parser, _)| called(parser))
+        .flat_map(|(_, vars)| vars.iter().map(|v| v.to_string()))
+        .collect()
+}
+
+// ------------------------------------------------------------------- tests
+
+#[test]
+fn every_lambda_crate_is_a_function_built_with_cargo_lambda() {
+    let t = template();
+    let functions = of_type(&t, "AWS::Serverless::Function");
+    let lambdas = lambdas();
+    let expected: BTreeSet<&str> = lambdas.iter().map(|l| l.logical_id.as_str()).collect();
+    let actual: BTreeSet<&str> = functions.keys().copied().collect();
+    assert_eq!(
+        actual, expected,
+        "one AWS::Serverless::Function per crate under lambdas/"
+    );
+    for l in &lambdas {
+        let f = functions[l.logical_id.as_str()];
+        let id = &l.logical_id;
+        assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
+        assert_eq!(
+            f["Metadata"]["BuildProperties"]["Binary"], l.bin,
+            "{id}: Binary is the crate's [[bin]] name"
+        );
+        let code_uri = f["Properties"]["CodeUri"].as_str().unwrap();
+        assert_eq!(
+            code_uri,
+            format!("../lambdas/{}", l.name),
+            "{id}: CodeUri is the crate"
+        );
+        assert!(
+            repo_root()
+                .join("infra")
+                .join(code_uri)
+                .join("Cargo.toml")
+                .exists(),
+            "{id}: {code_uri} has no Cargo.toml"
+        );
+        assert_eq!(prop(&t, f, "Runtime"), "provided.al2023", "{id}");
+        assert_eq!(prop(&t, f, "Architectures"), &json!(["arm64"]), "{id}");
+        assert_eq!(prop(&t, f, "Handler"), "bootstrap", "{id}");
+        let logging = match &f["Properties"]["LoggingConfig"]["LogFormat"] {
+            Value::Null => &t["Globals"]["Function"]["LoggingConfig"]["LogFormat"],
+            v => v,
+        };
+        assert_eq!(
+            logging, "JSON",
+            "{id}: JSON logs (lambda_runtime reads AWS_LAMBDA_LOG_FORMAT)"
+        );
+        let timeout = prop(&t, f, "Timeout").as_u64().unwrap();
+        assert!(
+            timeout < 60,
+            "{id}: Timeout below the ASL's TimeoutSeconds (60)"
+        );
+        let log_group = &f["Properties"]["LoggingConfig"]["LogGroup"]["Ref"];
+        let lg = &resources(&t)[log_group
+            .as_str()
+            .expect("LoggingConfig.LogGroup is a !Ref")];
+        assert_eq!(lg["Type"], "AWS::Logs::LogGroup", "{id}");
+        assert!(
+            lg["Properties"]["RetentionInDays"].is_object(),
+            "{id}: log retention"
+        );
+    }
+}
+
+#[test]
+fn every_task_calls_a_function_of_the_template() {
+    let t = template();
+    let machines = of_type(&t, "AWS::Serverless::StateMachine");
+    assert_eq!(machines.len(), 1);
+    let (id, sm) = machines.into_iter().next().unwrap();
+    let props = &sm["Properties"];
+    let uri = props["DefinitionUri"].as_str().unwrap();
+    assert_eq!(uri, "../statemachine/rotation.asl.json", "{id}");
+    let asl_text = read(repo_root().join("infra").join(uri));
+    let asl: Value = serde_json::from_str(&asl_text).unwrap();
+
+    let subs = props["DefinitionSubstitutions"].as_object().unwrap();
+    let used: BTreeSet<String> = placeholders(&asl_text).into_iter().collect();
+    let keys: BTreeSet<String> = subs.keys().cloned().collect();
+    assert_eq!(
+        keys, used,
+        "DefinitionSubstitutions keys = the ASL's ${{…}} placeholders"
+    );
+
+    let functions = of_type(&t, "AWS::Serverless::Function");
+    let mut called = BTreeSet::new();
+    for (name, state) in asl["States"].as_object().unwrap() {
+        if state["Type"] != "Task" {
+            continue;
+        }
+        let resource = state["Resource"].as_str().unwrap();
+        let key = resource
+            .strip_prefix("${")
+            .and_then(|r| r.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("{name}: Resource {resource} is not a substitution"));
+        let target = &subs[key]["Fn::GetAtt"];
+        let logical = target[0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} is not !GetAtt X.Arn"));
+        assert_eq!(target[1], "Arn", "{key}");
+        assert!(
+            functions.contains_key(logical),
+            "{name} calls {logical}, not a function of the template"
+        );
+        assert_eq!(
+            key,
+            format!("{logical}Arn"),
+            "placeholder named after its resource"
+        );
+        called.insert(logical);
+    }
+    let all: BTreeSet<&str> = functions.keys().copied().collect();
+    assert_eq!(called, all, "every function is called by a Task");
+
+    // The state machine may invoke exactly these functions.
+    let invoke: Vec<Statement> = statements(id, &props["Policies"])
+        .into_iter()
+        .filter(|s| s.actions.iter().any(|a| a.starts_with("lambda:")))
+        .collect();
+    assert_eq!(invoke.len(), 1, "{id}: one lambda statement");
+    assert_eq!(invoke[0].actions, ["lambda:InvokeFunction"]);
+    let invoked: BTreeSet<&str> = invoke[0]
+        .resources
+        .iter()
+        .map(|r| r["Fn::GetAtt"][0].as_str().expect("!GetAtt X.Arn"))
+        .collect();
+    assert_eq!(invoked, all, "{id} invokes exactly the six functions");
+}
+
+#[test]
+fn each_function_may_make_exactly_the_aws_calls_its_code_makes() {
+    let t = template();
+    let functions = of_type(&t, "AWS::Serverless::Function");
+    let adapters = aws_adapters();
+    let mut report = vec![];
+    let mut errors = vec![];
+    for l in lambdas() {
+        let f = functions[l.logical_id.as_str()];
+        let code = actions_of(&l, &adapters);
+        // A customer managed KMS key (optional) is used through Secrets
+        // Manager: reading needs Decrypt, writing a version GenerateDataKey.
+        let mut kms = BTreeSet::new();
+        if code.contains("secretsmanager:GetSecretValue") {
+            kms.insert("kms:Decrypt".to_string());
+        }
+        if code.contains("secretsmanager:PutSecretValue") {
+            kms.insert("kms:Decrypt".to_string());
+            kms.insert("kms:GenerateDataKey".to_string());
+        }
+        let st = statements(&l.logical_id, &f["Properties"]["Policies"]);
+        let granted: BTreeSet<String> = st
+            .iter()
+            .filter(|s| !s.conditional)
+            .flat_map(|s| s.actions.clone())
+            .collect();
+        let conditional: BTreeSet<String> = st
+            .iter()
+            .filter(|s| s.conditional)
+            .flat_map(|s| s.actions.clone())
+            .collect();
+        report.push(format!("{}: {:?}", l.name, code));
+        let id = &l.logical_id;
+        for (what, got, want) in [
+            ("its code does not call", &granted, &code),
+            (
+                "when SecretsKmsKeyArn is set, not needed",
+                &conditional,
+                &kms,
+            ),
+        ] {
+            for extra in got.difference(want) {
+                errors.push(format!("{id} may call {extra}, which {what}"));
+            }
+            for missing in want.difference(got) {
+                errors.push(format!("{id} may not call {missing}, which its code needs"));
+            }
+        }
+    }
+    eprintln!("derived from the code:\n  {}", report.join("\n  "));
+    assert!(
+        errors.is_empty(),
+        "the template's IAM and the code differ:\n  {}",
+        errors.join("\n  ")
+    );
+}
+
+#[test]
+fn iam_is_scoped_to_the_configured_resources() {
+    let t = template();
+    let functions = of_type(&t, "AWS::Serverless::Function");
+    // The parameter each variable is set from, wherever it is set.
+    let mut param_of: BTreeMap<String, String> = BTreeMap::new();
+    for f in functions.values() {
+        for (var, v) in environment(&t, f) {
+            if let Some(p) = ref_param(&t, &v) {
+                let prev = param_of.insert(var.clone(), p.to_string());
+                assert!(
+                    prev.is_none_or(|q| q == p),
+                    "{var} is set from two parameters"
+                );
+            }
+        }
+    }
+    let param = |var: &str| -> String {
+        param_of
+            .get(var)
+            .cloned()
+            .unwrap_or_else(|| panic!("no function sets {var} from a parameter"))
+    };
+    let machine_name = of_type(&t, "AWS::Serverless::StateMachine")
+        .values()
+        .next()
+        .map(|sm| {
+            sm["Properties"]["Name"]["Fn::Sub"]
+                .as_str()
+                .expect("the state machine has a !Sub Name")
+                .to_string()
+        })
+        .unwrap();
+
+    let mut owners: Vec<(String, &Value)> = functions
+        .iter()
+        .map(|(id, f)| (id.to_string(), &f["Properties"]["Policies"]))
+        .collect();
+    for (id, sm) in of_type(&t, "AWS::Serverless::StateMachine") {
+        owners.push((id.to_string(), &sm["Properties"]["Policies"]));
+    }
+    for (owner, policies) in owners {
+        for s in statements(&owner, policies) {
+            let sid = &s.sid;
+            for a in &s.actions {
+                assert!(!a.contains('*'), "{owner}/{sid}: wildcard action {a}");
+            }
+            let services: BTreeSet<&str> = s
+                .actions
+                .iter()
+                .map(|a| a.split(':').next().unwrap())
+                .collect();
+            assert_eq!(
+                services.len(),
+                1,
+                "{owner}/{sid}: one service per statement"
+            );
+            let service = *services.iter().next().unwrap();
+            if s.resources.iter().any(|r| *r == "*") {
+                // Only the APIs that have no resource-level permissions.
+                assert!(
+                    s.actions.iter().all(|a| UNSCOPABLE.contains(&a.as_str())),
+                    "{owner}/{sid}: Resource \"*\" for {:?}, which can be scoped",
+                    s.actions
+                );
+                continue;
+            }
+            assert!(!s.resources.is_empty(), "{owner}/{sid}: no Resource");
+            let referred: Vec<BTreeSet<String>> =
+                s.resources.iter().map(|r| params_in(&t, r)).collect();
+            let subs: Vec<&str> = s
+                .resources
+                .iter()
+                .filter_map(|r| r["Fn::Sub"].as_str())
+                .collect();
+            match service {
+                "secretsmanager" => {
+                    let want = BTreeSet::from([param("BLUE_SECRET_ID"), param("GREEN_SECRET_ID")]);
+                    let got: BTreeSet<String> = s
+                        .resources
+                        .iter()
+                        .filter_map(|r| ref_param(&t, r))
+                        .map(String::from)
+                        .collect();
+                    assert_eq!(got, want, "{owner}/{sid}: the two secrets");
+                    assert_eq!(s.resources.len(), 2, "{owner}/{sid}: only the two secrets");
+                }
+                "ssm" => {
+                    let p = param("ACTIVE_USER_PARAMETER");
+                    assert!(
+                        subs.len() == 1
+                            && s.resources.len() == 1
+                            && subs[0].ends_with(&format!(":parameter${{{p}}}")),
+                        "{owner}/{sid}: the active-user parameter {p}, got {:?}",
+                        s.resources
+                    );
+                }
+                "ecs" => {
+                    let p = param("ECS_CLUSTER");
+                    assert!(
+                        subs.len() == 1
+                            && s.resources.len() == 1
+                            && subs[0].ends_with(&format!(":service/${{{p}}}/*")),
+                        "{owner}/{sid}: the services of cluster {p}, got {:?}",
+                        s.resources
+                    );
+                }
+                "states" => {
+                    assert!(
+                        subs.len() == 1
+                            && subs[0].ends_with(&format!(":stateMachine:{machine_name}")),
+                        "{owner}/{sid}: the rotation state machine ({machine_name}), got {:?}",
+                        s.resources
+                    );
+                }
+                "kms" => {
+                    assert!(
+                        s.conditional,
+                        "{owner}/{sid}: KMS only when a key is configured"
+                    );
+                    assert!(
+                        s.resources.len() == 1 && ref_param(&t, s.resources[0]).is_some(),
+                        "{owner}/{sid}: the configured key"
+                    );
+                    assert!(
+                        s.value["Condition"]["StringEquals"]["kms:ViaService"].is_object(),
+                        "{owner}/{sid}: only through Secrets Manager (kms:ViaService)"
+                    );
+                }
+                "lambda" => {
+                    assert!(
+                        s.resources.iter().all(|r| r["Fn::GetAtt"][1] == "Arn"),
+                        "{owner}/{sid}"
+                    );
+                }
+                other => {
+                    assert!(
+                        referred.iter().all(|r| !r.is_empty()),
+                        "{owner}/{sid}: {other} resources must come from parameters"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn each_function_gets_exactly_the_environment_its_code_reads() {
+    let t = template();
+    let functions = of_type(&t, "AWS::Serverless::Function");
+    let mut errors = vec![];
+    for l in lambdas() {
+        let f = functions[l.logical_id.as_str()];
+        let id = &l.logical_id;
+        let env = environment(&t, f);
+        let set: BTreeSet<String> = env.keys().cloned().collect();
+        let read = env_vars_of(&l);
+        for extra in set.difference(&read) {
+            errors.push(format!(
+                "{id} sets {extra}, which its config parsers do not read"
+            ));
+        }
+        for missing in read.difference(&set) {
+            errors.push(format!(
+                "{id} does not set {missing}, which its config parsers read"
+            ));
+        }
+        for (var, v) in env {
+            if ref_param(&t, &v).is_none() {
+                errors.push(format!(
+                    "{id}: {var} should come from a template parameter, got {v}"
+                ));
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "the template's environment and the code differ:\n  {}",
+        errors.join("\n  ")
+    );
+}
+
+#[test]
+fn parameter_defaults_and_bounds_match_the_code() {
+    let t = template();
+    let functions = of_type(&t, "AWS::Serverless::Function");
+    let config = read(repo_root().join("lambdas/core/src/config.rs"));
+    let compact: String = config.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut checked = 0;
+    let mut seen = BTreeSet::new();
+    for f in functions.values() {
+        for (var, v) in environment(&t, f) {
+            let Some(p) = ref_param(&t, &v) else { continue };
+            if !seen.insert(var.clone()) {
+                continue;
+            }
+            let param = &t["Parameters"][p];
+            let number = |v: &Value| -> Option<u64> {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            };
+            // number(env, "KEY", default, min, max) in config.rs.
+            if let Some(args) = compact.split(&format!("number(env,\"{var}\",")).nth(1) {
+                let args: Vec<Option<u64>> = args
+                    .split(')')
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .map(|a| a.replace('_', "").parse().ok())
+                    .collect();
+                if let [Some(default), min, max] = args.as_slice() {
+                    assert_eq!(
+                        number(&param["Default"]),
+                        Some(*default),
+                        "{p}: Default = the code's default of {var}"
+                    );
+                    let lo = number(&param["MinValue"]).unwrap_or_else(|| panic!("{p}: MinValue"));
+                    let hi = number(&param["MaxValue"]).unwrap_or_else(|| panic!("{p}: MaxValue"));
+                    assert!(
+                        min.is_none_or(|m| lo >= m) && max.is_none_or(|m| hi <= m),
+                        "{p}: bounds within the code's for {var}"
+                    );
+                    checked += 1;
+                }
+            }
+            match var.as_str() {
+                "PASSWORD_EXCLUDE_CHARACTERS" => {
+                    assert_eq!(param["Default"], DEFAULT_EXCLUDED, "{p}");
+                    checked += 1;
+                }
+                "PASSWORD_LENGTH" => {
+                    assert_eq!(
+                        number(&param["Default"]),
+                        Some(PasswordPolicy::default().length() as u64),
+                        "{p}"
+                    );
+                    assert_eq!(number(&param["MinValue"]), Some(MIN_LENGTH as u64), "{p}");
+                    assert_eq!(number(&param["MaxValue"]), Some(MAX_LENGTH as u64), "{p}");
+                }
+                "DB_SSLMODE" => {
+                    assert_eq!(param["Default"], "verify-full", "{p}: TLS by default");
+                    for mode in as_list(&param["AllowedValues"]) {
+                        assert!(
+                            config.contains(&format!("Some(\"{}\")", mode.as_str().unwrap())),
+                            "{p}: {mode} is not a mode the code accepts"
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        checked >= 4,
+        "found the numeric defaults in config.rs ({checked})"
+    );
+}
+
+#[test]
+fn database_functions_run_in_the_vpc_with_the_ca_bundle() {
+    let t = template();
+    let functions = of_type(&t, "AWS::Serverless::Function");
+    for l in lambdas() {
+        let f = functions[l.logical_id.as_str()];
+        let id = &l.logical_id;
+        let vpc = prop(&t, f, "VpcConfig");
+        if l.features.contains("postgres") {
+            for (key, kind) in [
+                ("SubnetIds", "List<AWS::EC2::Subnet::Id>"),
+                ("SecurityGroupIds", "List<AWS::EC2::SecurityGroup::Id>"),
+            ] {
+                let p = ref_param(&t, &vpc[key])
+                    .unwrap_or_else(|| panic!("{id}: VpcConfig.{key} from a parameter"));
+                assert_eq!(t["Parameters"][p]["Type"], kind, "{id}: {p}");
+            }
+            let env = environment(&t, f);
+            let cert = ref_param(&t, &env["DB_SSL_ROOT_CERT"]).unwrap();
+            let path = t["Parameters"][cert]["Default"].as_str().unwrap();
+            if path.starts_with("/opt/") {
+                let layers = as_list(prop(&t, f, "Layers"));
+                let layer = layers
+                    .iter()
+                    .find_map(|l| l["Ref"].as_str())
+                    .unwrap_or_else(|| panic!("{id}: {path} is in /opt, so a layer must bring it"));
+                let layer = &resources(&t)[layer];
+                assert_eq!(layer["Type"], "AWS::Serverless::LayerVersion", "{id}");
+                let dir = layer["Properties"]["ContentUri"].as_str().unwrap();
+                assert!(
+                    repo_root().join("infra").join(dir).is_dir(),
+                    "{id}: layer directory infra/{dir}"
+                );
+            }
+        } else {
+            assert!(
+                vpc.is_null(),
+                "{id} does not reach the database: keep it out of the VPC"
+            );
+            assert!(prop(&t, f, "Layers").is_null(), "{id}: no CA bundle needed");
+        }
+    }
+}
+
+#[test]
+fn the_rotation_is_scheduled_logged_and_alarmed() {
+    let t = template();
+    let (id, sm) = of_type(&t, "AWS::Serverless::StateMachine")
+        .into_iter()
+        .next()
+        .unwrap();
+    let props = &sm["Properties"];
+    assert_eq!(
+        props["Type"], "STANDARD",
+        "{id}: Standard workflows can be redriven"
+    );
+    let dest =
+        &props["Logging"]["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"];
+    let lg = &resources(&t)[dest[0]
+        .as_str()
+        .expect("logs to a log group of the template")];
+    assert!(
+        lg["Properties"]["RetentionInDays"].is_object(),
+        "{id}: log retention"
+    );
+    assert!(
+        props["Tracing"]["Enabled"].is_object(),
+        "{id}: tracing follows a parameter"
+    );
+
+    let schedules: Vec<&Value> = props["Events"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, e)| e)
+        .filter(|e| e["Type"] == "ScheduleV2")
+        .collect();
+    assert_eq!(
+        schedules.len(),
+        1,
+        "{id}: one EventBridge Scheduler schedule"
+    );
+    let s = &schedules[0]["Properties"];
+    assert!(
+        ref_param(&t, &s["ScheduleExpression"]).is_some(),
+        "schedule expression is a parameter"
+    );
+    assert!(
+        s["State"]["Fn::If"].is_array(),
+        "schedule has an enabled flag"
+    );
+
+    let alarms = of_type(&t, "AWS::CloudWatch::Alarm");
+    let topics = of_type(&t, "AWS::SNS::Topic");
+    let watched = alarms.values().any(|a| {
+        let text = a.to_string();
+        text.contains("ExecutionsFailed")
+            && text.contains(&json!({ "Ref": id }).to_string())
+            && as_list(&a["Properties"]["AlarmActions"])
+                .iter()
+                .any(|r| r["Ref"].as_str().is_some_and(|r| topics.contains_key(r)))
+    });
+    assert!(
+        watched,
+        "an alarm on the state machine's ExecutionsFailed notifies an SNS topic"
+    );
+    let outputs = t["Outputs"].as_object().unwrap();
+    assert_eq!(outputs["StateMachineArn"]["Value"], json!({ "Ref": id }));
+    assert!(outputs["StateMachineConsoleUrl"]["Value"]["Fn::Sub"]
+        .as_str()
+        .is_some_and(|u| u.contains("console.aws.amazon.com/states")));
+}
+
+#[test]
+fn source_reader_sees_through_comments_and_literals() {
+    let src = r##"
+        // fn commented() { a.client.ignored() }
+        fn real(secrets: &dyn SecretStore, n: &[u8]) -> String {
+            let s = "fn fake() { self.client.nope() }";
+            let n = other.secrets.promote();
+            let r = r#"}{"#;
+            let c = '{';
+            let q = '\'';
+            secrets
+                .get_stage(x)
+                .await;
+            helper(secrets);
+            format!("{s}{r}{c}{q}")
+        }
+        fn helper<'a>(secrets: &'a dyn SecretStore) { secrets.promote(); }
+    "##;
+    let code = code_only(src);
+    let funcs = functions(&code);
+    let names: Vec<&str> = funcs.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["real", "helper"]);
+    assert_eq!(
+        calls_on(&funcs[0].body, "secrets", false),
+        BTreeSet::from(["get_stage".to_string()])
+    );
+    assert_eq!(
+        port_params(&funcs[0].signature),
+        [("secrets".to_string(), "SecretStore".to_string())]
+    );
+    let known = BTreeSet::from(["helper".to_string(), "real".to_string()]);
+    assert_eq!(
+        free_calls(&funcs[0].body, &known),
+        BTreeSet::from(["helper".to_string()])
+    );
+    assert!(calls_on(&code, "client", true).is_empty());
+}
