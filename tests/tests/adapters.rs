@@ -314,3 +314,216 @@ async fn postgres_reads_privileges_and_sessions_for_the_preflight() {
     assert_eq!(facts[1].live_sessions, 1);
     drop(session);
 }
+
+#[tokio::test]
+async fn an_administrator_secret_can_set_the_password() {
+    let (stack, t) = seeded("admin").await;
+    let pg = postgres();
+    let ep = endpoint(&stack, &t);
+    // A CREATEROLE role, as an RDS master user would be; not a superuser.
+    let admin_role = format!("{}_admin", t.owner_role);
+    let admin_pw = PasswordPolicy::default().generate();
+    let su = stack.admin("postgres").await;
+    su.simple_query(&format!("DROP ROLE IF EXISTS \"{admin_role}\""))
+        .await
+        .unwrap();
+    su.simple_query(&format!(
+        "CREATE ROLE \"{admin_role}\" LOGIN CREATEROLE PASSWORD '{}'",
+        admin_pw.scram_verifier()
+    ))
+    .await
+    .unwrap();
+    su.simple_query(&format!(
+        "GRANT CONNECT ON DATABASE \"{}\" TO \"{admin_role}\"",
+        t.dbname
+    ))
+    .await
+    .unwrap();
+    let new = PasswordPolicy::default().generate();
+    pg.set_password_as(&ep, &admin_role, &admin_pw, &t.green_role, &new)
+        .await
+        .unwrap();
+    pg.check_login(&ep, &t.green_role, &new).await.unwrap();
+    let stored: String = su
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&t.green_role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored.starts_with("SCRAM-SHA-256$"));
+    let log = std::fs::read_to_string(&stack.pg_log).unwrap();
+    assert!(
+        !log.contains(new.expose()),
+        "the new password reached the server log"
+    );
+    // A user without CREATEROLE may not do it.
+    let blue = stack.password_at(&t.blue_secret, AWSCURRENT).await;
+    let err = pg
+        .set_password_as(
+            &ep,
+            &t.blue_role,
+            &blue,
+            &t.green_role,
+            &PasswordPolicy::default().generate(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "DatabaseError", "{err}");
+    pg.check_login(&ep, &t.green_role, &new).await.unwrap();
+}
+
+/// A CA, and a server certificate for `localhost` signed by it (PEM).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "pgflip test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    (ca.pem(), server.pem(), server_key.serialize_pem())
+}
+
+async fn set_server_tls(
+    stack: &Stack,
+    on: bool,
+    cert: Option<(&std::path::Path, &std::path::Path)>,
+) {
+    let su = stack.admin("postgres").await;
+    if let Some((crt, key)) = cert {
+        su.simple_query(&format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{}'",
+            crt.display()
+        ))
+        .await
+        .unwrap();
+        su.simple_query(&format!(
+            "ALTER SYSTEM SET ssl_key_file = '{}'",
+            key.display()
+        ))
+        .await
+        .unwrap();
+    }
+    su.simple_query(&format!(
+        "ALTER SYSTEM SET ssl = {}",
+        if on { "on" } else { "off" }
+    ))
+    .await
+    .unwrap();
+    su.simple_query("SELECT pg_reload_conf()").await.unwrap();
+    // The postmaster reloads asynchronously: wait until new sessions see it.
+    for _ in 0..50 {
+        let now = stack
+            .admin("postgres")
+            .await
+            .query_one("SHOW ssl", &[])
+            .await
+            .unwrap();
+        if now.get::<_, String>(0) == if on { "on" } else { "off" } {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the server did not switch ssl to {on}");
+}
+
+/// TLS verify-full against the local PostgreSQL with a CA the test makes.
+/// Other tests connect with sslmode disable, which the server still allows.
+#[tokio::test]
+async fn tls_verify_full_accepts_the_right_server_and_refuses_everything_else() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    let (stack, t) = seeded("tls").await;
+    let dir = std::path::PathBuf::from(std::env::var("PGFLIP_STACK_DIR").unwrap())
+        .join(format!("tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, crt, key) = certificates();
+    let (other_ca, _, _) = certificates();
+    let paths = ["ca.pem", "other-ca.pem", "server.crt", "server.key"].map(|f| dir.join(f));
+    for (path, pem) in paths.iter().zip([&ca, &other_ca, &crt, &key]) {
+        std::fs::write(path, pem).unwrap();
+    }
+    // The server runs as the data directory's owner and wants its key private.
+    let owner = std::fs::metadata(std::path::Path::new(&stack.pg_log).parent().unwrap()).unwrap();
+    for path in [&paths[2], &paths[3]] {
+        chown(path, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    std::fs::set_permissions(&paths[3], std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let verify_full = |ca: &std::path::Path| {
+        Postgres::new(DbConfig {
+            ssl_mode: SslMode::VerifyFull,
+            ssl_root_cert: Some(ca.display().to_string()),
+            connect_timeout_seconds: 3,
+        })
+        .unwrap()
+    };
+    let at = |host: &str| Endpoint {
+        host: host.into(),
+        port: stack.pg_port,
+        dbname: t.dbname.clone(),
+    };
+    let green = stack.password_at(&t.green_secret, AWSCURRENT).await;
+
+    // 1. A server that offers no TLS is an error, never a plaintext fallback.
+    set_server_tls(&stack, false, None).await;
+    let err = verify_full(&paths[0])
+        .check_login(&at("localhost"), &t.green_role, &green)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "DatabaseError", "{err}");
+    assert!(err.to_string().contains("does not offer TLS"), "{err}");
+
+    // 2. With TLS on: the right name and CA log in.
+    set_server_tls(&stack, true, Some((&paths[2], &paths[3]))).await;
+    verify_full(&paths[0])
+        .check_login(&at("localhost"), &t.green_role, &green)
+        .await
+        .unwrap();
+
+    // 3. A name the certificate does not carry is refused.
+    let err = verify_full(&paths[0])
+        .check_login(&at("127.0.0.1"), &t.green_role, &green)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "DatabaseError", "{err}");
+    assert!(err.to_string().contains("failed verification"), "{err}");
+
+    // 4. A certificate from a CA we do not trust is refused.
+    let err = verify_full(&paths[1])
+        .check_login(&at("localhost"), &t.green_role, &green)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "DatabaseError", "{err}");
+    assert!(err.to_string().contains("failed verification"), "{err}");
+
+    // 5. Setting a password over verified TLS works end to end.
+    let new = PasswordPolicy::default().generate();
+    verify_full(&paths[0])
+        .set_own_password(&at("localhost"), &t.green_role, &green, &new)
+        .await
+        .unwrap();
+    verify_full(&paths[0])
+        .check_login(&at("localhost"), &t.green_role, &new)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_ca_bundle_without_certificates_is_a_configuration_error() {
+    let path = std::env::temp_dir().join(format!("empty-{}.pem", std::process::id()));
+    std::fs::write(&path, "not a certificate\n").unwrap();
+    let err = Postgres::new(DbConfig {
+        ssl_mode: SslMode::VerifyFull,
+        ssl_root_cert: Some(path.display().to_string()),
+        connect_timeout_seconds: 3,
+    })
+    .err()
+    .expect("refused");
+    assert_eq!(err.name(), "ConfigurationError");
+}

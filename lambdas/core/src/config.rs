@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::domain::PasswordSetter;
 use crate::errors::RotationError;
 use crate::password::{PasswordPolicy, DEFAULT_EXCLUDED};
 
@@ -217,6 +218,17 @@ pub fn password_policy_from_env(env: &dyn Env) -> Result<PasswordPolicy, Rotatio
     PasswordPolicy::new(length, &excluded)
 }
 
+/// Who sets the new password: the user itself (default), or the
+/// administrator whose secret `DB_ADMIN_SECRET_ID` names.
+pub fn password_setter_from_env(env: &dyn Env) -> PasswordSetter {
+    match env.var("DB_ADMIN_SECRET_ID") {
+        Some(secret_id) => PasswordSetter::Admin {
+            secret_id: secret_id.trim().to_string(),
+        },
+        None => PasswordSetter::SelfService,
+    }
+}
+
 /// The environment variables each parser reads, by the name a Lambda's
 /// `main.rs` calls it with. `tests/tests/template.rs` checks that
 /// `infra/template.yaml` sets exactly these for every Lambda whose `main.rs`
@@ -250,6 +262,7 @@ pub const ENV_VARS: &[(&str, &[&str])] = &[
         "password_policy_from_env",
         &["PASSWORD_LENGTH", "PASSWORD_EXCLUDE_CHARACTERS"],
     ),
+    ("password_setter_from_env", &["DB_ADMIN_SECRET_ID"]),
 ];
 
 #[cfg(test)]
@@ -373,6 +386,10 @@ mod env_vars {
                 "UserKeys::from_env" => UserKeys::from_env(&env).map(drop),
                 "DbConfig::from_env" => DbConfig::from_env(&env).map(drop),
                 "password_policy_from_env" => password_policy_from_env(&env).map(drop),
+                "password_setter_from_env" => {
+                    password_setter_from_env(&env);
+                    Ok(())
+                }
                 other => panic!("ENV_VARS names {other}: call it here too"),
             };
             parsed.unwrap_or_else(|e| panic!("{parser}: {e}"));

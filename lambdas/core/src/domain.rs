@@ -131,6 +131,17 @@ impl DbSecret {
     }
 }
 
+/// Who changes the inactive user's password in the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSetter {
+    /// The user itself, logged in with its current password (the default:
+    /// no standing administrator credentials are needed).
+    SelfService,
+    /// An administrator whose credentials are in this secret (RDS JSON
+    /// shape), for databases where users may not change their own password.
+    Admin { secret_id: String },
+}
+
 /// A database endpoint, taken from a user's secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {

@@ -327,6 +327,33 @@ impl Database for FakeDatabase {
         Ok(())
     }
 
+    async fn set_password_as(
+        &self,
+        _: &Endpoint,
+        admin_user: &str,
+        admin_password: &Password,
+        role: &str,
+        new: &Password,
+    ) -> Result<(), RotationError> {
+        self.faults.take("set_password_as")?;
+        self.login(admin_user, admin_password)?;
+        let mut users = self.users.lock().unwrap();
+        let admin_may = users
+            .get(admin_user)
+            .is_some_and(|a| a.grants.iter().any(|g| g == "attribute CREATEROLE"));
+        if !admin_may {
+            return Err(RotationError::Database(format!(
+                "permission denied to alter role {role}"
+            )));
+        }
+        let u = users
+            .get_mut(role)
+            .ok_or_else(|| RotationError::UserNotFound(role.into()))?;
+        u.password = new.expose().to_string();
+        *self.password_changes.lock().unwrap() += 1;
+        Ok(())
+    }
+
     async fn user_facts(
         &self,
         _: &Endpoint,

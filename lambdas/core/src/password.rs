@@ -213,6 +213,52 @@ mod tests {
         }
     }
 
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn punctuation() -> Vec<char> {
+            ('!'..='~').filter(|c| c.is_ascii_punctuation()).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            /// Any valid length and any set of excluded punctuation and
+            /// letters: every password has that length, none of the excluded
+            /// characters, every required class, and no whitespace.
+            #[test]
+            fn every_password_follows_its_policy(
+                length in MIN_LENGTH..=MAX_LENGTH,
+                excluded_punct in proptest::sample::subsequence(punctuation(), 0..=32),
+                excluded_letters in "[a-yA-Y0-8]{0,10}",
+            ) {
+                let excluded: String = excluded_punct.iter().collect::<String>() + &excluded_letters;
+                let policy = PasswordPolicy::new(length, &excluded).unwrap();
+                for _ in 0..20 {
+                    let p = policy.generate();
+                    let p = p.expose();
+                    prop_assert_eq!(p.chars().count(), length);
+                    prop_assert!(p.chars().all(|c| !excluded.contains(c)));
+                    prop_assert!(p.chars().all(|c| c.is_ascii_graphic()));
+                    prop_assert!(p.chars().any(|c| c.is_ascii_lowercase()));
+                    prop_assert!(p.chars().any(|c| c.is_ascii_uppercase()));
+                    prop_assert!(p.chars().any(|c| c.is_ascii_digit()));
+                    if excluded_punct.len() < punctuation().len() {
+                        prop_assert!(p.chars().any(|c| c.is_ascii_punctuation()));
+                    }
+                    prop_assert!(policy.accepts(p));
+                }
+            }
+
+            /// Lengths outside the bounds are refused, never clamped.
+            #[test]
+            fn out_of_bounds_lengths_are_refused(length in prop_oneof![0..MIN_LENGTH, (MAX_LENGTH + 1)..4096]) {
+                prop_assert!(PasswordPolicy::new(length, "").is_err());
+            }
+        }
+    }
+
     #[test]
     fn scram_verifier_hides_the_plaintext() {
         let p = Password::new("correct-horse-battery".into());

@@ -79,6 +79,18 @@ pub trait Database: Send + Sync {
         new: &Password,
     ) -> Result<(), RotationError>;
 
+    /// Logs in as an administrator (`admin_user` with `admin_password`) and
+    /// sets the password of `role` to `new`, sending only a SCRAM-SHA-256
+    /// verifier. For databases where users may not change their own password.
+    async fn set_password_as(
+        &self,
+        endpoint: &Endpoint,
+        admin_user: &str,
+        admin_password: &Password,
+        role: &str,
+        new: &Password,
+    ) -> Result<(), RotationError>;
+
     /// Logs in as `login_user` and reads the facts about each of `users`.
     async fn user_facts(
         &self,

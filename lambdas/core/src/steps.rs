@@ -344,6 +344,7 @@ fn grant_differences(a: &str, a_grants: &[String], b: &str, b_grants: &[String])
 pub async fn generate_and_set_password(
     plan: &Plan,
     policy: &PasswordPolicy,
+    setter: &PasswordSetter,
     secrets: &dyn SecretStore,
     database: &dyn Database,
 ) -> Result<PendingPassword, RotationError> {
@@ -381,6 +382,31 @@ pub async fn generate_and_set_password(
 
     let endpoint = current.secret.endpoint();
     let user = current.secret.username();
+    if let PasswordSetter::Admin {
+        secret_id: admin_id,
+    } = setter
+    {
+        // Setting the same verifier again is harmless: no resume logic needed.
+        let admin = current_secret(secrets, admin_id).await?;
+        database
+            .set_password_as(
+                &endpoint,
+                admin.secret.username(),
+                admin.secret.password(),
+                user,
+                staged.password(),
+            )
+            .await?;
+        info!(
+            user,
+            admin = admin.secret.username(),
+            "set the new password in the database as the administrator"
+        );
+        return Ok(PendingPassword {
+            version_id,
+            resumed,
+        });
+    }
     match database
         .set_own_password(
             &endpoint,

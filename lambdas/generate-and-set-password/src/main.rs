@@ -1,9 +1,12 @@
 //! generate-and-set-password: stage a new password as AWSPENDING on the
-//! inactive user's secret and set it in PostgreSQL (as a SCRAM verifier).
+//! inactive user's secret and set it in PostgreSQL (as a SCRAM verifier), as
+//! the user itself or, with DB_ADMIN_SECRET_ID, as an administrator.
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use pgflip_core::adapters::{postgres::Postgres, secrets::SecretsManager};
-use pgflip_core::config::{password_policy_from_env, DbConfig, ProcessEnv};
+use pgflip_core::config::{
+    password_policy_from_env, password_setter_from_env, DbConfig, ProcessEnv,
+};
 use pgflip_core::runtime::{aws_config, init_tracing, or_exit, parse_payload};
 use pgflip_core::steps;
 use serde_json::Value;
@@ -12,12 +15,13 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let policy = or_exit(password_policy_from_env(&ProcessEnv));
+    let setter = password_setter_from_env(&ProcessEnv);
     let database = or_exit(DbConfig::from_env(&ProcessEnv).and_then(Postgres::new));
     let aws = aws_config().await;
     let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async {
         let plan = parse_payload(event.payload)?;
-        steps::generate_and_set_password(&plan, &policy, &secrets, &database).await
+        steps::generate_and_set_password(&plan, &policy, &setter, &secrets, &database).await
     }))
     .await
 }

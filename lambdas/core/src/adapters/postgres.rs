@@ -165,6 +165,28 @@ fn classify(user: &str, endpoint: &Endpoint, e: tokio_postgres::Error) -> Rotati
     RotationError::DatabaseUnavailable(format!("{}:{}: {text}", endpoint.host, endpoint.port))
 }
 
+/// The SCRAM-SHA-256 verifier of `new`. It is base64 and `$:` only; check
+/// rather than assume before putting it in a literal (ALTER ROLE takes no
+/// bind parameters).
+fn verifier(new: &Password) -> Result<String, RotationError> {
+    let v = new.scram_verifier();
+    if v.starts_with("SCRAM-SHA-256$")
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "$:+/=-".contains(c))
+    {
+        Ok(v)
+    } else {
+        Err(RotationError::Database(
+            "unexpected SCRAM verifier format".into(),
+        ))
+    }
+}
+
+/// A role name as an SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Everything a user may do, as comparable lines without the user's name:
 /// attributes, settings, memberships, direct privileges and owned objects.
 const USER_FACTS_SQL: &str = r#"
@@ -242,22 +264,32 @@ impl Database for Postgres {
         new: &Password,
     ) -> Result<(), RotationError> {
         let client = self.connect(endpoint, user, current).await?;
-        let verifier = new.scram_verifier();
-        // A verifier is base64 and `$:` only; check rather than assume before
-        // putting it in a literal (ALTER ROLE takes no bind parameters).
-        if !verifier.starts_with("SCRAM-SHA-256$")
-            || !verifier
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "$:+/=-".contains(c))
-        {
-            return Err(RotationError::Database(
-                "unexpected SCRAM verifier format".into(),
-            ));
-        }
+        let statement = format!("ALTER ROLE CURRENT_USER PASSWORD '{}'", verifier(new)?);
         client
-            .batch_execute(&format!("ALTER ROLE CURRENT_USER PASSWORD '{verifier}'"))
+            .batch_execute(&statement)
             .await
             .map_err(|e| classify(user, endpoint, e))?;
+        Ok(())
+    }
+
+    async fn set_password_as(
+        &self,
+        endpoint: &Endpoint,
+        admin_user: &str,
+        admin_password: &Password,
+        role: &str,
+        new: &Password,
+    ) -> Result<(), RotationError> {
+        let client = self.connect(endpoint, admin_user, admin_password).await?;
+        let statement = format!(
+            "ALTER ROLE {} PASSWORD '{}'",
+            quote_ident(role),
+            verifier(new)?
+        );
+        client
+            .batch_execute(&statement)
+            .await
+            .map_err(|e| classify(admin_user, endpoint, e))?;
         Ok(())
     }
 
@@ -286,5 +318,22 @@ impl Database for Postgres {
             });
         }
         Ok(facts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("green"), "\"green\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn verifiers_are_checked_before_use() {
+        let v = verifier(&Password::new("x".repeat(32))).unwrap();
+        assert!(v.starts_with("SCRAM-SHA-256$4096:"));
     }
 }

@@ -16,6 +16,7 @@ struct World {
     deployments: FakeDeployments,
     executions: FakeExecutions,
     policy: PasswordPolicy,
+    setter: PasswordSetter,
 }
 
 const ME: &str = "arn:aws:states:us-east-1:123456789012:execution:rotation:exec-1";
@@ -59,6 +60,7 @@ fn world() -> World {
         deployments,
         executions,
         policy: PasswordPolicy::default(),
+        setter: PasswordSetter::SelfService,
     }
 }
 
@@ -85,7 +87,14 @@ impl World {
     }
 
     async fn generate(&self, plan: &Plan) -> Result<PendingPassword, RotationError> {
-        generate_and_set_password(plan, &self.policy, &self.secrets, &self.database).await
+        generate_and_set_password(
+            plan,
+            &self.policy,
+            &self.setter,
+            &self.secrets,
+            &self.database,
+        )
+        .await
     }
 
     async fn verify(
@@ -715,4 +724,82 @@ async fn a_rotation_verified_but_not_flipped_is_flipped_not_rotated_again() {
         w.select(json!({})).await.unwrap_err().name(),
         "PrivilegeDrift"
     );
+}
+
+#[tokio::test]
+async fn an_administrator_can_set_the_password_instead() {
+    let mut w = world();
+    w.secrets.add(
+        "app/db/admin",
+        "admin-v1",
+        &secret_json("admin", "admin-pass"),
+    );
+    w.database
+        .add_user("admin", "admin-pass", &["attribute CREATEROLE"]);
+    w.setter = PasswordSetter::Admin {
+        secret_id: "app/db/admin".into(),
+    };
+    // Even a user that could not log in with its own password gets rotated.
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .password = "unknown-to-us".into();
+    let plan = plan_without_preflight(&w).await;
+    let pending = w.generate(&plan).await.unwrap();
+    let staged = w.secrets.password_at(GREEN_SECRET, AWSPENDING).unwrap();
+    assert!(w.database.logs_in("green", &staged));
+    // A replay sets the same password again: harmless, no second version.
+    let again = w.generate(&plan).await.unwrap();
+    assert_eq!(again.version_id, pending.version_id);
+    assert_eq!(w.secrets.version_count(GREEN_SECRET), 2);
+    w.verify(&plan, &pending).await.unwrap();
+    assert!(w.invariant_holds());
+}
+
+#[tokio::test]
+async fn an_administrator_without_rights_is_a_named_error() {
+    let mut w = world();
+    w.secrets.add(
+        "app/db/admin",
+        "admin-v1",
+        &secret_json("admin", "admin-pass"),
+    );
+    w.database.add_user("admin", "admin-pass", &[]);
+    w.setter = PasswordSetter::Admin {
+        secret_id: "app/db/admin".into(),
+    };
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(w.generate(&plan).await.unwrap_err().name(), "DatabaseError");
+    w.setter = PasswordSetter::Admin {
+        secret_id: "app/db/missing".into(),
+    };
+    assert_eq!(
+        w.generate(&plan).await.unwrap_err().name(),
+        "SecretNotFound"
+    );
+    assert!(w.invariant_holds());
+}
+
+/// The plan select-user would make, for cases its preflight would refuse.
+async fn plan_without_preflight(w: &World) -> Plan {
+    let saved = w.database.password_of("green").unwrap();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .password = "green-pass-1".into();
+    let plan = w.select(json!({})).await.unwrap();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .password = saved;
+    plan
 }
