@@ -815,3 +815,128 @@ async fn bad_state_and_bad_input_get_named_errors_and_change_nothing() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// `value` percent-encoded as in a URL (everything but unreserved characters).
+fn url_encoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A full rotation with the Lambdas logging at trace level: no password, old
+/// or new, nor its URL-encoded form, shows up in any Lambda log line, Lambda
+/// output, the execution history, the runner's progress, the human report,
+/// the PostgreSQL server log (log_statement = 'all'), or this test's output.
+#[tokio::test]
+async fn no_password_reaches_logs_outputs_history_or_test_output() {
+    let c = case().await;
+    let stack_dir = std::path::PathBuf::from(std::env::var("PGFLIP_STACK_DIR").unwrap());
+    let lambda_env = std::fs::read_to_string(stack_dir.join("lambda.env")).unwrap();
+    assert!(
+        lambda_env.lines().any(|l| l == "RUST_LOG=trace"),
+        "the local Lambdas must log at trace for this test (scripts/test starts them so)"
+    );
+    let green_old = c
+        .stack
+        .password_at(&c.target.green_secret, AWSCURRENT)
+        .await;
+    let blue = c.stack.password_at(&c.target.blue_secret, AWSCURRENT).await;
+    let log_start = std::fs::metadata(stack_dir.join("lambda.log"))
+        .unwrap()
+        .len() as usize;
+
+    let history = std::env::temp_dir().join(format!("history-{}.json", std::process::id()));
+    let e = c.stack.run(&RunOptions {
+        input: Some(json!({"Comment": "Insert your JSON here"})),
+        history: Some(history.clone()),
+        ..RunOptions::default()
+    });
+    assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
+    let green_new = c
+        .stack
+        .password_at(&c.target.green_secret, AWSCURRENT)
+        .await;
+    assert_ne!(green_new.expose(), green_old.expose());
+
+    // The human report of scripts/rotate-local, on this rotation.
+    let dir = std::env::temp_dir().join(format!("report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let after = c.after().await;
+    std::fs::write(
+        dir.join("before.json"),
+        serde_json::to_string(&c.before).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("after.json"),
+        serde_json::to_string(&after).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("execution.json"),
+        json!({"name": e.name, "status": e.status, "transitions": e.transitions, "durationMs": e.duration_ms}).to_string(),
+    )
+    .unwrap();
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_pgflip-stack"))
+        .arg("report")
+        .args(["before.json", "after.json", "execution.json"].map(|f| dir.join(f)))
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stdout)
+    );
+
+    let lambda_log = std::fs::read(stack_dir.join("lambda.log")).unwrap();
+    let this_rotation = String::from_utf8_lossy(&lambda_log[log_start..]).to_string();
+    assert!(
+        this_rotation.contains("TRACE"),
+        "no trace lines were logged"
+    );
+    let channels = [
+        ("Lambda logs (trace)", this_rotation),
+        (
+            "execution history",
+            std::fs::read_to_string(&history).unwrap(),
+        ),
+        ("execution output", e.output.to_string()),
+        ("runner progress", e.progress.clone()),
+        (
+            "rotate-local report",
+            String::from_utf8_lossy(&report.stdout).to_string()
+                + &String::from_utf8_lossy(&report.stderr),
+        ),
+        (
+            "PostgreSQL server log",
+            std::fs::read_to_string(&c.stack.pg_log).unwrap(),
+        ),
+        ("this test's output", format!("{e:?} {after:?}")),
+    ];
+    let mut found = vec![];
+    for (secret_name, secret) in [
+        ("green's old password", &green_old),
+        ("green's new password", &green_new),
+        ("blue's password", &blue),
+    ] {
+        for form in [secret.expose().to_string(), url_encoded(secret.expose())] {
+            for (channel, text) in &channels {
+                if text.contains(&form) {
+                    found.push(format!("{secret_name} in {channel}"));
+                }
+            }
+        }
+    }
+    let sizes: Vec<String> = channels
+        .iter()
+        .map(|(n, t)| format!("{n}: {} bytes", t.len()))
+        .collect();
+    eprintln!("searched {}", sizes.join(", "));
+    assert!(found.is_empty(), "secrets leaked: {found:?}");
+}
