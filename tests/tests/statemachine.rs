@@ -758,6 +758,38 @@ async fn bad_state_and_bad_input_get_named_errors_and_change_nothing() {
                     .await
                     .unwrap();
             }
+            "a CODE_DEPLOY service" => {
+                let exists = c
+                    .stack
+                    .ecs
+                    .describe_services()
+                    .cluster(&c.target.cluster)
+                    .services("legacy")
+                    .send()
+                    .await
+                    .unwrap()
+                    .services()
+                    .iter()
+                    .any(|s| s.status() == Some("ACTIVE"));
+                if !exists {
+                    c.stack
+                        .ecs
+                        .create_service()
+                        .cluster(&c.target.cluster)
+                        .service_name("legacy")
+                        .task_definition(format!("{}-app", c.target.cluster))
+                        .desired_count(1)
+                        .deployment_controller(
+                            aws_sdk_ecs::types::DeploymentController::builder()
+                                .r#type(aws_sdk_ecs::types::DeploymentControllerType::CodeDeploy)
+                                .build()
+                                .unwrap(),
+                        )
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
             "green has a live session (retried)" => {
                 let password = c.stack.password_at(&green_secret, AWSCURRENT).await;
                 let (client, conn) = tokio_postgres::Config::new()
@@ -939,4 +971,127 @@ async fn no_password_reaches_logs_outputs_history_or_test_output() {
         .collect();
     eprintln!("searched {}", sizes.join(", "));
     assert!(found.is_empty(), "secrets leaked: {found:?}");
+}
+
+/// What Secrets Manager's own rotation Lambda does to a user: a new
+/// AWSCURRENT version and the same password in the database.
+async fn rotate_externally(c: &Case, key: &str) {
+    let secret = c.target.secret_of(key).to_string();
+    let role = c.target.role_of(key).to_string();
+    let raw = c
+        .stack
+        .secrets
+        .get_secret_value()
+        .secret_id(&secret)
+        .send()
+        .await
+        .unwrap()
+        .secret_string
+        .unwrap();
+    let mut v: Value = serde_json::from_str(&raw).unwrap();
+    let new = pgflip_core::password::PasswordPolicy::default().generate();
+    v["password"] = json!(new.expose());
+    c.stack
+        .secrets
+        .put_secret_value()
+        .secret_id(&secret)
+        .secret_string(v.to_string())
+        .send()
+        .await
+        .unwrap();
+    c.stack
+        .admin("postgres")
+        .await
+        .batch_execute(&format!(
+            "ALTER ROLE \"{role}\" PASSWORD '{}'",
+            new.scram_verifier()
+        ))
+        .await
+        .unwrap();
+}
+
+fn rotation_succeeded_event(secret_arn: &str) -> Value {
+    json!({
+        "version": "0", "id": "7e0c2d4f", "detail-type": "AWS Service Event via CloudTrail",
+        "source": "aws.secretsmanager", "account": "123456789012", "time": "2026-11-01T00:00:00Z",
+        "region": "us-east-1", "resources": [],
+        "detail": {
+            "eventVersion": "1.08", "eventSource": "secretsmanager.amazonaws.com",
+            "eventName": "RotationSucceeded", "awsRegion": "us-east-1", "eventType": "AwsServiceEvent",
+            "additionalEventData": {"SecretId": secret_arn}
+        }
+    })
+}
+
+#[tokio::test]
+async fn after_secrets_managers_rotation_of_the_inactive_user_the_workflow_verifies_and_flips() {
+    let c = case().await;
+    rotate_externally(&c, "green").await;
+    let rotated = c.stack.secret_state(&c.target.green_secret).await;
+    let arn = c
+        .stack
+        .secrets
+        .describe_secret()
+        .secret_id(&c.target.green_secret)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let e = c.run(rotation_succeeded_event(&arn), json!({}));
+    assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
+    assert_eq!(e.output["mode"], "flip");
+    assert!(
+        !e.states.iter().any(|s| s == "GenerateAndSetPassword"),
+        "{:?}",
+        e.states
+    );
+    let after = c.after().await;
+    assert_eq!(after.active_user, "green");
+    assert_eq!(after.green, rotated, "pgflip made another password");
+    assert_eq!(after.blue, c.before.blue);
+    c.stack
+        .login(&c.target, "green", AWSCURRENT)
+        .await
+        .expect("green logs in");
+    for ((service, old), (_, new)) in c.before.deployments.iter().zip(&after.deployments) {
+        assert_ne!(old, new, "{service} was not redeployed");
+    }
+}
+
+#[tokio::test]
+async fn after_secrets_managers_rotation_of_the_active_user_the_workflow_redeploys_and_fails_loudly(
+) {
+    let c = case().await;
+    rotate_externally(&c, "blue").await;
+    let arn = c
+        .stack
+        .secrets
+        .describe_secret()
+        .secret_id(&c.target.blue_secret)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let e = c.run(rotation_succeeded_event(&arn), json!({}));
+    assert_eq!(e.status, "FAILED");
+    assert_eq!(
+        e.error.as_deref(),
+        Some("ActiveUserRotatedExternally"),
+        "{:?}",
+        e.cause
+    );
+    assert_eq!(e.output, Value::Null);
+    assert!(
+        e.states.iter().any(|s| s == "RedeployEcs")
+            && !e.states.iter().any(|s| s == "FlipParameter")
+    );
+    let after = c.after().await;
+    assert_eq!(after.active_user, "blue");
+    assert_eq!(after.green, c.before.green, "the inactive user was touched");
+    for ((service, old), (_, new)) in c.before.deployments.iter().zip(&after.deployments) {
+        assert_ne!(old, new, "{service} was not redeployed");
+    }
+    assert_eq!(c.assert_invariant().await, "blue");
 }

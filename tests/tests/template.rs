@@ -1400,3 +1400,72 @@ fn source_reader_sees_through_comments_and_literals() {
     );
     assert!(calls_on(&code, "client", true).is_empty());
 }
+
+/// The RotationSucceeded rule matches the event that `ExecutionInput::parse`
+/// recognises (the same shape the state-machine tests send), for exactly the
+/// two users' secrets, and starts this state machine with a role that may do
+/// nothing else.
+#[test]
+fn secrets_managers_rotation_event_starts_the_workflow() {
+    let t = template();
+    let rules = of_type(&t, "AWS::Events::Rule");
+    let (id, rule) = rules
+        .iter()
+        .find(|(_, r)| {
+            r["Properties"]["EventPattern"]["detail"]["eventName"]
+                == serde_json::json!(["RotationSucceeded"])
+        })
+        .expect("a rule on Secrets Manager's RotationSucceeded event");
+    let props = &rule["Properties"];
+    let pattern = &props["EventPattern"];
+    assert_eq!(
+        pattern["source"],
+        serde_json::json!(["aws.secretsmanager"]),
+        "{id}"
+    );
+    assert_eq!(
+        pattern["detail-type"],
+        serde_json::json!(["AWS Service Event via CloudTrail"]),
+        "{id}"
+    );
+    let secrets: BTreeSet<String> = as_list(&pattern["detail"]["additionalEventData"]["SecretId"])
+        .into_iter()
+        .filter_map(|v| ref_param(&t, v).map(str::to_string))
+        .collect();
+    assert_eq!(
+        secrets,
+        BTreeSet::from(["BlueSecretArn".to_string(), "GreenSecretArn".to_string()]),
+        "{id}: the rule must match exactly the two users' secrets"
+    );
+    // The pattern's event, fed to the parser, names the rotated secret.
+    let event = serde_json::json!({
+        "source": "aws.secretsmanager", "detail-type": "AWS Service Event via CloudTrail",
+        "detail": {"eventSource": "secretsmanager.amazonaws.com", "eventName": "RotationSucceeded",
+                   "additionalEventData": {"SecretId": "arn:aws:secretsmanager:r:1:secret:x-AbCdEf"}}
+    });
+    let parsed = pgflip_core::input::ExecutionInput::parse(&event).unwrap();
+    assert_eq!(
+        parsed.rotated_secret.as_deref(),
+        Some("arn:aws:secretsmanager:r:1:secret:x-AbCdEf")
+    );
+
+    let target = &props["Targets"][0];
+    assert_eq!(
+        target["Arn"]["Ref"], "RotationStateMachine",
+        "{id}: starts the rotation"
+    );
+    let role_id = target["RoleArn"]["Fn::GetAtt"][0]
+        .as_str()
+        .expect("a role of the template");
+    let role = &resources(&t)[role_id];
+    let statements = &role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+    assert_eq!(statements.as_array().map(Vec::len), Some(1), "{role_id}");
+    assert_eq!(
+        statements[0]["Action"], "states:StartExecution",
+        "{role_id}"
+    );
+    assert_eq!(
+        statements[0]["Resource"]["Ref"], "RotationStateMachine",
+        "{role_id}"
+    );
+}

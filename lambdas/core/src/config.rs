@@ -123,6 +123,31 @@ impl TargetConfig {
         }
     }
 
+    /// The user whose secret `secret` is: `secret` may be the ARN an event
+    /// carries (`…:secret:<name>-<6 random characters>`) while the
+    /// configuration names the secret by name, or the other way round.
+    pub fn owner_of_secret(&self, secret: &str) -> Option<&str> {
+        let same = |configured: &str| {
+            let name_of = |id: &str| -> String {
+                match id.split_once(":secret:") {
+                    Some((_, rest)) => match rest.rsplit_once('-') {
+                        Some((name, suffix)) if suffix.len() == 6 => name.to_string(),
+                        _ => rest.to_string(),
+                    },
+                    None => id.to_string(),
+                }
+            };
+            configured == secret || name_of(configured) == name_of(secret)
+        };
+        if same(&self.blue_secret_id) {
+            Some(&self.blue_user)
+        } else if same(&self.green_secret_id) {
+            Some(&self.green_user)
+        } else {
+            None
+        }
+    }
+
     /// The other user of the pair.
     pub fn other(&self, user: &str) -> Option<&str> {
         if user == self.blue_user {
@@ -291,6 +316,13 @@ mod tests {
         assert_eq!(c.other("blue"), Some("green"));
         assert_eq!(c.secret_of("green"), Some("app/db/green"));
         assert_eq!(c.other("purple"), None);
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db/green-AbCdEf";
+        assert_eq!(c.owner_of_secret(arn), Some("green"));
+        assert_eq!(c.owner_of_secret("app/db/blue"), Some("blue"));
+        assert_eq!(
+            c.owner_of_secret("arn:aws:secretsmanager:us-east-1:1:secret:app/db/other-AbCdEf"),
+            None
+        );
     }
 
     #[test]

@@ -206,6 +206,11 @@ pub struct Plan {
     /// With [`Mode::Wait`]: the deployments to wait for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// Set when the execution must end in failure after its rollout although
+    /// every step worked: the error name to raise (for example
+    /// `ActiveUserRotatedExternally`). The state machine raises it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
     /// With [`Mode::Flip`]: the version `verify-login` checks before the flip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingPassword>,

@@ -38,6 +38,8 @@ pub const DATABASE_ERROR: &str = "DatabaseError";
 pub const AWS_UNAVAILABLE: &str = "AwsUnavailable";
 /// An AWS API rejected the request for a reason retrying will not fix.
 pub const AWS_REQUEST_FAILED: &str = "AwsRequestFailed";
+/// A service's deployment controller cannot be force-deployed by ECS (`CODE_DEPLOY`, `EXTERNAL`).
+pub const UNSUPPORTED_DEPLOYMENT_CONTROLLER: &str = "UnsupportedDeploymentController";
 /// Another execution of the state machine is rotating this target right now.
 pub const ROTATION_IN_PROGRESS: &str = "RotationInProgress";
 /// The ECS cluster or one of the services does not exist.
@@ -46,6 +48,9 @@ pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
 pub const ROLLOUT_FAILED: &str = "RolloutFailed";
 /// The deployments did not finish before the deadline (raised by the state machine).
 pub const ROLLOUT_TIMED_OUT: &str = "RolloutTimedOut";
+/// Secrets Manager's own rotation changed the *active* user's password: running
+/// tasks were at risk. The services were redeployed at once (raised by the state machine).
+pub const ACTIVE_USER_ROTATED_EXTERNALLY: &str = "ActiveUserRotatedExternally";
 /// The rotation failed after the flip and was rolled back (raised by the state machine).
 pub const ROTATION_ROLLED_BACK: &str = "RotationRolledBack";
 /// The rollback itself failed; a person must look (raised by the state machine).
@@ -70,8 +75,10 @@ pub const ALL: &[(&str, bool)] = &[
     (AWS_REQUEST_FAILED, false),
     (SERVICE_NOT_FOUND, false),
     (ROTATION_IN_PROGRESS, false),
+    (UNSUPPORTED_DEPLOYMENT_CONTROLLER, false),
     (ROLLOUT_FAILED, false),
     (ROLLOUT_TIMED_OUT, false),
+    (ACTIVE_USER_ROTATED_EXTERNALLY, false),
     (ROTATION_ROLLED_BACK, false),
     (ROLLBACK_FAILED, false),
 ];
@@ -120,6 +127,8 @@ pub enum RotationError {
     ServiceNotFound(String),
     #[error("execution {0} is rotating this target right now; nothing was changed")]
     RotationInProgress(String),
+    #[error("ECS cannot force a new deployment of {0}: remove it from the services pgflip redeploys, or move it to the ECS deployment controller (rolling or ECS blue/green); nothing was changed")]
+    UnsupportedDeploymentController(String),
 }
 
 impl RotationError {
@@ -142,6 +151,7 @@ impl RotationError {
             Self::AwsRequestFailed(_) => AWS_REQUEST_FAILED,
             Self::ServiceNotFound(_) => SERVICE_NOT_FOUND,
             Self::RotationInProgress(_) => ROTATION_IN_PROGRESS,
+            Self::UnsupportedDeploymentController(_) => UNSUPPORTED_DEPLOYMENT_CONTROLLER,
         }
     }
 

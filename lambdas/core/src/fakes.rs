@@ -383,6 +383,8 @@ pub struct FakeDeployments {
     /// cluster → service → deployments (newest first).
     pub services: Mutex<HashMap<String, HashMap<String, Vec<DeploymentState>>>>,
     pub forced: Mutex<Vec<String>>,
+    /// Deployment controller by service (default `ECS`).
+    pub controllers: Mutex<HashMap<String, String>>,
     pub faults: Faults,
     counter: Mutex<u32>,
 }
@@ -457,16 +459,23 @@ impl Deployments for FakeDeployments {
         &self,
         cluster: &str,
         services: &[String],
-    ) -> Result<Vec<Vec<DeploymentState>>, RotationError> {
+    ) -> Result<Vec<ServiceState>, RotationError> {
         self.faults.take("describe")?;
         let all = self.services.lock().unwrap();
+        let controllers = self.controllers.lock().unwrap();
         services
             .iter()
             .map(|s| {
-                all.get(cluster)
+                let deployments = all
+                    .get(cluster)
                     .and_then(|c| c.get(s))
                     .cloned()
-                    .ok_or_else(|| RotationError::ServiceNotFound(format!("{cluster}/{s}")))
+                    .ok_or_else(|| RotationError::ServiceNotFound(format!("{cluster}/{s}")))?;
+                Ok(ServiceState {
+                    name: s.clone(),
+                    controller: Some(controllers.get(s).cloned().unwrap_or_else(|| "ECS".into())),
+                    deployments,
+                })
             })
             .collect()
     }

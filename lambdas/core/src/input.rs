@@ -15,6 +15,9 @@ pub struct ExecutionInput {
     /// Overrides the configured service list.
     pub services: Option<Vec<String>>,
     pub reason: Option<String>,
+    /// The secret (ARN) that Secrets Manager's own rotation just changed,
+    /// when the execution was started by its `RotationSucceeded` event.
+    pub rotated_secret: Option<String>,
 }
 
 impl ExecutionInput {
@@ -92,8 +95,29 @@ impl ExecutionInput {
             dry_run,
             services,
             reason,
+            rotated_secret: rotation_succeeded(top),
         })
     }
+}
+
+/// The secret of a Secrets Manager `RotationSucceeded` event (delivered
+/// through CloudTrail to EventBridge), if `top` is one.
+fn rotation_succeeded(top: &serde_json::Map<String, Value>) -> Option<String> {
+    let detail = top.get("detail")?;
+    let from_secrets_manager = top.get("source").and_then(Value::as_str)
+        == Some("aws.secretsmanager")
+        || detail.get("eventSource").and_then(Value::as_str)
+            == Some("secretsmanager.amazonaws.com");
+    if !from_secrets_manager
+        || detail.get("eventName").and_then(Value::as_str) != Some("RotationSucceeded")
+    {
+        return None;
+    }
+    detail
+        .get("additionalEventData")
+        .and_then(|d| d.get("SecretId"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -140,6 +164,28 @@ mod tests {
         let e = ExecutionInput::parse(&json!({"detail-type": "x", "detail": {"dryRun": true}}))
             .unwrap();
         assert!(e.dry_run);
+    }
+
+    #[test]
+    fn a_secrets_manager_rotation_event_names_the_secret() {
+        let event = json!({
+            "version": "0", "id": "1", "detail-type": "AWS Service Event via CloudTrail",
+            "source": "aws.secretsmanager", "account": "123456789012", "region": "us-east-1",
+            "detail": {
+                "eventSource": "secretsmanager.amazonaws.com", "eventName": "RotationSucceeded",
+                "eventType": "AwsServiceEvent",
+                "additionalEventData": {"SecretId": "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db/green-AbCdEf"}
+            }
+        });
+        let i = ExecutionInput::parse(&event).unwrap();
+        assert_eq!(
+            i.rotated_secret.as_deref(),
+            Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db/green-AbCdEf")
+        );
+        assert!(!i.dry_run);
+        let mut other = event.clone();
+        other["detail"]["eventName"] = json!("RotationStarted");
+        assert_eq!(ExecutionInput::parse(&other).unwrap().rotated_secret, None);
     }
 
     #[test]

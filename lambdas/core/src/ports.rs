@@ -114,6 +114,15 @@ pub struct DeploymentState {
     pub created_at_ms: Option<i64>,
 }
 
+/// One ECS service as `DescribeServices` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceState {
+    pub name: String,
+    /// `ECS` (rolling or ECS-native blue/green), `CODE_DEPLOY` or `EXTERNAL`.
+    pub controller: Option<String>,
+    pub deployments: Vec<DeploymentState>,
+}
+
 /// ECS services and their deployments.
 #[async_trait]
 pub trait Deployments: Send + Sync {
@@ -124,12 +133,12 @@ pub trait Deployments: Send + Sync {
         service: &str,
     ) -> Result<String, RotationError>;
 
-    /// The deployments of each service, in the order asked.
+    /// Each service, in the order asked.
     async fn describe(
         &self,
         cluster: &str,
         services: &[String],
-    ) -> Result<Vec<Vec<DeploymentState>>, RotationError>;
+    ) -> Result<Vec<ServiceState>, RotationError>;
 }
 
 /// Another execution of the same state machine that is running.

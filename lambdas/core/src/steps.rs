@@ -77,8 +77,49 @@ pub async fn select_user(
     let inactive = config.other(&active).ok_or_else(invalid)?.to_string();
     let services = input.services.unwrap_or_else(|| config.services.clone());
     let described = deployments.describe(&config.cluster, &services).await?;
+    // CodeDeploy or an external controller owns these services' deployments;
+    // a forced ECS deployment is refused there. Stop before changing anything.
+    let unsupported: Vec<String> = described
+        .iter()
+        .filter(|s| matches!(s.controller.as_deref(), Some(c) if c != "ECS"))
+        .map(|s| {
+            format!(
+                "{}/{} ({})",
+                config.cluster,
+                s.name,
+                s.controller.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(RotationError::UnsupportedDeploymentController(
+            unsupported.join(", "),
+        ));
+    }
     let flipped_ms = pointer.last_modified_ms;
     let mut mode = rollout_mode(flipped_ms, &described);
+    // Started by Secrets Manager's own rotation of one of the two users.
+    let mut alert = None;
+    if let Some(rotated) = &input.rotated_secret {
+        match config.owner_of_secret(rotated) {
+            // The inactive user got a new password: verify it, flip to it.
+            Some(owner) if owner == inactive && mode == Mode::Rotate => mode = Mode::Flip,
+            Some(owner) if owner == inactive => {}
+            // The active user's password changed under the running tasks:
+            // redeploy at once so tasks pick up the new one, then fail loudly.
+            Some(_) => {
+                mode = Mode::Redeploy;
+                alert = Some(crate::errors::ACTIVE_USER_ROTATED_EXTERNALLY.to_string());
+                warn!(active_user = %active, secret = %rotated, "Secrets Manager rotated the ACTIVE user's password: running tasks may fail to open connections until they are replaced; redeploying now");
+            }
+            None => {
+                return Err(RotationError::InvalidInput(format!(
+                    "the RotationSucceeded event names {rotated}, which is neither {:?} nor {:?}",
+                    config.blue_secret_id, config.green_secret_id
+                )))
+            }
+        }
+    }
 
     // Normally the inactive user is rotated. When an earlier rotation flipped
     // the pointer but its rollout did not finish, that rotation is finished
@@ -141,7 +182,9 @@ pub async fn select_user(
             .zip(&described)
             .map(|(service, d)| ServiceDeployment {
                 service: service.clone(),
-                deployment_id: primary(d).map(|p| p.id.clone()).unwrap_or_default(),
+                deployment_id: primary(&d.deployments)
+                    .map(|p| p.id.clone())
+                    .unwrap_or_default(),
                 rollout_state: None,
             })
             .collect(),
@@ -166,6 +209,7 @@ pub async fn select_user(
         stable_max_polls: config.stable_max_polls(),
         reason: input.reason,
         rollout,
+        alert,
         pending: (mode == Mode::Flip).then(|| PendingPassword {
             version_id: target_secret.version_id.clone(),
             resumed: true,
@@ -263,10 +307,10 @@ fn primary(deployments: &[DeploymentState]) -> Option<&DeploymentState> {
 }
 
 /// Whether the services have caught up with the last change of the pointer.
-fn rollout_mode(flipped_ms: Option<i64>, described: &[Vec<DeploymentState>]) -> Mode {
+fn rollout_mode(flipped_ms: Option<i64>, described: &[ServiceState]) -> Mode {
     let mut mode = Mode::Rotate;
-    for deployments in described {
-        let Some(p) = primary(deployments) else {
+    for service in described {
+        let Some(p) = primary(&service.deployments) else {
             continue;
         };
         if let (Some(flipped), Some(created)) = (flipped_ms, p.created_at_ms) {
@@ -570,7 +614,7 @@ pub async fn wait_for_stable(
     let mut next = rollout.clone();
     let mut states = Vec::with_capacity(services.len());
     for (tracked, current) in next.deployments.iter_mut().zip(described) {
-        let state = service_state(&tracked.deployment_id, &current);
+        let state = service_state(&tracked.deployment_id, &current.deployments);
         tracked.rollout_state = Some(state_name(state).to_string());
         states.push(state);
     }

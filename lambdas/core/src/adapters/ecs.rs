@@ -5,7 +5,7 @@ use aws_sdk_ecs::Client;
 
 use super::aws::{classify, error_code};
 use crate::errors::RotationError;
-use crate::ports::{DeploymentState, Deployments};
+use crate::ports::{DeploymentState, Deployments, ServiceState};
 
 /// `DescribeServices` takes at most 10 services per call.
 const DESCRIBE_BATCH: usize = 10;
@@ -64,7 +64,7 @@ impl Deployments for EcsDeployments {
         &self,
         cluster: &str,
         services: &[String],
-    ) -> Result<Vec<Vec<DeploymentState>>, RotationError> {
+    ) -> Result<Vec<ServiceState>, RotationError> {
         let mut found = Vec::with_capacity(services.len());
         for batch in services.chunks(DESCRIBE_BATCH) {
             let out = self
@@ -93,18 +93,25 @@ impl Deployments for EcsDeployments {
                     })
                     .filter(|s| s.status.as_deref() != Some("INACTIVE"))
                     .ok_or_else(|| RotationError::ServiceNotFound(format!("{cluster}/{name}")))?;
-                Ok(service
-                    .deployments
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|d| DeploymentState {
-                        id: d.id.unwrap_or_default(),
-                        status: d.status.unwrap_or_default(),
-                        rollout_state: d.rollout_state.map(|r| r.as_str().to_string()),
-                        created_at_ms: d.created_at.and_then(|t| t.to_millis().ok()),
-                    })
-                    .collect())
+                Ok(ServiceState {
+                    name: name.clone(),
+                    controller: service
+                        .deployment_controller
+                        .as_ref()
+                        .map(|c| c.r#type.as_str().to_string()),
+                    deployments: service
+                        .deployments
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|d| DeploymentState {
+                            id: d.id.unwrap_or_default(),
+                            status: d.status.unwrap_or_default(),
+                            rollout_state: d.rollout_state.map(|r| r.as_str().to_string()),
+                            created_at_ms: d.created_at.and_then(|t| t.to_millis().ok()),
+                        })
+                        .collect(),
+                })
             })
             .collect()
     }

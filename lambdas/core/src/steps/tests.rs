@@ -2,6 +2,7 @@ use serde_json::json;
 
 use super::*;
 use crate::fakes::*;
+use crate::password::Password;
 
 const PARAM: &str = "/app/db/active-user";
 const BLUE_SECRET: &str = "app/db/blue";
@@ -802,4 +803,94 @@ async fn plan_without_preflight(w: &World) -> Plan {
         .unwrap()
         .password = saved;
     plan
+}
+
+#[tokio::test]
+async fn services_that_ecs_cannot_force_deploy_stop_the_rotation_first() {
+    let w = world();
+    w.deployments
+        .controllers
+        .lock()
+        .unwrap()
+        .insert("worker".into(), "CODE_DEPLOY".into());
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "UnsupportedDeploymentController");
+    assert!(
+        err.to_string().contains("app/worker (CODE_DEPLOY)"),
+        "{err}"
+    );
+    assert_eq!(w.secrets.version_count(GREEN_SECRET), 1);
+    // Leaving it out of this execution's services works.
+    let plan = w.select(json!({"services": ["web"]})).await.unwrap();
+    assert_eq!(plan.services, vec!["web"]);
+}
+
+fn rotation_event(secret: &str) -> serde_json::Value {
+    json!({
+        "version": "0", "detail-type": "AWS Service Event via CloudTrail", "source": "aws.secretsmanager",
+        "detail": {"eventSource": "secretsmanager.amazonaws.com", "eventName": "RotationSucceeded",
+                   "additionalEventData": {"SecretId": secret}}
+    })
+}
+
+#[tokio::test]
+async fn secrets_managers_rotation_of_the_inactive_user_is_verified_and_flipped() {
+    let w = world();
+    // Secrets Manager's rotation Lambda changed green (secret and database).
+    let pending = json!({"engine": "postgres", "host": "127.0.0.1", "port": 5432, "dbname": "app", "username": "green", "password": "set-by-secrets-manager"});
+    w.secrets
+        .put_pending(
+            GREEN_SECRET,
+            "sm-rotation",
+            &Password::new(pending.to_string()),
+        )
+        .await
+        .unwrap();
+    w.secrets
+        .promote(GREEN_SECRET, "sm-rotation")
+        .await
+        .unwrap();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .password = "set-by-secrets-manager".into();
+    let plan = w
+        .select(rotation_event(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db/green-AbCdEf",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(plan.mode, Mode::Flip);
+    assert_eq!(plan.target_user, "green");
+    assert_eq!(plan.alert, None);
+    assert_eq!(plan.pending.as_ref().unwrap().version_id, "sm-rotation");
+    assert!(
+        w.verify(&plan, plan.pending.as_ref().unwrap())
+            .await
+            .unwrap()
+            .already_current
+    );
+}
+
+#[tokio::test]
+async fn secrets_managers_rotation_of_the_active_user_redeploys_and_alerts() {
+    let w = world();
+    let plan = w.select(rotation_event("app/db/blue")).await.unwrap();
+    assert_eq!(plan.mode, Mode::Redeploy);
+    assert_eq!(plan.alert.as_deref(), Some("ActiveUserRotatedExternally"));
+    // A rollback would flip to green, whose password is intact.
+    assert_eq!(
+        (plan.previous_user.as_str(), plan.target_user.as_str()),
+        ("green", "blue")
+    );
+    let err = w
+        .select(rotation_event(
+            "arn:aws:secretsmanager:us-east-1:1:secret:someone/else-AbCdEf",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "InvalidInput");
 }
