@@ -137,7 +137,9 @@ async fn ecs_forces_new_deployments_and_reports_rollout() {
     let id = ecs.force_new_deployment(&t.cluster, "web").await.unwrap();
     assert_ne!(id, before[0].1);
     let described = ecs.describe(&t.cluster, &t.services).await.unwrap();
+    assert_eq!(described[0].controller.as_deref(), Some("ECS"));
     let web = described[0]
+        .deployments
         .iter()
         .find(|d| d.id == id)
         .expect("our deployment is listed");
