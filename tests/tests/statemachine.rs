@@ -81,10 +81,15 @@ impl Case {
             .login(&self.target, "blue", AWSCURRENT)
             .await
             .expect("blue still logs in with its unchanged password");
-        for ((service, old), (_, new)) in self.before.deployments.iter().zip(&after.deployments) {
-            assert_ne!(old, new, "{service} was not redeployed");
-        }
+        self.assert_redeployed(after, "the rotation");
         assert_eq!(self.assert_invariant().await, "green");
+    }
+
+    /// Every service has a new PRIMARY deployment since the case began.
+    fn assert_redeployed(&self, after: &Snapshot, by: &str) {
+        for ((service, old), (_, new)) in self.before.deployments.iter().zip(&after.deployments) {
+            assert_ne!(old, new, "{service} was not redeployed by {by}");
+        }
     }
 
     /// Nothing changed at all.
@@ -211,9 +216,7 @@ async fn a_failed_rollout_rolls_back_to_the_previous_user() {
     );
     // The services were redeployed twice (rotation, then rollback).
     assert_eq!(e.invocations["redeploy-ecs"], 2);
-    for ((service, old), (_, new)) in c.before.deployments.iter().zip(&after.deployments) {
-        assert_ne!(old, new, "{service} was not redeployed by the rollback");
-    }
+    c.assert_redeployed(&after, "the rollback");
     assert_eq!(c.assert_invariant().await, "blue");
     // Green was rotated and verified before the flip: it works too.
     c.stack
@@ -1054,9 +1057,7 @@ async fn after_secrets_managers_rotation_of_the_inactive_user_the_workflow_verif
         .login(&c.target, "green", AWSCURRENT)
         .await
         .expect("green logs in");
-    for ((service, old), (_, new)) in c.before.deployments.iter().zip(&after.deployments) {
-        assert_ne!(old, new, "{service} was not redeployed");
-    }
+    c.assert_redeployed(&after, "the workflow");
 }
 
 #[tokio::test]
@@ -1090,8 +1091,6 @@ async fn after_secrets_managers_rotation_of_the_active_user_the_workflow_redeplo
     let after = c.after().await;
     assert_eq!(after.active_user, "blue");
     assert_eq!(after.green, c.before.green, "the inactive user was touched");
-    for ((service, old), (_, new)) in c.before.deployments.iter().zip(&after.deployments) {
-        assert_ne!(old, new, "{service} was not redeployed");
-    }
+    c.assert_redeployed(&after, "the workflow");
     assert_eq!(c.assert_invariant().await, "blue");
 }
