@@ -1,0 +1,597 @@
+//! The load harness: "tasks" that behave like an application's ECS tasks.
+//!
+//! Each task reads the active-user parameter and that user's `AWSCURRENT`
+//! secret once, when it starts, and keeps those credentials for its whole
+//! life (as an ECS task keeps the environment it was started with). It then
+//! opens a fresh PostgreSQL connection, runs one query and closes it, in a
+//! loop, counting successes and failed logins.
+//!
+//! A controller polls `DescribeServices` for a new PRIMARY deployment id per
+//! service and then rolls that service's tasks the way an ECS rolling
+//! deployment does (minimum healthy 100 %, maximum 200 %): new tasks start
+//! after a start-up delay, staggered; each time a new task is healthy (its
+//! first query succeeded), one old task is told to stop after the drain delay
+//! and keeps working until then.
+//!
+//! Everything is bounded: a hard deadline for the harness, a connect timeout
+//! per login, a fixed number of tasks per service. Passwords stay inside
+//! [`Password`] values and are never printed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgflip_core::domain::{DbSecret, AWSCURRENT};
+use pgflip_core::password::Password;
+use pgflip_tests::Target;
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+/// How the tasks behave and how a deployment replaces them.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub cluster: String,
+    pub services: Vec<String>,
+    /// Tasks per service (the services' desired count).
+    pub tasks_per_service: usize,
+    /// Pause after each connect-and-query.
+    pub query_pause: Duration,
+    /// How often the controller looks for new deployments.
+    pub poll_every: Duration,
+    /// Time from a deployment being seen to its first new task starting.
+    pub task_start: Duration,
+    /// Extra start delay of each further new task.
+    pub stagger: Duration,
+    /// Time an old task keeps working after its replacement is healthy.
+    pub drain: Duration,
+    /// Hard bound on the harness's life.
+    pub max_life: Duration,
+}
+
+impl LoadConfig {
+    pub fn new(target: &Target, services: Vec<String>) -> Self {
+        Self {
+            cluster: target.cluster.clone(),
+            services,
+            tasks_per_service: 2,
+            query_pause: Duration::from_millis(50),
+            poll_every: Duration::from_millis(100),
+            task_start: Duration::from_millis(300),
+            stagger: Duration::from_millis(100),
+            drain: Duration::from_millis(500),
+            max_life: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Counts since the harness started; subtract two snapshots for a phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Connections that logged in and ran their query.
+    pub queries: u64,
+    /// Logins the server refused (SQLSTATE class 28: bad password, no such role).
+    pub failed_logins: u64,
+    /// Any other failure (connection refused, timeout, query error).
+    pub other_errors: u64,
+    /// A task could not read the parameter or secret when it started.
+    pub credential_errors: u64,
+    /// Successful queries as blue and as green.
+    pub as_blue: u64,
+    pub as_green: u64,
+    /// Tasks started and stopped.
+    pub tasks_started: u64,
+    pub tasks_stopped: u64,
+    /// New deployments seen.
+    pub deployments_seen: u64,
+}
+
+impl std::ops::Sub for Totals {
+    type Output = Totals;
+    fn sub(self, o: Totals) -> Totals {
+        Totals {
+            queries: self.queries - o.queries,
+            failed_logins: self.failed_logins - o.failed_logins,
+            other_errors: self.other_errors - o.other_errors,
+            credential_errors: self.credential_errors - o.credential_errors,
+            as_blue: self.as_blue - o.as_blue,
+            as_green: self.as_green - o.as_green,
+            tasks_started: self.tasks_started - o.tasks_started,
+            tasks_stopped: self.tasks_stopped - o.tasks_stopped,
+            deployments_seen: self.deployments_seen - o.deployments_seen,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    queries: AtomicU64,
+    failed_logins: AtomicU64,
+    other_errors: AtomicU64,
+    credential_errors: AtomicU64,
+    as_blue: AtomicU64,
+    as_green: AtomicU64,
+    tasks_started: AtomicU64,
+    tasks_stopped: AtomicU64,
+    deployments_seen: AtomicU64,
+    /// The first few distinct error messages (no secrets: server messages name the user only).
+    samples: Mutex<Vec<String>>,
+}
+
+impl Counters {
+    fn totals(&self) -> Totals {
+        let get = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        Totals {
+            queries: get(&self.queries),
+            failed_logins: get(&self.failed_logins),
+            other_errors: get(&self.other_errors),
+            credential_errors: get(&self.credential_errors),
+            as_blue: get(&self.as_blue),
+            as_green: get(&self.as_green),
+            tasks_started: get(&self.tasks_started),
+            tasks_stopped: get(&self.tasks_stopped),
+            deployments_seen: get(&self.deployments_seen),
+        }
+    }
+
+    fn sample(&self, message: String) {
+        let mut samples = self.samples.lock().unwrap();
+        if samples.len() < 8 && !samples.contains(&message) {
+            samples.push(message);
+        }
+    }
+}
+
+/// What a task works with: read once at its start, kept for its life.
+struct Credentials {
+    user_key: String,
+    username: String,
+    host: String,
+    port: u16,
+    dbname: String,
+    password: Password,
+}
+
+struct Shared {
+    target: Target,
+    config: LoadConfig,
+    ssm: aws_sdk_ssm::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+    ecs: aws_sdk_ecs::Client,
+    counters: Counters,
+}
+
+struct Task {
+    generation: u64,
+    index: usize,
+    healthy: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    stop_at: Option<Instant>,
+    handle: JoinHandle<()>,
+}
+
+struct Service {
+    name: String,
+    deployment_id: String,
+    generation: u64,
+    tasks: Vec<Task>,
+}
+
+impl Service {
+    fn settled(&self, desired: usize) -> bool {
+        self.tasks.len() == desired
+            && self
+                .tasks
+                .iter()
+                .all(|t| t.generation == self.generation && t.healthy.load(Ordering::SeqCst))
+    }
+}
+
+/// A running harness. Stop it with [`Harness::stop`].
+pub struct Harness {
+    shared: Arc<Shared>,
+    settled: Arc<AtomicBool>,
+    /// Deployment polls the controller has finished.
+    polls: Arc<AtomicU64>,
+    quit: Arc<AtomicBool>,
+    controller: Option<JoinHandle<Vec<Service>>>,
+}
+
+/// AWS clients of the harness, marked with their own user agent (`app/pgflip-load`)
+/// so that AWS call counts can tell the Lambdas' calls from the harness's.
+pub async fn harness_aws() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .app_name(aws_config::AppName::new("pgflip-load").expect("a valid app name"))
+        .load()
+        .await
+}
+
+impl Harness {
+    /// Starts the tasks of every service on its current deployment and the controller.
+    pub async fn start(target: &Target, config: LoadConfig) -> Self {
+        let aws = harness_aws().await;
+        let shared = Arc::new(Shared {
+            target: target.clone(),
+            config,
+            ssm: aws_sdk_ssm::Client::new(&aws),
+            secrets: aws_sdk_secretsmanager::Client::new(&aws),
+            ecs: aws_sdk_ecs::Client::new(&aws),
+            counters: Counters::default(),
+        });
+        let ids = primary_deployments(&shared)
+            .await
+            .expect("describe the services at the start of the load");
+        let now = Instant::now();
+        let services: Vec<Service> = shared
+            .config
+            .services
+            .iter()
+            .map(|name| {
+                let mut service = Service {
+                    name: name.clone(),
+                    deployment_id: ids.get(name).cloned().unwrap_or_default(),
+                    generation: 0,
+                    tasks: vec![],
+                };
+                for index in 0..shared.config.tasks_per_service {
+                    let at = now + shared.config.stagger * index as u32;
+                    service.tasks.push(spawn_task(&shared, 0, index, at));
+                }
+                service
+            })
+            .collect();
+        let settled = Arc::new(AtomicBool::new(false));
+        let polls = Arc::new(AtomicU64::new(0));
+        let quit = Arc::new(AtomicBool::new(false));
+        let controller = tokio::spawn(control(
+            shared.clone(),
+            services,
+            settled.clone(),
+            polls.clone(),
+            quit.clone(),
+        ));
+        Self {
+            shared,
+            settled,
+            polls,
+            quit,
+            controller: Some(controller),
+        }
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.shared.counters.totals()
+    }
+
+    /// The first distinct error messages seen (for a report; never a password).
+    pub fn error_samples(&self) -> Vec<String> {
+        self.shared.counters.samples.lock().unwrap().clone()
+    }
+
+    /// Waits until every service runs only healthy tasks of its newest
+    /// deployment (the rollout as ECS would report it COMPLETED).
+    pub async fn wait_settled(&self, limit: Duration) -> Result<Duration, String> {
+        let started = Instant::now();
+        // Only a poll that started after this call has seen the deployments
+        // made before it: wait for two more to finish.
+        let seen = self.polls.load(Ordering::SeqCst);
+        while self.polls.load(Ordering::SeqCst) < seen + 2 || !self.settled.load(Ordering::SeqCst) {
+            if started.elapsed() > limit {
+                return Err(format!(
+                    "the harness's tasks did not settle within {limit:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Stops every task and the controller, and waits for them.
+    pub async fn stop(mut self) -> Totals {
+        self.quit.store(true, Ordering::SeqCst);
+        if let Some(controller) = self.controller.take() {
+            let services = controller.await.expect("the controller ended cleanly");
+            for service in services {
+                for task in service.tasks {
+                    task.stop.store(true, Ordering::SeqCst);
+                    let _ = tokio::time::timeout(Duration::from_secs(10), task.handle).await;
+                }
+            }
+        }
+        self.totals()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.quit.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn primary_deployments(shared: &Shared) -> Result<BTreeMap<String, String>, String> {
+    let mut ids = BTreeMap::new();
+    for batch in shared.config.services.chunks(10) {
+        let out = shared
+            .ecs
+            .describe_services()
+            .cluster(&shared.config.cluster)
+            .set_services(Some(batch.to_vec()))
+            .send()
+            .await
+            .map_err(|e| format!("ecs:DescribeServices: {e}"))?;
+        for s in out.services() {
+            let id = s
+                .deployments()
+                .iter()
+                .find(|d| d.status() == Some("PRIMARY"))
+                .and_then(|d| d.id())
+                .unwrap_or_default();
+            ids.insert(
+                s.service_name().unwrap_or_default().to_string(),
+                id.to_string(),
+            );
+        }
+    }
+    Ok(ids)
+}
+
+fn spawn_task(shared: &Arc<Shared>, generation: u64, index: usize, start_at: Instant) -> Task {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = tokio::spawn(run_task(
+        shared.clone(),
+        start_at,
+        healthy.clone(),
+        stop.clone(),
+    ));
+    Task {
+        generation,
+        index,
+        healthy,
+        stop,
+        stop_at: None,
+        handle,
+    }
+}
+
+/// The controller: looks for new deployments, rolls tasks, reports "settled".
+async fn control(
+    shared: Arc<Shared>,
+    mut services: Vec<Service>,
+    settled: Arc<AtomicBool>,
+    polls: Arc<AtomicU64>,
+    quit: Arc<AtomicBool>,
+) -> Vec<Service> {
+    let config = shared.config.clone();
+    let born = Instant::now();
+    let mut last_poll = Instant::now() - config.poll_every;
+    while !quit.load(Ordering::SeqCst) && born.elapsed() < config.max_life {
+        let now = Instant::now();
+        let mut polled = false;
+        if now.duration_since(last_poll) >= config.poll_every {
+            last_poll = now;
+            polled = true;
+            match primary_deployments(&shared).await {
+                Ok(ids) => {
+                    let now = Instant::now();
+                    for service in services.iter_mut() {
+                        let Some(id) = ids.get(&service.name) else {
+                            continue;
+                        };
+                        if *id != service.deployment_id {
+                            // A new deployment: start a full set of new tasks.
+                            service.deployment_id = id.clone();
+                            service.generation += 1;
+                            shared
+                                .counters
+                                .deployments_seen
+                                .fetch_add(1, Ordering::SeqCst);
+                            for index in 0..config.tasks_per_service {
+                                let at = now + config.task_start + config.stagger * index as u32;
+                                let task = spawn_task(&shared, service.generation, index, at);
+                                service.tasks.push(task);
+                            }
+                        }
+                    }
+                }
+                Err(e) => shared.counters.sample(e),
+            }
+        }
+
+        let now = Instant::now();
+        let mut all_settled = true;
+        for service in services.iter_mut() {
+            let newest = service.generation;
+            let new_healthy = service
+                .tasks
+                .iter()
+                .filter(|t| t.generation == newest && t.healthy.load(Ordering::SeqCst))
+                .count();
+            let old_scheduled = service
+                .tasks
+                .iter()
+                .filter(|t| t.generation < newest && t.stop_at.is_some())
+                .count();
+            // One old task drains per healthy new task; all of them once the
+            // new set is complete.
+            let allowed = if new_healthy >= config.tasks_per_service {
+                usize::MAX
+            } else {
+                new_healthy
+            };
+            let mut budget = allowed.saturating_sub(old_scheduled);
+            let mut old: Vec<&mut Task> = service
+                .tasks
+                .iter_mut()
+                .filter(|t| t.generation < newest && t.stop_at.is_none())
+                .collect();
+            old.sort_by_key(|t| (t.generation, t.index));
+            for task in old {
+                if budget == 0 {
+                    break;
+                }
+                task.stop_at = Some(now + config.drain);
+                budget -= 1;
+            }
+            for task in service.tasks.iter() {
+                if task.stop_at.is_some_and(|at| at <= now) {
+                    task.stop.store(true, Ordering::SeqCst);
+                }
+            }
+            service.tasks.retain(|t| !t.handle.is_finished());
+            all_settled &= service.settled(config.tasks_per_service);
+        }
+        settled.store(all_settled, Ordering::SeqCst);
+        if polled {
+            // Counted after the tasks were rolled for what this poll saw.
+            polls.fetch_add(1, Ordering::SeqCst);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    settled.store(false, Ordering::SeqCst);
+    services
+}
+
+/// One task: wait for its start, read the credentials once, then connect,
+/// query and disconnect in a loop until told to stop.
+async fn run_task(
+    shared: Arc<Shared>,
+    start_at: Instant,
+    healthy: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) {
+    let counters = &shared.counters;
+    while Instant::now() < start_at {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    counters.tasks_started.fetch_add(1, Ordering::SeqCst);
+    // A task that cannot read its configuration retries, as a container
+    // restarts; it has no credentials to fail a login with.
+    let credentials = loop {
+        if stop.load(Ordering::SeqCst) {
+            counters.tasks_stopped.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        match read_credentials(&shared).await {
+            Ok(c) => break c,
+            Err(e) => {
+                counters.credential_errors.fetch_add(1, Ordering::SeqCst);
+                counters.sample(e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    while !stop.load(Ordering::SeqCst) {
+        match login_and_query(&credentials).await {
+            Ok(()) => {
+                counters.queries.fetch_add(1, Ordering::SeqCst);
+                match credentials.user_key.as_str() {
+                    "blue" => counters.as_blue.fetch_add(1, Ordering::SeqCst),
+                    _ => counters.as_green.fetch_add(1, Ordering::SeqCst),
+                };
+                healthy.store(true, Ordering::SeqCst);
+            }
+            Err(Failure::Login(message)) => {
+                counters.failed_logins.fetch_add(1, Ordering::SeqCst);
+                counters.sample(message);
+            }
+            Err(Failure::Other(message)) => {
+                counters.other_errors.fetch_add(1, Ordering::SeqCst);
+                counters.sample(message);
+            }
+        }
+        tokio::time::sleep(shared.config.query_pause).await;
+    }
+    counters.tasks_stopped.fetch_add(1, Ordering::SeqCst);
+}
+
+async fn read_credentials(shared: &Shared) -> Result<Credentials, String> {
+    let user_key = shared
+        .ssm
+        .get_parameter()
+        .name(&shared.target.parameter_name)
+        .send()
+        .await
+        .map_err(|e| format!("ssm:GetParameter: {e}"))?
+        .parameter
+        .and_then(|p| p.value)
+        .unwrap_or_default();
+    let secret_id = match user_key.as_str() {
+        "blue" => &shared.target.blue_secret,
+        "green" => &shared.target.green_secret,
+        other => return Err(format!("the parameter names {other:?}")),
+    };
+    let raw = shared
+        .secrets
+        .get_secret_value()
+        .secret_id(secret_id)
+        .version_stage(AWSCURRENT)
+        .send()
+        .await
+        .map_err(|e| format!("secretsmanager:GetSecretValue: {e}"))?
+        .secret_string
+        .ok_or_else(|| format!("{secret_id} has no SecretString"))?;
+    let secret = DbSecret::parse(secret_id, &raw).map_err(|e| e.to_string())?;
+    Ok(Credentials {
+        user_key,
+        username: secret.username().to_string(),
+        host: secret.host().to_string(),
+        port: secret.port(),
+        dbname: secret.dbname().to_string(),
+        password: secret.password().clone(),
+    })
+}
+
+enum Failure {
+    Login(String),
+    Other(String),
+}
+
+fn classify(e: tokio_postgres::Error) -> Failure {
+    let message = match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    };
+    match e.code() {
+        Some(code)
+            if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        {
+            Failure::Login(message)
+        }
+        _ => Failure::Other(message),
+    }
+}
+
+async fn login_and_query(c: &Credentials) -> Result<(), Failure> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(&c.host)
+        .port(c.port)
+        .user(&c.username)
+        .password(c.password.expose())
+        .dbname(&c.dbname)
+        .application_name("pgflip-load")
+        .connect_timeout(Duration::from_secs(5))
+        .connect(NoTls)
+        .await
+        .map_err(classify)?;
+    let connection = tokio::spawn(connection);
+    let result = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.query_one("SELECT count(*) FROM orders", &[]),
+    )
+    .await;
+    // Dropping the client sends Terminate; wait for the connection to close
+    // so a stopped task leaves no session behind.
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(classify(e)),
+        Err(_) => Err(Failure::Other("query timed out after 5 s".into())),
+    }
+}
