@@ -119,11 +119,10 @@ async fn happy_path_from_the_console_default_input() {
             "RedeployEcs",
             "WaitBeforePoll",
             "WaitForStable",
-            "CheckRollout",
             "RotationSucceeded"
         ]
     );
-    assert_eq!(e.transitions, 10);
+    assert_eq!(e.transitions, 9);
     assert_eq!(e.output["rollout"]["status"], "COMPLETED");
     assert_eq!(e.output["pending"]["resumed"], false);
     let after = c.after().await;
@@ -176,7 +175,7 @@ async fn a_transient_error_is_retried_then_succeeds() {
         e.progress
     );
     // Retries are not new states: the path is the happy path.
-    assert_eq!(e.transitions, 10);
+    assert_eq!(e.transitions, 9);
     c.assert_rotated(&c.after().await).await;
 }
 
@@ -185,7 +184,8 @@ async fn a_failed_rollout_rolls_back_to_the_previous_user() {
     let c = case().await;
     let e = c.run(
         json!({}),
-        json!({"tasks": {"WaitForStable": [{"merge": {"status": "FAILED"}}]}}),
+        // moto never fails a rollout: the real Lambda runs, then reports FAILED.
+        json!({"tasks": {"WaitForStable": [{"throwAfter": {"error": "RolloutFailed", "cause": "ECS reported a FAILED deployment: cluster pgflip-local: web=FAILED (injected)"}}]}}),
     );
     assert_eq!(e.status, "FAILED");
     assert_eq!(e.error.as_deref(), Some("RotationRolledBack"));
@@ -193,7 +193,6 @@ async fn a_failed_rollout_rolls_back_to_the_previous_user() {
     assert!(cause.contains("RolloutFailed"), "{cause}");
     assert!(cause.contains("names blue again"), "{cause}");
     for state in [
-        "RolloutFailed",
         "RollbackFlipParameter",
         "RollbackRedeployEcs",
         "RollbackWaitForStable",
@@ -225,13 +224,54 @@ async fn a_failed_rollout_rolls_back_to_the_previous_user() {
         .expect("green logs in");
 }
 
+/// `tests/fixtures/ecs-service.py CLUSTER SERVICE DESIRED`, as argv.
+fn ecs_service(cluster: &str, service: &str, desired: u32) -> Vec<String> {
+    let root = pgflip_tests::repo_root();
+    vec![
+        root.join(".local/venv/bin/python").display().to_string(),
+        root.join("tests/fixtures/ecs-service.py")
+            .display()
+            .to_string(),
+        cluster.into(),
+        service.into(),
+        desired.to_string(),
+    ]
+}
+
 #[tokio::test]
 async fn a_rollout_that_never_finishes_hits_the_deadline_and_rolls_back() {
     let c = case().await;
-    let e = c.run(
-        json!({}),
-        json!({"tasks": {"WaitForStable": [{"merge": {"status": "IN_PROGRESS"}, "repeat": true}]}}),
-    );
+    // A real never-ending rollout: moto keeps a service that wants more tasks
+    // than it runs IN_PROGRESS. "slow" starts healthy (so select-user finds
+    // nothing unfinished and rotates); right after the flip it starts wanting
+    // 3 tasks, so the real wait-for-stable must give up at the deadline
+    // (STABLE_TIMEOUT_SECONDS after the redeploy); before the rollback
+    // redeploys, the "operator" fixes it.
+    let argv = ecs_service(&c.target.cluster, "slow", 2);
+    let status = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let timeout: u64 = std::env::var("PGFLIP_STABLE_TIMEOUT_SECONDS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(60);
+    let mut scenario = json!({"tasks": {
+        "FlipParameter": [{"afterCommand": ecs_service(&c.target.cluster, "slow", 3)}],
+        "RollbackFlipParameter": [{"afterCommand": ecs_service(&c.target.cluster, "slow", 2)}],
+    }});
+    let e = c.stack.run(&RunOptions {
+        input: Some(json!({"services": ["web", "slow"]})),
+        scenario: Some({
+            // Look every 250 ms, so the loop runs a bounded number of times.
+            scenario["waitMs"] = json!(250);
+            scenario["retryIntervalMs"] = json!(0);
+            scenario
+        }),
+        ..RunOptions::default()
+    });
+    eprintln!("{}", e.progress);
     assert_eq!(
         e.error.as_deref(),
         Some("RotationRolledBack"),
@@ -239,16 +279,26 @@ async fn a_rollout_that_never_finishes_hits_the_deadline_and_rolls_back() {
         e.cause
     );
     let cause = e.cause.clone().unwrap_or_default();
-    assert!(cause.contains("RolloutTimedOut"), "{cause}");
-    let polls = e.states.iter().filter(|s| *s == "WaitForStable").count() as u64;
-    let max_polls = std::env::var("PGFLIP_STABLE_TIMEOUT_SECONDS")
-        .ok()
-        .and_then(|t| t.parse::<u64>().ok())
-        .unwrap_or(60);
-    assert_eq!(
-        polls, max_polls,
-        "polled {polls} times, the budget is {max_polls}"
+    assert!(
+        cause.contains("RolloutTimedOut") && cause.contains("slow=IN_PROGRESS"),
+        "{cause}"
     );
+    assert!(
+        e.duration_ms >= timeout * 1000,
+        "gave up after {} ms, before the deadline",
+        e.duration_ms
+    );
+    // Each extra look cost two transitions: a Wait and a WaitForStable.
+    let main: Vec<&String> = e
+        .states
+        .iter()
+        .take_while(|s| *s != "RollbackFlipParameter")
+        .collect();
+    let looks = main.iter().filter(|s| **s == "WaitForStable").count();
+    let waits = main.iter().filter(|s| **s == "WaitBeforePoll").count();
+    assert!(looks >= 3, "looked only {looks} times");
+    assert_eq!(waits, looks);
+    assert_eq!(main.len(), 6 + 2 * looks, "{main:?}");
     let after = c.after().await;
     assert_eq!(after.active_user, "blue");
     assert_eq!(after.blue, c.before.blue);

@@ -104,14 +104,6 @@ impl TargetConfig {
         })
     }
 
-    /// How many polls fit in the deadline (at least one).
-    pub fn stable_max_polls(&self) -> u64 {
-        match self.stable_poll_seconds {
-            0 => self.stable_timeout_seconds.max(1),
-            poll => self.stable_timeout_seconds.div_ceil(poll).max(1),
-        }
-    }
-
     /// The secret of a user key, if the key is one of the two users.
     pub fn secret_of(&self, user: &str) -> Option<&str> {
         if user == self.blue_user {
@@ -312,7 +304,6 @@ mod tests {
             (c.blue_user.as_str(), c.green_user.as_str()),
             ("blue", "green")
         );
-        assert_eq!(c.stable_max_polls(), 60);
         assert_eq!(c.other("blue"), Some("green"));
         assert_eq!(c.secret_of("green"), Some("app/db/green"));
         assert_eq!(c.other("purple"), None);

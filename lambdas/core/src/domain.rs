@@ -200,7 +200,7 @@ pub struct Plan {
     pub dry_run: bool,
     pub mode: Mode,
     pub stable_poll_seconds: u64,
-    pub stable_max_polls: u64,
+    pub stable_timeout_seconds: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// With [`Mode::Wait`]: the deployments to wait for.
@@ -208,8 +208,10 @@ pub struct Plan {
     pub rollout: Option<Rollout>,
     /// Set when the execution must end in failure after its rollout although
     /// every step worked: the error name to raise (for example
-    /// `ActiveUserRotatedExternally`). The state machine raises it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `ActiveUserRotatedExternally`), raised by `wait-for-stable` once the
+    /// rollout completed. Always serialized (null when unset): the state
+    /// machine passes `$.alert` on to `redeploy-ecs`.
+    #[serde(default)]
     pub alert: Option<String>,
     /// With [`Mode::Flip`]: the version `verify-login` checks before the flip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,7 +262,10 @@ pub struct RedeployRequest {
     pub cluster: String,
     pub services: Vec<String>,
     pub stable_poll_seconds: u64,
-    pub stable_max_polls: u64,
+    pub stable_timeout_seconds: u64,
+    /// Carried into the rollout: raised once it completes (see [`Plan::alert`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
 }
 
 /// One service's deployment started by `redeploy-ecs`.
@@ -273,7 +278,7 @@ pub struct ServiceDeployment {
     pub rollout_state: Option<String>,
 }
 
-/// Rollout status as the state machine's `Choice` sees it.
+/// Rollout status of the services being watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RolloutStatus {
@@ -283,17 +288,19 @@ pub enum RolloutStatus {
 }
 
 /// Output of `redeploy-ecs` and input and output of `wait-for-stable`: the
-/// rollout being watched and how long the state machine may keep polling.
+/// rollout being watched, how long to wait between looks, and the deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
     pub cluster: String,
     pub deployments: Vec<ServiceDeployment>,
     pub status: RolloutStatus,
-    /// Polls done so far; the state machine stops at `max_polls` (the deadline).
-    pub poll: u64,
-    pub max_polls: u64,
     pub poll_seconds: u64,
+    /// Milliseconds since the epoch after which an unfinished rollout is
+    /// `RolloutTimedOut`.
+    pub deadline_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
 }
 
 #[cfg(test)]

@@ -44,9 +44,12 @@ pub const UNSUPPORTED_DEPLOYMENT_CONTROLLER: &str = "UnsupportedDeploymentContro
 pub const ROTATION_IN_PROGRESS: &str = "RotationInProgress";
 /// The ECS cluster or one of the services does not exist.
 pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
-/// An ECS deployment reported `FAILED` (raised by the state machine).
+/// The deployments are still rolling out: the state machine waits and looks
+/// again (caught, not retried: the wait is a `Wait` state).
+pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";
+/// An ECS deployment reported `FAILED`.
 pub const ROLLOUT_FAILED: &str = "RolloutFailed";
-/// The deployments did not finish before the deadline (raised by the state machine).
+/// The deployments did not finish before the deadline.
 pub const ROLLOUT_TIMED_OUT: &str = "RolloutTimedOut";
 /// Secrets Manager's own rotation changed the *active* user's password: running
 /// tasks were at risk. The services were redeployed at once (raised by the state machine).
@@ -76,6 +79,7 @@ pub const ALL: &[(&str, bool)] = &[
     (SERVICE_NOT_FOUND, false),
     (ROTATION_IN_PROGRESS, false),
     (UNSUPPORTED_DEPLOYMENT_CONTROLLER, false),
+    (ROLLOUT_IN_PROGRESS, false),
     (ROLLOUT_FAILED, false),
     (ROLLOUT_TIMED_OUT, false),
     (ACTIVE_USER_ROTATED_EXTERNALLY, false),
@@ -127,6 +131,14 @@ pub enum RotationError {
     ServiceNotFound(String),
     #[error("execution {0} is rotating this target right now; nothing was changed")]
     RotationInProgress(String),
+    #[error("still rolling out: {0}")]
+    RolloutInProgress(String),
+    #[error("ECS reported a FAILED deployment: {0}")]
+    RolloutFailed(String),
+    #[error("the deployments did not complete by the deadline: {0}")]
+    RolloutTimedOut(String),
+    #[error("Secrets Manager rotated the password of the active user under the running tasks; every service was redeployed and is stable now ({0}). Rotate only the inactive user.")]
+    ActiveUserRotatedExternally(String),
     #[error("ECS cannot force a new deployment of {0}: remove it from the services pgflip redeploys, or move it to the ECS deployment controller (rolling or ECS blue/green); nothing was changed")]
     UnsupportedDeploymentController(String),
 }
@@ -152,6 +164,10 @@ impl RotationError {
             Self::ServiceNotFound(_) => SERVICE_NOT_FOUND,
             Self::RotationInProgress(_) => ROTATION_IN_PROGRESS,
             Self::UnsupportedDeploymentController(_) => UNSUPPORTED_DEPLOYMENT_CONTROLLER,
+            Self::RolloutInProgress(_) => ROLLOUT_IN_PROGRESS,
+            Self::RolloutFailed(_) => ROLLOUT_FAILED,
+            Self::RolloutTimedOut(_) => ROLLOUT_TIMED_OUT,
+            Self::ActiveUserRotatedExternally(_) => ACTIVE_USER_ROTATED_EXTERNALLY,
         }
     }
 

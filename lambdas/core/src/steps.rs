@@ -164,11 +164,13 @@ pub async fn select_user(
             target_logs_in(database, secrets, target_secret_id, &target_secret).await?;
         }
         Mode::Redeploy | Mode::Wait => {
-            // Nothing will be rotated; the user the pointer names must work.
-            let s = &target_secret.secret;
-            database
-                .check_login(&s.endpoint(), s.username(), s.password())
-                .await?;
+            // Nothing will be rotated; the user the pointer names must work,
+            // and so must the other one: a failed rollout flips back to it.
+            for secret in [&target_secret.secret, &previous_secret.secret] {
+                database
+                    .check_login(&secret.endpoint(), secret.username(), secret.password())
+                    .await?;
+            }
         }
     }
     if mode != Mode::Rotate {
@@ -189,9 +191,9 @@ pub async fn select_user(
             })
             .collect(),
         status: RolloutStatus::InProgress,
-        poll: 0,
-        max_polls: config.stable_max_polls(),
         poll_seconds: config.stable_poll_seconds,
+        deadline_ms: now_ms().saturating_add(config.stable_timeout_seconds as i64 * 1000),
+        alert: alert.clone(),
     });
     let plan = Plan {
         execution_name: request.execution_name.clone(),
@@ -206,7 +208,7 @@ pub async fn select_user(
         dry_run: input.dry_run,
         mode,
         stable_poll_seconds: config.stable_poll_seconds,
-        stable_max_polls: config.stable_max_polls(),
+        stable_timeout_seconds: config.stable_timeout_seconds,
         reason: input.reason,
         rollout,
         alert,
@@ -274,7 +276,7 @@ async fn target_logs_in(
 /// Executions older than the state machine's own timeout cannot be running.
 const GUARD_MAX_AGE_MS: i64 = 6 * 3600 * 1000;
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -593,17 +595,21 @@ pub async fn redeploy_ecs(
         cluster: request.cluster.clone(),
         deployments: out,
         status: RolloutStatus::InProgress,
-        poll: 0,
-        max_polls: request.stable_max_polls.max(1),
         poll_seconds: request.stable_poll_seconds,
+        deadline_ms: now_ms().saturating_add(request.stable_timeout_seconds as i64 * 1000),
+        alert: request.alert.clone(),
     })
 }
 
-/// Step 6: look at the deployments once. The state machine waits between
-/// polls and enforces the deadline (`poll` reaching `max_polls`).
+/// Step 6: look at the deployments once. Completed: the rollout comes back.
+/// Otherwise an error the state machine acts on: `RolloutInProgress` (it
+/// waits and looks again), `RolloutFailed` or `RolloutTimedOut` (it rolls
+/// back), `ActiveUserRotatedExternally` (completed, but the execution must
+/// still fail loudly). Two state transitions per look: the Wait and this.
 pub async fn wait_for_stable(
     rollout: &Rollout,
     deployments: &dyn Deployments,
+    now_ms: i64,
 ) -> Result<Rollout, RotationError> {
     let services: Vec<String> = rollout
         .deployments
@@ -625,9 +631,31 @@ pub async fn wait_for_stable(
     } else {
         RolloutStatus::InProgress
     };
-    next.poll = rollout.poll + 1;
-    info!(cluster = %rollout.cluster, status = ?next.status, poll = next.poll, max_polls = next.max_polls, "polled the rollout");
-    Ok(next)
+    let summary = next
+        .deployments
+        .iter()
+        .map(|d| {
+            format!(
+                "{}={}",
+                d.service,
+                d.rollout_state.as_deref().unwrap_or("?")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let summary = format!("cluster {}: {summary}", next.cluster);
+    info!(status = ?next.status, %summary, "looked at the rollout");
+    match next.status {
+        RolloutStatus::Failed => Err(RotationError::RolloutFailed(summary)),
+        RolloutStatus::InProgress if now_ms >= rollout.deadline_ms => {
+            Err(RotationError::RolloutTimedOut(summary))
+        }
+        RolloutStatus::InProgress => Err(RotationError::RolloutInProgress(summary)),
+        RolloutStatus::Completed => match &rollout.alert {
+            Some(_) => Err(RotationError::ActiveUserRotatedExternally(summary)),
+            None => Ok(next),
+        },
+    }
 }
 
 fn state_name(s: RolloutStatus) -> &'static str {

@@ -13,7 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deployments = EcsDeployments::new(aws_sdk_ecs::Client::new(&aws));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async {
         let rollout = parse_payload(event.payload)?;
-        steps::wait_for_stable(&rollout, &deployments).await
+        steps::wait_for_stable(&rollout, &deployments, steps::now_ms()).await
     }))
     .await
 }

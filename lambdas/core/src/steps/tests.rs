@@ -127,7 +127,8 @@ impl World {
             cluster: plan.cluster.clone(),
             services: plan.services.clone(),
             stable_poll_seconds: plan.stable_poll_seconds,
-            stable_max_polls: plan.stable_max_polls,
+            stable_timeout_seconds: plan.stable_timeout_seconds,
+            alert: plan.alert.clone(),
         };
         redeploy_ecs(&request, &self.deployments).await
     }
@@ -154,7 +155,7 @@ async fn a_full_rotation_changes_only_the_inactive_user() {
     );
     assert_eq!(plan.target_secret_id, GREEN_SECRET);
     assert_eq!(plan.services, vec!["web", "worker"]);
-    assert_eq!(plan.stable_max_polls, 10);
+    assert_eq!(plan.stable_timeout_seconds, 95);
     assert_eq!(plan.client_request_token.len(), 32);
     assert!(w.invariant_holds());
 
@@ -194,11 +195,22 @@ async fn a_full_rotation_changes_only_the_inactive_user() {
     let rollout = w.redeploy(&plan).await.unwrap();
     assert_eq!(rollout.deployments.len(), 2);
     assert_eq!(*w.deployments.forced.lock().unwrap(), vec!["web", "worker"]);
-    let polled = wait_for_stable(&rollout, &w.deployments).await.unwrap();
-    assert_eq!((polled.status, polled.poll), (RolloutStatus::InProgress, 1));
+    let now = crate::steps::now_ms();
+    assert!(rollout.deadline_ms >= now + 94_000 && rollout.deadline_ms <= now + 95_000);
+    let err = wait_for_stable(&rollout, &w.deployments, now)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "RolloutInProgress");
+    assert!(err.to_string().contains("web=IN_PROGRESS"), "{err}");
     w.deployments.set_primary_state("app", "COMPLETED");
-    let polled = wait_for_stable(&polled, &w.deployments).await.unwrap();
-    assert_eq!((polled.status, polled.poll), (RolloutStatus::Completed, 2));
+    let polled = wait_for_stable(&rollout, &w.deployments, now)
+        .await
+        .unwrap();
+    assert_eq!(polled.status, RolloutStatus::Completed);
+    assert_eq!(
+        polled.deployments[0].rollout_state.as_deref(),
+        Some("COMPLETED")
+    );
 
     // Blue was never touched.
     assert_eq!(
@@ -516,12 +528,11 @@ async fn wait_reports_a_failed_rollout() {
         .get_mut("worker")
         .unwrap()[0]
         .rollout_state = Some("FAILED".into());
-    let polled = wait_for_stable(&rollout, &w.deployments).await.unwrap();
-    assert_eq!(polled.status, RolloutStatus::Failed);
-    assert_eq!(
-        polled.deployments[1].rollout_state.as_deref(),
-        Some("FAILED")
-    );
+    let err = wait_for_stable(&rollout, &w.deployments, crate::steps::now_ms())
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "RolloutFailed");
+    assert!(err.to_string().contains("worker=FAILED"), "{err}");
 }
 
 #[tokio::test]
@@ -544,7 +555,9 @@ async fn a_newer_deployment_stands_for_ours() {
         .unwrap()
         .remove(1);
     w.deployments.set_primary_state("app", "COMPLETED");
-    let polled = wait_for_stable(&rollout, &w.deployments).await.unwrap();
+    let polled = wait_for_stable(&rollout, &w.deployments, crate::steps::now_ms())
+        .await
+        .unwrap();
     assert_eq!(polled.status, RolloutStatus::Completed);
 }
 
@@ -663,7 +676,7 @@ async fn a_rollout_still_running_after_the_flip_is_waited_for() {
             .collect::<Vec<_>>()
     };
     assert_eq!(ids(&waiting), ids(&rollout));
-    assert_eq!(waiting.max_polls, plan.stable_max_polls);
+    assert!(waiting.deadline_ms > crate::steps::now_ms());
 }
 
 #[tokio::test]
@@ -893,4 +906,56 @@ async fn secrets_managers_rotation_of_the_active_user_redeploys_and_alerts() {
         .await
         .unwrap_err();
     assert_eq!(err.name(), "InvalidInput");
+}
+
+#[tokio::test]
+async fn a_rollout_past_its_deadline_times_out() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let rollout = w.redeploy(&plan).await.unwrap();
+    let err = wait_for_stable(&rollout, &w.deployments, rollout.deadline_ms)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "RolloutTimedOut");
+    // Completed beats the deadline: a rollout that made it is not timed out.
+    w.deployments.set_primary_state("app", "COMPLETED");
+    assert!(
+        wait_for_stable(&rollout, &w.deployments, rollout.deadline_ms + 1)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_completed_rollout_with_an_alert_still_fails_loudly() {
+    let w = world();
+    let mut plan = w.select(rotation_event("app/db/blue")).await.unwrap();
+    plan.alert = Some("ActiveUserRotatedExternally".into());
+    let rollout = w.redeploy(&plan).await.unwrap();
+    assert_eq!(
+        rollout.alert.as_deref(),
+        Some("ActiveUserRotatedExternally")
+    );
+    w.deployments.set_primary_state("app", "COMPLETED");
+    let err = wait_for_stable(&rollout, &w.deployments, crate::steps::now_ms())
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "ActiveUserRotatedExternally");
+}
+
+#[tokio::test]
+async fn finishing_a_rollout_needs_the_rollback_user_to_log_in_too() {
+    let w = world();
+    w.flip("green").await.unwrap();
+    // Blue is what a failed rollout would flip back to.
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("blue")
+        .unwrap()
+        .password = "broken".into();
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "LoginRejected");
+    assert!(err.to_string().contains("\"blue\""), "{err}");
 }

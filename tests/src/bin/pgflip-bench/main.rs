@@ -346,7 +346,7 @@ async fn blue_green(ctx: &mut Ctx, args: &Args, n: u64, extra_polls: u64) -> (Ph
     let mut polled = None;
     if extra_polls > 0 {
         let in_progress: Vec<Value> = (0..extra_polls)
-            .map(|_| json!({"merge": {"status": "IN_PROGRESS"}}))
+            .map(|_| json!({"throwAfter": {"error": "RolloutInProgress", "cause": "still rolling out (injected)"}}))
             .collect();
         let load_before = harness.totals();
         let (e, wall) = ctx
@@ -395,7 +395,7 @@ async fn rollback(ctx: &mut Ctx, args: &Args, n: u64, wait_ms: u64) -> Phase {
                 name: Some(format!("bench-rollback-{i}-{}", std::process::id())),
                 scenario: Some(scenario(
                     wait_ms,
-                    json!({"WaitForStable": [{"merge": {"status": "FAILED"}}]}),
+                    json!({"WaitForStable": [{"throwAfter": {"error": "RolloutFailed", "cause": "ECS reported a FAILED deployment (injected)"}}]}),
                 )),
                 ..RunOptions::default()
             })
