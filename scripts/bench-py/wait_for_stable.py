@@ -1,6 +1,9 @@
 """wait-for-stable in Python/boto3: one look at the deployments
 (ecs:DescribeServices, 10 services per call), as the Rust Lambda does.
-Event and result: the rollout {"cluster", "deployments": [{"service", "deploymentId"}], "poll", ...}."""
+Event and result: the rollout {"cluster", "deployments": [{"service", "deploymentId"}], "deadlineMs", ...};
+like the Rust Lambda it raises when the rollout is not complete."""
+
+import time
 
 import boto3
 
@@ -36,9 +39,8 @@ def handler(event, context):
         d["rolloutState"] = state_of(d["deploymentId"], service.get("deployments", []))
         states.append(d["rolloutState"])
     if "FAILED" in states:
-        status = "FAILED"
-    elif all(s == "COMPLETED" for s in states):
-        status = "COMPLETED"
-    else:
-        status = "IN_PROGRESS"
-    return {**event, "status": status, "poll": event.get("poll", 0) + 1}
+        raise RuntimeError("RolloutFailed")
+    if not all(s == "COMPLETED" for s in states):
+        late = time.time() * 1000 >= event.get("deadlineMs", 0)
+        raise RuntimeError("RolloutTimedOut" if late else "RolloutInProgress")
+    return {**event, "status": "COMPLETED"}

@@ -504,6 +504,18 @@ pub async fn command(args: &Args) -> bool {
         })
         .collect();
 
+    // On a fresh stack (--footprint-only) nothing has seeded the target yet.
+    let seeded = stack
+        .ssm
+        .get_parameter()
+        .name(&target.parameter_name)
+        .send()
+        .await
+        .is_ok();
+    if !seeded {
+        stack.seed(&target).await;
+    }
+
     // select-user's concurrency guard lists the state machine's executions:
     // a dry run registers the state machine with the local Step Functions API.
     let dry = stack.run(&RunOptions {
@@ -591,7 +603,7 @@ pub async fn command(args: &Args) -> bool {
         // redeploy-ecs and wait-for-stable: the seeded services
         let redeploy = json!({
             "cluster": target.cluster, "services": target.services,
-            "stablePollSeconds": 0, "stableMaxPolls": 1,
+            "stablePollSeconds": 0, "stableTimeoutSeconds": 60, "alert": null,
         });
         let rollout = run(
             &mut rust[4],
