@@ -708,6 +708,11 @@ async fn bad_state_and_bad_input_get_named_errors_and_change_nothing() {
             "ServiceNotFound",
         ),
         (
+            "a CODE_DEPLOY service",
+            json!({"services": ["web", "legacy"]}),
+            "UnsupportedDeploymentController",
+        ),
+        (
             "input: services empty",
             json!({"services": []}),
             "InvalidInput",
