@@ -432,13 +432,7 @@ impl Stack {
                     .iter()
                     .find(|s| s.service_name() == Some(name.as_str()))
                     .expect("service exists");
-                let id = s
-                    .deployments()
-                    .iter()
-                    .find(|d| d.status() == Some("PRIMARY"))
-                    .and_then(|d| d.id())
-                    .unwrap_or_default();
-                (name.clone(), id.to_string())
+                (name.clone(), primary_deployment_id(s))
             })
             .collect()
     }
@@ -556,6 +550,17 @@ impl Stack {
         execution.progress = progress;
         execution
     }
+}
+
+/// The id of a service's PRIMARY deployment (empty when it has none).
+pub fn primary_deployment_id(service: &aws_sdk_ecs::types::Service) -> String {
+    service
+        .deployments()
+        .iter()
+        .find(|d| d.status() == Some("PRIMARY"))
+        .and_then(|d| d.id())
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn tempfile_path(name: &str) -> PathBuf {

@@ -321,15 +321,9 @@ async fn primary_deployments(shared: &Shared) -> Result<BTreeMap<String, String>
             .await
             .map_err(|e| format!("ecs:DescribeServices: {e}"))?;
         for s in out.services() {
-            let id = s
-                .deployments()
-                .iter()
-                .find(|d| d.status() == Some("PRIMARY"))
-                .and_then(|d| d.id())
-                .unwrap_or_default();
             ids.insert(
                 s.service_name().unwrap_or_default().to_string(),
-                id.to_string(),
+                pgflip_tests::primary_deployment_id(s),
             );
         }
     }
