@@ -1032,8 +1032,9 @@ async fn no_password_reaches_logs_outputs_history_or_test_output() {
 }
 
 /// What Secrets Manager's own rotation Lambda does to a user: a new
-/// AWSCURRENT version and the same password in the database.
-async fn rotate_externally(c: &Case, key: &str) {
+/// AWSCURRENT version and the same password in the database. Returns the
+/// secret's ARN, as the RotationSucceeded event names it.
+async fn rotate_externally(c: &Case, key: &str) -> String {
     let secret = c.target.secret_of(key).to_string();
     let role = c.target.role_of(key).to_string();
     let raw = c
@@ -1066,6 +1067,15 @@ async fn rotate_externally(c: &Case, key: &str) {
         ))
         .await
         .unwrap();
+    c.stack
+        .secrets
+        .describe_secret()
+        .secret_id(&secret)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap()
 }
 
 fn rotation_succeeded_event(secret_arn: &str) -> Value {
@@ -1084,18 +1094,8 @@ fn rotation_succeeded_event(secret_arn: &str) -> Value {
 #[tokio::test]
 async fn after_secrets_managers_rotation_of_the_inactive_user_the_workflow_verifies_and_flips() {
     let c = case().await;
-    rotate_externally(&c, "green").await;
+    let arn = rotate_externally(&c, "green").await;
     let rotated = c.stack.secret_state(&c.target.green_secret).await;
-    let arn = c
-        .stack
-        .secrets
-        .describe_secret()
-        .secret_id(&c.target.green_secret)
-        .send()
-        .await
-        .unwrap()
-        .arn
-        .unwrap();
     let e = c.run(rotation_succeeded_event(&arn), json!({}));
     assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
     assert_eq!(e.output["mode"], "flip");
@@ -1119,17 +1119,7 @@ async fn after_secrets_managers_rotation_of_the_inactive_user_the_workflow_verif
 async fn after_secrets_managers_rotation_of_the_active_user_the_workflow_redeploys_and_fails_loudly(
 ) {
     let c = case().await;
-    rotate_externally(&c, "blue").await;
-    let arn = c
-        .stack
-        .secrets
-        .describe_secret()
-        .secret_id(&c.target.blue_secret)
-        .send()
-        .await
-        .unwrap()
-        .arn
-        .unwrap();
+    let arn = rotate_externally(&c, "blue").await;
     let e = c.run(rotation_succeeded_event(&arn), json!({}));
     assert_eq!(e.status, "FAILED");
     assert_eq!(
