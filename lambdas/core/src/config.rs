@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use crate::domain::PasswordSetter;
+use serde::Deserialize;
+
+use crate::domain::{Connection, PasswordSetter, StoreKind};
 use crate::errors::RotationError;
 use crate::password::{PasswordPolicy, DEFAULT_EXCLUDED};
 
@@ -69,6 +71,8 @@ pub fn split_list(raw: &str) -> Vec<String> {
 /// steps need on in the [`crate::domain::Plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetConfig {
+    /// The target's name in the targets document (`None`: the environment's).
+    pub name: Option<String>,
     pub parameter_name: String,
     pub blue_user: String,
     pub green_user: String,
@@ -78,6 +82,60 @@ pub struct TargetConfig {
     pub services: Vec<String>,
     pub stable_poll_seconds: u64,
     pub stable_timeout_seconds: u64,
+    pub password_store: StoreKind,
+    pub connection: Connection,
+}
+
+/// The store from `PASSWORD_STORE` (`secretsmanager`, the default, or `ssm`).
+fn store_from_env(env: &dyn Env) -> Result<StoreKind, RotationError> {
+    match env.var("PASSWORD_STORE") {
+        None => Ok(StoreKind::default()),
+        Some(raw) => StoreKind::parse(&raw).ok_or_else(|| {
+            RotationError::Configuration(format!(
+                "PASSWORD_STORE must be secretsmanager or ssm, got {raw:?}"
+            ))
+        }),
+    }
+}
+
+/// `DB_HOST`, `DB_PORT`, `DB_NAME`: only needed for passwords stored bare.
+fn connection_from_env(env: &dyn Env) -> Result<Connection, RotationError> {
+    let port = match env.var("DB_PORT") {
+        None => None,
+        Some(_) => Some(number(env, "DB_PORT", 5432, 1, 65535)? as u16),
+    };
+    Ok(Connection {
+        host: env.var("DB_HOST").map(|v| v.trim().to_string()),
+        port,
+        dbname: env.var("DB_NAME").map(|v| v.trim().to_string()),
+    })
+}
+
+/// One entry of the targets document (see [`Targets`]).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TargetEntry {
+    active_user_parameter: String,
+    #[serde(default)]
+    blue_user: Option<String>,
+    #[serde(default)]
+    green_user: Option<String>,
+    blue_secret_id: String,
+    green_secret_id: String,
+    cluster: String,
+    services: Vec<String>,
+    #[serde(default)]
+    password_store: Option<StoreKind>,
+    #[serde(default)]
+    db_host: Option<String>,
+    #[serde(default)]
+    db_port: Option<u16>,
+    #[serde(default)]
+    db_name: Option<String>,
+    #[serde(default)]
+    stable_poll_seconds: Option<u64>,
+    #[serde(default)]
+    stable_timeout_seconds: Option<u64>,
 }
 
 impl TargetConfig {
@@ -92,6 +150,7 @@ impl TargetConfig {
         let stable_poll_seconds = number(env, "STABLE_POLL_SECONDS", 30, 0, 3600)?;
         let stable_timeout_seconds = number(env, "STABLE_TIMEOUT_SECONDS", 1800, 1, 86_400)?;
         Ok(Self {
+            name: None,
             parameter_name: required(env, "ACTIVE_USER_PARAMETER")?,
             blue_user: users.blue,
             green_user: users.green,
@@ -101,7 +160,91 @@ impl TargetConfig {
             services,
             stable_poll_seconds,
             stable_timeout_seconds,
+            password_store: store_from_env(env)?,
+            connection: connection_from_env(env)?,
         })
+    }
+
+    /// The target `name` of a targets document (JSON). Waits not given in the
+    /// entry are the environment target's (`base`).
+    pub fn from_document(
+        document_name: &str,
+        document: &str,
+        name: &str,
+        base: &TargetConfig,
+    ) -> Result<Self, RotationError> {
+        let bad = |what: String| {
+            RotationError::Configuration(format!("targets document {document_name}: {what}"))
+        };
+        let mut all: serde_json::Map<String, serde_json::Value> = serde_json::from_str(document)
+            .map_err(|e| bad(format!("not a JSON object of targets: {e}")))?;
+        let Some(raw) = all.remove(name) else {
+            let mut known: Vec<&String> = all.keys().collect();
+            known.sort();
+            return Err(RotationError::InvalidInput(format!(
+                "field \"target\" names {name:?}, which the targets document {document_name} does not define (it has {known:?})"
+            )));
+        };
+        let entry: TargetEntry =
+            serde_json::from_value(raw).map_err(|e| bad(format!("target {name:?}: {e}")))?;
+        let users = UserKeys {
+            blue: entry.blue_user.unwrap_or_else(|| "blue".into()),
+            green: entry.green_user.unwrap_or_else(|| "green".into()),
+        };
+        let non_empty = |field: &str, v: &str| {
+            if v.trim().is_empty() {
+                Err(bad(format!("target {name:?}: {field} is empty")))
+            } else {
+                Ok(v.trim().to_string())
+            }
+        };
+        if users.blue == users.green {
+            return Err(bad(format!(
+                "target {name:?}: blueUser and greenUser must differ"
+            )));
+        }
+        let services: Vec<String> = entry
+            .services
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if services.is_empty() {
+            return Err(bad(format!(
+                "target {name:?}: services must name at least one service"
+            )));
+        }
+        Ok(Self {
+            name: Some(name.to_string()),
+            parameter_name: non_empty("activeUserParameter", &entry.active_user_parameter)?,
+            blue_user: users.blue,
+            green_user: users.green,
+            blue_secret_id: non_empty("blueSecretId", &entry.blue_secret_id)?,
+            green_secret_id: non_empty("greenSecretId", &entry.green_secret_id)?,
+            cluster: non_empty("cluster", &entry.cluster)?,
+            services,
+            stable_poll_seconds: entry
+                .stable_poll_seconds
+                .unwrap_or(base.stable_poll_seconds),
+            stable_timeout_seconds: entry
+                .stable_timeout_seconds
+                .unwrap_or(base.stable_timeout_seconds)
+                .max(1),
+            password_store: entry.password_store.unwrap_or_default(),
+            connection: Connection {
+                host: entry.db_host,
+                port: entry.db_port,
+                dbname: entry.db_name,
+            },
+        })
+    }
+
+    /// The two user keys.
+    pub fn users(&self) -> UserKeys {
+        UserKeys {
+            blue: self.blue_user.clone(),
+            green: self.green_user.clone(),
+        }
     }
 
     /// The secret of a user key, if the key is one of the two users.
@@ -153,7 +296,7 @@ impl TargetConfig {
 }
 
 /// The two values the active-user parameter may hold (`blue` and `green` by default).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserKeys {
     pub blue: String,
     pub green: String,
@@ -181,6 +324,26 @@ impl UserKeys {
 
     pub fn contains(&self, user: &str) -> bool {
         user == self.blue || user == self.green
+    }
+}
+
+/// Where other targets are defined: `TARGETS_PARAMETER` names an SSM
+/// parameter holding a JSON object of targets by name, each like
+/// `{"activeUserParameter": …, "blueSecretId": …, "greenSecretId": …,
+/// "cluster": …, "services": […]}` (optional: `blueUser`, `greenUser`,
+/// `passwordStore`, `dbHost`, `dbPort`, `dbName`, `stablePollSeconds`,
+/// `stableTimeoutSeconds`). An execution names one with `{"target": …}`;
+/// without it, it rotates the target of the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Targets {
+    pub parameter_name: Option<String>,
+}
+
+impl Targets {
+    pub fn from_env(env: &dyn Env) -> Self {
+        Self {
+            parameter_name: env.var("TARGETS_PARAMETER").map(|v| v.trim().to_string()),
+        }
     }
 }
 
@@ -264,8 +427,13 @@ pub const ENV_VARS: &[(&str, &[&str])] = &[
             "ECS_SERVICES",
             "STABLE_POLL_SECONDS",
             "STABLE_TIMEOUT_SECONDS",
+            "PASSWORD_STORE",
+            "DB_HOST",
+            "DB_PORT",
+            "DB_NAME",
         ],
     ),
+    ("Targets::from_env", &["TARGETS_PARAMETER"]),
     ("UserKeys::from_env", &["BLUE_USER", "GREEN_USER"]),
     (
         "DbConfig::from_env",
@@ -344,6 +512,53 @@ mod tests {
     }
 
     #[test]
+    fn password_store_and_bare_connection_settings() {
+        let c = TargetConfig::from_env(&base()).unwrap();
+        assert_eq!(c.password_store, StoreKind::SecretsManager);
+        assert_eq!(c.connection, Connection::default());
+        let mut env = base();
+        env.extend([
+            ("PASSWORD_STORE", "ssm"),
+            ("DB_HOST", "db.internal"),
+            ("DB_PORT", "6432"),
+            ("DB_NAME", "app"),
+        ]);
+        let c = TargetConfig::from_env(&env).unwrap();
+        assert_eq!(c.password_store, StoreKind::Ssm);
+        assert_eq!(c.connection.port, Some(6432));
+        env.insert("PASSWORD_STORE", "vault");
+        let err = TargetConfig::from_env(&env).unwrap_err();
+        assert!(err.to_string().contains("PASSWORD_STORE"), "{err}");
+        env.insert("PASSWORD_STORE", "ssm");
+        env.insert("DB_PORT", "0");
+        assert!(TargetConfig::from_env(&env).is_err());
+    }
+
+    #[test]
+    fn a_target_of_the_document_inherits_only_the_waits() {
+        let base = TargetConfig::from_env(&base()).unwrap();
+        let doc = r#"{"orders": {"activeUserParameter": "/orders/active", "blueSecretId": "ob",
+            "greenSecretId": "og", "cluster": "orders", "services": ["api", " "]}}"#;
+        let t = TargetConfig::from_document("/targets", doc, "orders", &base).unwrap();
+        assert_eq!(t.name.as_deref(), Some("orders"));
+        assert_eq!(t.services, vec!["api"]);
+        assert_eq!(
+            (t.blue_user.as_str(), t.green_user.as_str()),
+            ("blue", "green")
+        );
+        assert_eq!(t.stable_timeout_seconds, base.stable_timeout_seconds);
+        assert_eq!(t.password_store, StoreKind::SecretsManager);
+        let err = TargetConfig::from_document("/targets", doc, "billing", &base).unwrap_err();
+        assert_eq!(err.name(), "InvalidInput");
+        let same = doc.replace(
+            "\"og\"",
+            "\"og\", \"blueUser\": \"x\", \"greenUser\": \"x\"",
+        );
+        let err = TargetConfig::from_document("/targets", &same, "orders", &base).unwrap_err();
+        assert!(err.to_string().contains("must differ"), "{err}");
+    }
+
+    #[test]
     fn ssl_defaults_to_verify_full_and_needs_a_ca() {
         let env: HashMap<&str, &str> = HashMap::new();
         assert!(DbConfig::from_env(&env)
@@ -392,6 +607,8 @@ mod env_vars {
                 k if k.ends_with("_SECONDS") => "10",
                 "PASSWORD_LENGTH" => "40",
                 "PASSWORD_EXCLUDE_CHARACTERS" => "\\",
+                "PASSWORD_STORE" => "ssm",
+                "DB_PORT" => "5432",
                 _ => "x",
             };
             Some(value.to_string())
@@ -406,6 +623,10 @@ mod env_vars {
             };
             let parsed = match *parser {
                 "TargetConfig::from_env" => TargetConfig::from_env(&env).map(drop),
+                "Targets::from_env" => {
+                    Targets::from_env(&env);
+                    Ok(())
+                }
                 "UserKeys::from_env" => UserKeys::from_env(&env).map(drop),
                 "DbConfig::from_env" => DbConfig::from_env(&env).map(drop),
                 "password_policy_from_env" => password_policy_from_env(&env).map(drop),

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::config::UserKeys;
 use crate::errors::RotationError;
 use crate::password::Password;
 
@@ -19,6 +20,10 @@ pub const AWSPENDING: &str = "AWSPENDING";
 pub struct DbSecret {
     fields: Map<String, Value>,
     password: Password,
+    /// Stored as the bare password (an SSM SecureString as setup (a) keeps
+    /// it), not as JSON: written back the same way, the connection fields
+    /// come from the target's configuration.
+    bare: bool,
 }
 
 impl std::fmt::Debug for DbSecret {
@@ -67,7 +72,75 @@ impl DbSecret {
             Some(Value::String(s)) if s.parse::<u16>().is_ok_and(|p| p > 0) => {}
             Some(_) => return Err(malformed("field \"port\" is not a port number")),
         }
-        Ok(Self { fields, password })
+        Ok(Self {
+            fields,
+            password,
+            bare: false,
+        })
+    }
+
+    /// Parses a value that is either the RDS JSON shape or a bare password
+    /// (anything that does not start with `{`). A bare value knows no user or
+    /// endpoint until [`DbSecret::complete`] fills them in.
+    pub fn parse_or_bare(secret_id: &str, value: &str) -> Result<Self, RotationError> {
+        if value.trim_start().starts_with('{') {
+            return Self::parse(secret_id, value);
+        }
+        if value.is_empty() {
+            return Err(RotationError::SecretMalformed {
+                secret: secret_id.to_string(),
+                reason: "the value is empty".into(),
+            });
+        }
+        Ok(Self {
+            fields: Map::new(),
+            password: Password::new(value.to_string()),
+            bare: true,
+        })
+    }
+
+    /// Whether the value is a bare password.
+    pub fn is_bare(&self) -> bool {
+        self.bare
+    }
+
+    /// A bare password completed with the user it belongs to and the
+    /// target's connection settings; a JSON value is returned as it is.
+    pub fn complete(
+        mut self,
+        secret_id: &str,
+        user: Option<&str>,
+        connection: &Connection,
+    ) -> Result<Self, RotationError> {
+        if !self.bare {
+            return Ok(self);
+        }
+        let missing = |what: &str| {
+            RotationError::SecretMalformed {
+            secret: secret_id.to_string(),
+            reason: format!(
+                "it holds a bare password, so {what} must be configured for the target (or store the RDS JSON shape)"
+            ),
+        }
+        };
+        let user = user.ok_or_else(|| missing("the user it belongs to"))?;
+        let host = connection
+            .host
+            .as_deref()
+            .ok_or_else(|| missing("DB_HOST"))?;
+        let dbname = connection
+            .dbname
+            .as_deref()
+            .ok_or_else(|| missing("DB_NAME"))?;
+        self.fields
+            .insert("username".into(), Value::String(user.into()));
+        self.fields
+            .insert("host".into(), Value::String(host.into()));
+        self.fields
+            .insert("dbname".into(), Value::String(dbname.into()));
+        self.fields
+            .insert("port".into(), Value::from(connection.port.unwrap_or(5432)));
+        Ok(self)
     }
 
     fn string(&self, key: &str) -> &str {
@@ -107,12 +180,16 @@ impl DbSecret {
         Self {
             fields: self.fields.clone(),
             password,
+            bare: self.bare,
         }
     }
 
     /// The JSON to store in Secrets Manager. The result holds the plaintext:
     /// it goes straight into the `PutSecretValue` request.
     pub fn to_secret_string(&self) -> Password {
+        if self.bare {
+            return self.password.clone();
+        }
         let mut fields = self.fields.clone();
         fields.insert(
             "password".to_string(),
@@ -140,6 +217,42 @@ pub enum PasswordSetter {
     /// An administrator whose credentials are in this secret (RDS JSON
     /// shape), for databases where users may not change their own password.
     Admin { secret_id: String },
+}
+
+/// Where the users' passwords are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One Secrets Manager secret per user, staging labels `AWSPENDING` and
+    /// `AWSCURRENT` (the default).
+    #[default]
+    SecretsManager,
+    /// One SSM SecureString parameter per user; the labels are parameter
+    /// version labels (`pgflip-pending`, `pgflip-current`).
+    Ssm,
+}
+
+impl StoreKind {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw.trim() {
+            "secretsmanager" => Some(Self::SecretsManager),
+            "ssm" => Some(Self::Ssm),
+            _ => None,
+        }
+    }
+}
+
+/// Connection settings of a target, for passwords stored bare (without the
+/// RDS JSON around them). Names, never secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dbname: Option<String>,
 }
 
 /// A database endpoint, taken from a user's secret.
@@ -185,10 +298,22 @@ pub enum Mode {
 pub struct Plan {
     /// The execution this rotation belongs to (for logs and idempotency tokens).
     pub execution_name: String,
+    /// The configured target this rotation acts on (absent: the one the
+    /// Lambdas' environment describes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// `ClientRequestToken` for the new secret version: derived from the
     /// execution, so a retried or redriven step never creates a second version.
     pub client_request_token: String,
     pub parameter_name: String,
+    /// The two values the parameter may hold.
+    pub users: UserKeys,
+    /// Where the two users' passwords are kept.
+    #[serde(default)]
+    pub password_store: StoreKind,
+    /// For passwords stored bare: where to connect.
+    #[serde(default)]
+    pub connection: Connection,
     /// The user that is active now and stays untouched.
     pub previous_user: String,
     /// The inactive user whose password this rotation changes.
@@ -241,6 +366,8 @@ pub struct Verified {
 #[serde(rename_all = "camelCase")]
 pub struct FlipRequest {
     pub parameter_name: String,
+    /// The two values the parameter may hold.
+    pub users: UserKeys,
     /// The user the parameter must name afterwards.
     pub to: String,
 }

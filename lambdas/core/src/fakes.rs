@@ -143,8 +143,21 @@ impl FakeSecrets {
             .get(id)?
             .iter()
             .find(|v| v.stages.iter().any(|s| s == stage))?;
+        if !v.value.trim_start().starts_with('{') {
+            return Some(v.value.clone()); // a bare password, as in SSM
+        }
         let json: serde_json::Value = serde_json::from_str(&v.value).ok()?;
         json["password"].as_str().map(str::to_string)
+    }
+
+    /// The raw stored value of the version carrying `stage`.
+    pub fn value_at(&self, id: &str, stage: &str) -> Option<String> {
+        let secrets = self.secrets.lock().unwrap();
+        secrets
+            .get(id)?
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == stage))
+            .map(|v| v.value.clone())
     }
 
     pub fn version_count(&self, id: &str) -> usize {
@@ -181,7 +194,8 @@ impl SecretStore for FakeSecrets {
             .map(|v| {
                 Ok(SecretVersion {
                     version_id: v.id.clone(),
-                    secret: DbSecret::parse(secret_id, &v.value)?,
+                    // Either store: JSON, or a bare password as in SSM.
+                    secret: DbSecret::parse_or_bare(secret_id, &v.value)?,
                     created_ms: Some(v.created_ms),
                 })
             })
@@ -485,6 +499,7 @@ impl Deployments for FakeDeployments {
 #[derive(Default)]
 pub struct FakeExecutions {
     pub running: Mutex<Vec<RunningExecution>>,
+    pub inputs: Mutex<HashMap<String, String>>,
     pub faults: Faults,
 }
 
@@ -494,6 +509,15 @@ impl FakeExecutions {
             arn: arn.into(),
             started_ms: tick(),
         });
+    }
+
+    /// Starts an execution with this input.
+    pub fn start_with(&self, arn: &str, input: serde_json::Value) {
+        self.inputs
+            .lock()
+            .unwrap()
+            .insert(arn.into(), input.to_string());
+        self.start(arn);
     }
 
     pub fn stop(&self, arn: &str) {
@@ -506,5 +530,10 @@ impl Executions for FakeExecutions {
     async fn running(&self, _execution_arn: &str) -> Result<Vec<RunningExecution>, RotationError> {
         self.faults.take("running")?;
         Ok(self.running.lock().unwrap().clone())
+    }
+
+    async fn input(&self, execution_arn: &str) -> Result<Option<String>, RotationError> {
+        self.faults.take("input")?;
+        Ok(self.inputs.lock().unwrap().get(execution_arn).cloned())
     }
 }

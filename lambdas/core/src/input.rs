@@ -18,6 +18,11 @@ pub struct ExecutionInput {
     /// The secret (ARN) that Secrets Manager's own rotation just changed,
     /// when the execution was started by its `RotationSucceeded` event.
     pub rotated_secret: Option<String>,
+    /// The configured target to rotate (absent: the environment's).
+    pub target: Option<String>,
+    /// A sweep: the state machine starts one execution per target, one
+    /// after another. Never reaches `select-user` itself.
+    pub targets: Option<Vec<String>>,
 }
 
 impl ExecutionInput {
@@ -91,11 +96,46 @@ impl ExecutionInput {
                 )))
             }
         };
+        let target = match field("target") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            Some(other) => {
+                return Err(RotationError::InvalidInput(format!(
+                    "field \"target\" must be the name of a configured target, got {}",
+                    kind(other)
+                )))
+            }
+        };
+        let targets = match field("targets") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items))
+                if !items.is_empty()
+                    && items
+                        .iter()
+                        .all(|i| i.as_str().is_some_and(|s| !s.trim().is_empty())) =>
+            {
+                Some(
+                    items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|s| s.trim().to_string())
+                        .collect(),
+                )
+            }
+            Some(other) => {
+                return Err(RotationError::InvalidInput(format!(
+                    "field \"targets\" must be a non-empty list of target names, got {}",
+                    kind(other)
+                )))
+            }
+        };
         Ok(Self {
             dry_run,
             services,
             reason,
             rotated_secret: rotation_succeeded(top),
+            target,
+            targets,
         })
     }
 }
@@ -164,6 +204,13 @@ mod tests {
         let e = ExecutionInput::parse(&json!({"detail-type": "x", "detail": {"dryRun": true}}))
             .unwrap();
         assert!(e.dry_run);
+        let t = ExecutionInput::parse(&json!({"target": " orders "})).unwrap();
+        assert_eq!(t.target.as_deref(), Some("orders"));
+        let sweep = ExecutionInput::parse(&json!({"targets": ["orders", "billing"]})).unwrap();
+        assert_eq!(
+            sweep.targets,
+            Some(vec!["orders".to_string(), "billing".to_string()])
+        );
     }
 
     #[test]
@@ -197,6 +244,10 @@ mod tests {
             (json!({"services": ["web", 3]}), "services\"[1]"),
             (json!({"services": [""]}), "services\"[0]"),
             (json!({"reason": 5}), "reason"),
+            (json!({"target": 5}), "target"),
+            (json!({"target": " "}), "target"),
+            (json!({"targets": []}), "targets"),
+            (json!({"targets": ["a", 1]}), "targets"),
             (json!([1, 2]), "JSON object"),
         ] {
             let err = ExecutionInput::parse(&raw).unwrap_err();

@@ -23,7 +23,10 @@ pub trait ParameterStore: Send + Sync {
     async fn put(&self, name: &str, value: &str) -> Result<(), RotationError>;
 }
 
-/// Where each user's password lives (Secrets Manager), with staging labels.
+/// Where each user's password lives, with staging labels: Secrets Manager
+/// (`AWSPENDING`/`AWSCURRENT` as they are) or SSM SecureString parameters
+/// (the same two stages as parameter version labels). Stages are named by
+/// the Secrets Manager constants in [`crate::domain`]; each adapter maps them.
 #[async_trait]
 pub trait SecretStore: Send + Sync {
     /// The version carrying `stage`, or `None` when no version carries it.
@@ -154,4 +157,7 @@ pub trait Executions: Send + Sync {
     /// The RUNNING executions of the state machine that `execution_arn`
     /// belongs to, this one included when it is listed.
     async fn running(&self, execution_arn: &str) -> Result<Vec<RunningExecution>, RotationError>;
+
+    /// The input an execution was started with (`None`: none was given).
+    async fn input(&self, execution_arn: &str) -> Result<Option<String>, RotationError>;
 }

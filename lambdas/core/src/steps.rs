@@ -6,7 +6,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::config::{TargetConfig, UserKeys};
+use crate::config::{TargetConfig, Targets};
 use crate::domain::*;
 use crate::errors::RotationError;
 use crate::input::ExecutionInput;
@@ -37,16 +37,80 @@ pub fn client_request_token(execution_id: &str) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whose password a secret holds: what a bare password (SSM, setup (a))
+/// leaves out, the target's configuration fills in.
+#[derive(Clone, Copy)]
+struct Owner<'a> {
+    /// The database user (`None`: only a full JSON value will do).
+    user: Option<&'a str>,
+    connection: &'a Connection,
+}
+
+async fn read_stage(
+    secrets: &dyn SecretStore,
+    secret_id: &str,
+    stage: &str,
+    owner: Owner<'_>,
+) -> Result<Option<SecretVersion>, RotationError> {
+    match secrets.get_stage(secret_id, stage).await? {
+        Some(mut v) => {
+            v.secret = v.secret.complete(secret_id, owner.user, owner.connection)?;
+            Ok(Some(v))
+        }
+        None => Ok(None),
+    }
+}
+
 async fn current_secret(
     secrets: &dyn SecretStore,
     secret_id: &str,
+    owner: Owner<'_>,
 ) -> Result<SecretVersion, RotationError> {
-    secrets
-        .get_stage(secret_id, AWSCURRENT)
+    read_stage(secrets, secret_id, AWSCURRENT, owner)
         .await?
         .ok_or_else(|| {
             RotationError::SecretNotFound(format!("{secret_id} has no {AWSCURRENT} version"))
         })
+}
+
+/// The target an execution acts on: the one its input names in the targets
+/// document, or the environment's. A name the document does not define, or
+/// a name without a document, is `InvalidInput`; changes nothing.
+pub async fn resolve_target(
+    targets: &Targets,
+    default: &TargetConfig,
+    request: &SelectRequest,
+    parameters: &dyn ParameterStore,
+) -> Result<TargetConfig, RotationError> {
+    let input = ExecutionInput::parse(&request.input)?;
+    if input.targets.is_some() {
+        return Err(RotationError::InvalidInput(
+            "field \"targets\" starts a sweep, which the state machine runs before select-user; this step rotates one target".into(),
+        ));
+    }
+    let Some(name) = input.target else {
+        return Ok(default.clone());
+    };
+    let Some(document) = &targets.parameter_name else {
+        return Err(RotationError::InvalidInput(format!(
+            "field \"target\" names {name:?}, but no targets document is configured (TARGETS_PARAMETER)"
+        )));
+    };
+    let raw = parameters.get(document).await.map_err(|e| match e {
+        RotationError::ParameterNotFound(p) => {
+            RotationError::Configuration(format!("the targets document {p} does not exist"))
+        }
+        other => other,
+    })?;
+    let target = TargetConfig::from_document(document, &raw.value, &name, default)?;
+    if target.parameter_name == default.parameter_name {
+        return Err(RotationError::Configuration(format!(
+            "targets document {document}: target {name:?} uses the active-user parameter {} of the default target; each target needs its own",
+            target.parameter_name
+        )));
+    }
+    info!(target = %name, parameter = %target.parameter_name, "resolved the target");
+    Ok(target)
 }
 
 /// Step 1: check no other execution is rotating, read the pointer, decide
@@ -63,7 +127,19 @@ pub async fn select_user(
     executions: &dyn Executions,
 ) -> Result<Plan, RotationError> {
     let input = ExecutionInput::parse(&request.input)?;
-    guard(executions, &request.execution_id, now_ms()).await?;
+    if input.target != config.name {
+        return Err(RotationError::InvalidInput(format!(
+            "the input names target {:?}, the configuration given is {:?}",
+            input.target, config.name
+        )));
+    }
+    guard(
+        executions,
+        &request.execution_id,
+        config.name.as_deref(),
+        now_ms(),
+    )
+    .await?;
 
     let pointer = parameters.get(&config.parameter_name).await?;
     let active = pointer.value.trim().to_string();
@@ -130,8 +206,12 @@ pub async fn select_user(
     };
     let previous_secret_id = config.secret_of(&previous).ok_or_else(invalid)?;
     let target_secret_id = config.secret_of(&target).ok_or_else(invalid)?;
-    let previous_secret = current_secret(secrets, previous_secret_id).await?;
-    let target_secret = current_secret(secrets, target_secret_id).await?;
+    let owner = |user| Owner {
+        user: Some(user),
+        connection: &config.connection,
+    };
+    let previous_secret = current_secret(secrets, previous_secret_id, owner(&previous)).await?;
+    let target_secret = current_secret(secrets, target_secret_id, owner(&target)).await?;
     let (previous_role, target_role) = (
         previous_secret.secret.username(),
         target_secret.secret.username(),
@@ -161,7 +241,14 @@ pub async fn select_user(
                 mode == Mode::Rotate,
             )
             .await?;
-            target_logs_in(database, secrets, target_secret_id, &target_secret).await?;
+            target_logs_in(
+                database,
+                secrets,
+                target_secret_id,
+                &target_secret,
+                owner(&target),
+            )
+            .await?;
         }
         Mode::Redeploy | Mode::Wait => {
             // Nothing will be rotated; the user the pointer names must work,
@@ -197,8 +284,12 @@ pub async fn select_user(
     });
     let plan = Plan {
         execution_name: request.execution_name.clone(),
+        target: config.name.clone(),
         client_request_token: client_request_token(&request.execution_id),
         parameter_name: config.parameter_name.clone(),
+        users: config.users(),
+        password_store: config.password_store,
+        connection: config.connection.clone(),
         previous_user: previous,
         target_user: target,
         target_secret_id: target_secret_id.to_string(),
@@ -243,6 +334,7 @@ async fn target_logs_in(
     secrets: &dyn SecretStore,
     secret_id: &str,
     current: &SecretVersion,
+    owner: Owner<'_>,
 ) -> Result<(), RotationError> {
     let s = &current.secret;
     match database
@@ -250,8 +342,7 @@ async fn target_logs_in(
         .await
     {
         Err(RotationError::LoginRejected { user, .. }) => {
-            let pending = secrets
-                .get_stage(secret_id, AWSPENDING)
+            let pending = read_stage(secrets, secret_id, AWSPENDING, owner)
                 .await?
                 .filter(|p| p.version_id != current.version_id);
             if let Some(p) = pending {
@@ -283,25 +374,49 @@ pub fn now_ms() -> i64 {
         .unwrap_or(i64::MAX)
 }
 
-/// The concurrency guard: of the running executions, the one that started
-/// first (then the smaller ARN) proceeds; every other fails fast. Every
-/// execution lists itself as running before it gets here, so two executions
-/// always agree on which one goes on.
-async fn guard(executions: &dyn Executions, me: &str, now_ms: i64) -> Result<(), RotationError> {
+/// The concurrency guard, per target: of the running executions of the same
+/// target, the one that started first (then the smaller ARN) proceeds; every
+/// other fails fast. Every execution lists itself as running before it gets
+/// here, so two executions always agree on which one goes on. Executions of
+/// other targets, and sweeps (which only start executions), do not count.
+/// Only executions that started earlier are looked at more closely
+/// (`DescribeExecution` for their input): usually there are none.
+async fn guard(
+    executions: &dyn Executions,
+    me: &str,
+    my_target: Option<&str>,
+    now_ms: i64,
+) -> Result<(), RotationError> {
     let running = executions.running(me).await?;
     // Not listed yet (eventual consistency): then everyone listed started first.
     let my_start = running
         .iter()
         .find(|e| e.arn == me)
         .map_or(i64::MAX, |e| e.started_ms);
-    let winner = running
+    let mut earlier: Vec<&RunningExecution> = running
         .iter()
         .filter(|e| e.arn != me && now_ms.saturating_sub(e.started_ms) < GUARD_MAX_AGE_MS)
-        .find(|e| (e.started_ms, e.arn.as_str()) < (my_start, me));
-    match winner {
-        Some(other) => Err(RotationError::RotationInProgress(other.arn.clone())),
-        None => Ok(()),
+        .filter(|e| (e.started_ms, e.arn.as_str()) < (my_start, me))
+        .collect();
+    earlier.sort_by_key(|e| (e.started_ms, e.arn.clone()));
+    for other in earlier {
+        let raw = executions.input(&other.arn).await?;
+        let value: Value = match raw.as_deref().map(serde_json::from_str).transpose() {
+            Ok(v) => v.unwrap_or(Value::Null),
+            // Not JSON: it fails at its first step, having changed nothing.
+            Err(_) => continue,
+        };
+        let Ok(theirs) = ExecutionInput::parse(&value) else {
+            continue; // the same: its select-user refuses that input
+        };
+        if theirs.targets.is_some() {
+            continue; // a sweep: its child executions are guarded themselves
+        }
+        if theirs.target.as_deref() == my_target {
+            return Err(RotationError::RotationInProgress(other.arn.clone()));
+        }
     }
+    Ok(())
 }
 
 fn primary(deployments: &[DeploymentState]) -> Option<&DeploymentState> {
@@ -395,8 +510,9 @@ pub async fn generate_and_set_password(
     database: &dyn Database,
 ) -> Result<PendingPassword, RotationError> {
     let secret_id = &plan.target_secret_id;
-    let current = current_secret(secrets, secret_id).await?;
-    let pending = secrets.get_stage(secret_id, AWSPENDING).await?;
+    let owner = plan_owner(plan, &plan.target_user);
+    let current = current_secret(secrets, secret_id, owner).await?;
+    let pending = read_stage(secrets, secret_id, AWSPENDING, owner).await?;
     let (version_id, staged, resumed) = match pending {
         Some(p) if p.version_id != current.version_id => {
             info!(version_id = %p.version_id, "resuming the pending version");
@@ -433,7 +549,17 @@ pub async fn generate_and_set_password(
     } = setter
     {
         // Setting the same verifier again is harmless: no resume logic needed.
-        let admin = current_secret(secrets, admin_id).await?;
+        // In the same store as the users' passwords, as the RDS JSON shape
+        // (a bare password would not say whose it is).
+        let admin = current_secret(
+            secrets,
+            admin_id,
+            Owner {
+                user: None,
+                connection: &plan.connection,
+            },
+        )
+        .await?;
         database
             .set_password_as(
                 &endpoint,
@@ -494,7 +620,8 @@ pub async fn verify_login(
     database: &dyn Database,
 ) -> Result<Verified, RotationError> {
     let secret_id = &plan.target_secret_id;
-    let current = current_secret(secrets, secret_id).await?;
+    let owner = plan_owner(plan, &plan.target_user);
+    let current = current_secret(secrets, secret_id, owner).await?;
     if current.version_id == pending.version_id {
         // Promoted by an earlier attempt: it must still log in.
         database
@@ -509,8 +636,7 @@ pub async fn verify_login(
             already_current: true,
         });
     }
-    let staged = secrets
-        .get_stage(secret_id, AWSPENDING)
+    let staged = read_stage(secrets, secret_id, AWSPENDING, owner)
         .await?
         .filter(|v| v.version_id == pending.version_id)
         .ok_or_else(|| {
@@ -534,12 +660,19 @@ pub async fn verify_login(
     })
 }
 
+fn plan_owner<'a>(plan: &'a Plan, user: &'a str) -> Owner<'a> {
+    Owner {
+        user: Some(user),
+        connection: &plan.connection,
+    }
+}
+
 /// Step 4 (and the rollback's first step): point the parameter at a user.
 pub async fn flip_parameter(
     request: &FlipRequest,
-    users: &UserKeys,
     parameters: &dyn ParameterStore,
 ) -> Result<Flipped, RotationError> {
+    let users = &request.users;
     if !users.contains(&request.to) {
         return Err(RotationError::InvalidInput(format!(
             "field \"to\" must be {:?} or {:?}, got {:?}",

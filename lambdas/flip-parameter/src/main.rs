@@ -2,20 +2,18 @@
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use pgflip_core::adapters::ssm::SsmParameters;
-use pgflip_core::config::{ProcessEnv, UserKeys};
-use pgflip_core::runtime::{aws_config, init_tracing, or_exit, parse_payload};
+use pgflip_core::runtime::{aws_config, init_tracing, parse_payload};
 use pgflip_core::steps;
 use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
-    let users = or_exit(UserKeys::from_env(&ProcessEnv));
     let aws = aws_config().await;
     let parameters = SsmParameters::new(aws_sdk_ssm::Client::new(&aws));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async {
         let request = parse_payload(event.payload)?;
-        steps::flip_parameter(&request, &users, &parameters).await
+        steps::flip_parameter(&request, &parameters).await
     }))
     .await
 }

@@ -1,12 +1,16 @@
-//! generate-and-set-password: stage a new password as AWSPENDING on the
-//! inactive user's secret and set it in PostgreSQL (as a SCRAM verifier), as
-//! the user itself or, with DB_ADMIN_SECRET_ID, as an administrator.
+//! generate-and-set-password: stage a new password as pending on the
+//! inactive user's secret (or SSM parameter) and set it in PostgreSQL (as a
+//! SCRAM verifier), as the user itself or, with DB_ADMIN_SECRET_ID, as an
+//! administrator.
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use pgflip_core::adapters::{postgres::Postgres, secrets::SecretsManager};
+use pgflip_core::adapters::{
+    postgres::Postgres, secrets::SecretsManager, ssm_passwords::SsmPasswordStore, PasswordStores,
+};
 use pgflip_core::config::{
     password_policy_from_env, password_setter_from_env, DbConfig, ProcessEnv,
 };
+use pgflip_core::domain::Plan;
 use pgflip_core::runtime::{aws_config, init_tracing, or_exit, parse_payload};
 use pgflip_core::steps;
 use serde_json::Value;
@@ -18,10 +22,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let setter = password_setter_from_env(&ProcessEnv);
     let database = or_exit(DbConfig::from_env(&ProcessEnv).and_then(Postgres::new));
     let aws = aws_config().await;
-    let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
+    let stores = PasswordStores {
+        secrets_manager: SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws)),
+        ssm: SsmPasswordStore::new(aws_sdk_ssm::Client::new(&aws)),
+    };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async {
-        let plan = parse_payload(event.payload)?;
-        steps::generate_and_set_password(&plan, &policy, &setter, &secrets, &database).await
+        let plan: Plan = parse_payload(event.payload)?;
+        let secrets = stores.get(plan.password_store);
+        steps::generate_and_set_password(&plan, &policy, &setter, secrets, &database).await
     }))
     .await
 }

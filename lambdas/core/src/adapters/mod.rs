@@ -17,3 +17,22 @@ pub mod secrets;
 pub mod sfn;
 #[cfg(feature = "ssm")]
 pub mod ssm;
+#[cfg(feature = "ssm")]
+pub mod ssm_passwords;
+
+/// Both password stores; a target's configuration picks one.
+#[cfg(all(feature = "ssm", feature = "secretsmanager"))]
+pub struct PasswordStores {
+    pub secrets_manager: secrets::SecretsManager,
+    pub ssm: ssm_passwords::SsmPasswordStore,
+}
+
+#[cfg(all(feature = "ssm", feature = "secretsmanager"))]
+impl PasswordStores {
+    pub fn get(&self, kind: crate::domain::StoreKind) -> &dyn crate::ports::SecretStore {
+        match kind {
+            crate::domain::StoreKind::SecretsManager => &self.secrets_manager,
+            crate::domain::StoreKind::Ssm => &self.ssm,
+        }
+    }
+}

@@ -59,6 +59,17 @@ impl Executions for StepFunctions {
         }
         Ok(running)
     }
+
+    async fn input(&self, execution_arn: &str) -> Result<Option<String>, RotationError> {
+        let out = self
+            .client
+            .describe_execution()
+            .execution_arn(execution_arn)
+            .send()
+            .await
+            .map_err(|e| classify("states:DescribeExecution", e))?;
+        Ok(out.input)
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ const GRANTS: &[&str] = &["member of app_owner", "CONNECT on database app"];
 
 struct World {
     config: TargetConfig,
+    targets: Targets,
     parameters: FakeParameters,
     secrets: FakeSecrets,
     database: FakeDatabase,
@@ -37,6 +38,9 @@ fn world() -> World {
         services: vec!["web".into(), "worker".into()],
         stable_poll_seconds: 10,
         stable_timeout_seconds: 95,
+        name: None,
+        password_store: StoreKind::SecretsManager,
+        connection: Connection::default(),
     };
     let secrets = FakeSecrets::default();
     secrets.add(BLUE_SECRET, "blue-v1", &secret_json("blue", "blue-pass-1"));
@@ -55,6 +59,9 @@ fn world() -> World {
     executions.start(ME);
     World {
         config,
+        targets: Targets {
+            parameter_name: None,
+        },
         parameters,
         secrets,
         database,
@@ -75,9 +82,16 @@ fn request(input: serde_json::Value) -> SelectRequest {
 
 impl World {
     async fn select(&self, input: serde_json::Value) -> Result<Plan, RotationError> {
+        self.select_as(request(input)).await
+    }
+
+    /// Resolves the target as the select-user binary does, then selects.
+    async fn select_as(&self, request: SelectRequest) -> Result<Plan, RotationError> {
+        let target =
+            resolve_target(&self.targets, &self.config, &request, &self.parameters).await?;
         select_user(
-            &self.config,
-            &request(input),
+            &target,
+            &request,
             &self.parameters,
             &self.secrets,
             &self.database,
@@ -107,16 +121,12 @@ impl World {
     }
 
     async fn flip(&self, to: &str) -> Result<Flipped, RotationError> {
-        let users = UserKeys {
-            blue: "blue".into(),
-            green: "green".into(),
-        };
         flip_parameter(
             &FlipRequest {
                 parameter_name: PARAM.into(),
+                users: self.config.users(),
                 to: to.into(),
             },
-            &users,
             &self.parameters,
         )
         .await
@@ -958,4 +968,211 @@ async fn finishing_a_rollout_needs_the_rollback_user_to_log_in_too() {
     let err = w.select(json!({})).await.unwrap_err();
     assert_eq!(err.name(), "LoginRejected");
     assert!(err.to_string().contains("\"blue\""), "{err}");
+}
+
+// ------------------------------------------------- bare passwords (SSM store)
+
+/// The world of setup (a): each password parameter holds just the password.
+fn bare_world() -> World {
+    let mut w = world();
+    w.secrets.secrets.lock().unwrap().clear();
+    w.secrets.add(BLUE_SECRET, "1", "blue-pass-1");
+    w.secrets.add(GREEN_SECRET, "1", "green-pass-1");
+    w.config.password_store = StoreKind::Ssm;
+    w.config.connection = Connection {
+        host: Some("127.0.0.1".into()),
+        port: Some(5432),
+        dbname: Some("app".into()),
+    };
+    w
+}
+
+#[tokio::test]
+async fn bare_passwords_rotate_and_stay_bare() {
+    let w = bare_world();
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.password_store, StoreKind::Ssm);
+    assert_eq!(plan.connection.dbname.as_deref(), Some("app"));
+    let pending = w.generate(&plan).await.unwrap();
+    let stored = w.secrets.value_at(GREEN_SECRET, AWSPENDING).unwrap();
+    assert!(
+        !stored.starts_with('{') && stored != "green-pass-1",
+        "written back as a bare password"
+    );
+    assert!(w.database.logs_in("green", &stored));
+    w.verify(&plan, &pending).await.unwrap();
+    w.flip(&plan.target_user).await.unwrap();
+    assert!(w.invariant_holds());
+    // The next one rotates blue the same way.
+    let w2_plan = {
+        w.redeploy(&plan).await.unwrap();
+        w.deployments.set_primary_state("app", "COMPLETED");
+        w.select(json!({})).await.unwrap()
+    };
+    assert_eq!(w2_plan.target_user, "blue");
+}
+
+#[tokio::test]
+async fn a_bare_password_without_connection_settings_is_refused_before_any_change() {
+    let mut w = bare_world();
+    w.config.connection.host = None;
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "SecretMalformed");
+    assert!(err.to_string().contains("DB_HOST"), "{err}");
+    assert!(!err.to_string().contains("pass-1"), "{err}");
+    assert_eq!(w.secrets.version_count(GREEN_SECRET), 1);
+}
+
+// ------------------------------------------------------------- many targets
+
+const TARGETS_DOC: &str = "/pgflip/targets";
+
+fn targets_doc() -> serde_json::Value {
+    json!({
+        "orders": {
+            "activeUserParameter": "/orders/db/active-user",
+            "blueUser": "orders_blue", "greenUser": "orders_green",
+            "blueSecretId": "orders/blue", "greenSecretId": "orders/green",
+            "cluster": "orders", "services": ["api"],
+            "passwordStore": "ssm", "dbHost": "127.0.0.1", "dbName": "orders"
+        }
+    })
+}
+
+/// The default target as in `world()`, plus "orders" in a targets document.
+fn two_target_world() -> World {
+    let mut w = world();
+    w.targets.parameter_name = Some(TARGETS_DOC.into());
+    w.parameters.set(TARGETS_DOC, &targets_doc().to_string());
+    w.parameters.set("/orders/db/active-user", "orders_green");
+    w.database.add_user("orders_blue", "orders-blue-1", GRANTS);
+    w.database
+        .add_user("orders_green", "orders-green-1", GRANTS);
+    w.secrets.add("orders/blue", "1", "orders-blue-1");
+    w.secrets.add("orders/green", "1", "orders-green-1");
+    *w.deployments.services.lock().unwrap() = {
+        let mut all = w.deployments.services.lock().unwrap().clone();
+        let orders = FakeDeployments::with_services("orders", &["api"]);
+        all.extend(orders.services.lock().unwrap().clone());
+        all
+    };
+    w
+}
+
+#[tokio::test]
+async fn an_execution_rotates_the_target_its_input_names() {
+    let w = two_target_world();
+    let plan = w.select(json!({"target": "orders"})).await.unwrap();
+    assert_eq!(plan.target.as_deref(), Some("orders"));
+    assert_eq!(plan.parameter_name, "/orders/db/active-user");
+    assert_eq!(
+        (plan.previous_user.as_str(), plan.target_user.as_str()),
+        ("orders_green", "orders_blue")
+    );
+    assert_eq!(plan.target_secret_id, "orders/blue");
+    assert_eq!(
+        (plan.cluster.as_str(), plan.services.clone()),
+        ("orders", vec!["api".to_string()])
+    );
+    assert_eq!(plan.password_store, StoreKind::Ssm);
+    // Waits not given in the entry are the environment's.
+    assert_eq!(plan.stable_timeout_seconds, 95);
+    // Without a target: the environment's, as before.
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!((plan.target, plan.parameter_name.as_str()), (None, PARAM));
+}
+
+#[tokio::test]
+async fn unknown_targets_and_bad_documents_are_named_and_change_nothing() {
+    let w = two_target_world();
+    let err = w.select(json!({"target": "billing"})).await.unwrap_err();
+    assert_eq!(err.name(), "InvalidInput");
+    assert!(
+        err.to_string().contains("\"billing\"") && err.to_string().contains("orders"),
+        "{err}"
+    );
+
+    let mut w = two_target_world();
+    w.targets.parameter_name = None;
+    let err = w.select(json!({"target": "orders"})).await.unwrap_err();
+    assert_eq!(err.name(), "InvalidInput");
+    assert!(err.to_string().contains("TARGETS_PARAMETER"), "{err}");
+
+    for (doc, expect) in [
+        (json!([1]).to_string(), "not a JSON object"),
+        ("{not json".to_string(), "not a JSON object"),
+        (
+            json!({"orders": {"activeUserParameter": "/o"}}).to_string(),
+            "blueSecretId",
+        ),
+        (
+            {
+                let mut d = targets_doc();
+                d["orders"]["servces"] = json!(["typo"]);
+                d.to_string()
+            },
+            "servces",
+        ),
+        (
+            {
+                let mut d = targets_doc();
+                d["orders"]["activeUserParameter"] = json!(PARAM);
+                d.to_string()
+            },
+            "its own",
+        ),
+    ] {
+        let w = two_target_world();
+        w.parameters.set(TARGETS_DOC, &doc);
+        let err = w.select(json!({"target": "orders"})).await.unwrap_err();
+        assert_eq!(err.name(), "ConfigurationError", "{doc}");
+        assert!(
+            err.to_string().contains(expect),
+            "{err} should say {expect}"
+        );
+    }
+    let w = two_target_world();
+    w.parameters.values.lock().unwrap().remove(TARGETS_DOC);
+    let err = w.select(json!({"target": "orders"})).await.unwrap_err();
+    assert_eq!(err.name(), "ConfigurationError");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn the_guard_is_per_target() {
+    let other = "arn:aws:states:us-east-1:123456789012:execution:rotation:earlier";
+    let started_first = |input: serde_json::Value| {
+        let w = two_target_world();
+        w.executions.running.lock().unwrap().clear();
+        w.executions.start_with(other, input);
+        w.executions.start(ME);
+        w
+    };
+    // An earlier execution of another target: both go on.
+    let w = started_first(json!({"target": "orders"}));
+    assert!(w.select(json!({})).await.is_ok());
+    // Of the same target: the later one stops.
+    let w = started_first(json!({"target": "orders"}));
+    let err = w.select(json!({"target": "orders"})).await.unwrap_err();
+    assert_eq!(err.name(), "RotationInProgress");
+    let w = started_first(json!({"Comment": "from the console"}));
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "RotationInProgress"
+    );
+    // A sweep only starts executions; one with input its select-user refuses
+    // changes nothing: neither counts.
+    for input in [json!({"targets": ["orders"]}), json!({"dryRun": "yes"})] {
+        let w = started_first(input);
+        assert!(w.select(json!({})).await.is_ok());
+    }
+    // A sweep's input is not for select-user.
+    let w = two_target_world();
+    assert_eq!(
+        w.select(json!({"targets": ["orders"]}))
+            .await
+            .unwrap_err()
+            .name(),
+        "InvalidInput"
+    );
 }
