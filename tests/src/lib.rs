@@ -40,6 +40,24 @@ pub struct Target {
     pub owner_role: String,
     pub cluster: String,
     pub services: Vec<String>,
+    /// The name under which the targets document lists it (`None`: the
+    /// target the Lambdas' environment describes).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The values the active-user parameter holds for the two users, when
+    /// they are not `blue` and `green` (bare passwords: the database roles).
+    #[serde(default)]
+    pub keys: Option<(String, String)>,
+}
+
+/// The SSM parameter holding the targets document (`TARGETS_PARAMETER` of
+/// the local Lambdas, scripts/lib/stack.sh).
+pub const TARGETS_DOCUMENT: &str = "/pgflip-local/targets";
+
+/// Whether a password id names an SSM parameter (names start with "/") or a
+/// Secrets Manager secret.
+pub fn in_ssm(secret_id: &str) -> bool {
+    secret_id.starts_with('/')
 }
 
 impl Target {
@@ -55,6 +73,8 @@ impl Target {
             owner_role: "app_owner".into(),
             cluster: "pgflip-local".into(),
             services: vec!["web".into(), "worker".into()],
+            name: None,
+            keys: None,
         }
     }
 
@@ -71,22 +91,67 @@ impl Target {
             owner_role: format!("{id}_owner"),
             cluster: format!("cluster-{id}"),
             services: vec!["web".into(), "worker".into()],
+            name: None,
+            keys: None,
+        }
+    }
+
+    /// A target of the targets document, named `name`, whose passwords are
+    /// SSM SecureString parameters holding just the password (setup (a)).
+    pub fn unique_in_ssm(tag: &str, name: &str) -> Self {
+        let mut t = Self::unique(tag);
+        let id = format!("{tag}_{}", std::process::id());
+        t.blue_secret = format!("/pgflip-test/{id}/blue-password");
+        t.green_secret = format!("/pgflip-test/{id}/green-password");
+        t.name = Some(name.into());
+        // A bare password does not say whose it is: the parameter names the role.
+        t.keys = Some((t.blue_role.clone(), t.green_role.clone()));
+        t
+    }
+
+    /// The parameter's value for `blue` or `green`.
+    pub fn key(&self, color: &str) -> String {
+        match (&self.keys, color) {
+            (Some((blue, _)), "blue") => blue.clone(),
+            (Some((_, green)), "green") => green.clone(),
+            (None, "blue" | "green") => color.to_string(),
+            (_, other) => panic!("no user {other:?}"),
+        }
+    }
+
+    /// `blue` or `green`, for a value of the parameter.
+    pub fn color_of(&self, key: &str) -> Option<&'static str> {
+        ["blue", "green"].into_iter().find(|c| self.key(c) == key)
+    }
+
+    /// A target of the targets document, named `name`, in Secrets Manager.
+    pub fn unique_named(tag: &str, name: &str) -> Self {
+        let mut t = Self::unique(tag);
+        t.name = Some(name.into());
+        t
+    }
+
+    /// The execution input that rotates this target.
+    pub fn input(&self) -> Value {
+        match &self.name {
+            Some(name) => json!({ "target": name }),
+            None => json!({}),
         }
     }
 
     pub fn secret_of(&self, key: &str) -> &str {
-        match key {
+        match self.color_of(key).unwrap_or("?") {
             "blue" => &self.blue_secret,
             "green" => &self.green_secret,
-            other => panic!("no user key {other:?}"),
+            _ => panic!("no user key {key:?}"),
         }
     }
 
     pub fn role_of(&self, key: &str) -> &str {
-        match key {
+        match self.color_of(key).unwrap_or("?") {
             "blue" => &self.blue_role,
             "green" => &self.green_role,
-            other => panic!("no user key {other:?}"),
+            _ => panic!("no user key {key:?}"),
         }
     }
 }
@@ -250,6 +315,24 @@ impl Stack {
             (&t.blue_secret, &t.blue_role, &blue_pw),
             (&t.green_secret, &t.green_role, &green_pw),
         ] {
+            if in_ssm(secret) {
+                // As setup (a) keeps it: the bare password, encrypted.
+                let _ = self
+                    .ssm
+                    .delete_parameter()
+                    .name(secret.as_str())
+                    .send()
+                    .await;
+                self.ssm
+                    .put_parameter()
+                    .name(secret.as_str())
+                    .value(pw.expose())
+                    .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                    .send()
+                    .await
+                    .expect("create a user's password parameter");
+                continue;
+            }
             let _ = self
                 .secrets
                 .delete_secret()
@@ -275,7 +358,7 @@ impl Stack {
         self.ssm
             .put_parameter()
             .name(&t.parameter_name)
-            .value("blue")
+            .value(t.key("blue"))
             .r#type(aws_sdk_ssm::types::ParameterType::String)
             .overwrite(true)
             .send()
@@ -350,6 +433,44 @@ impl Stack {
         }
     }
 
+    /// Adds (or replaces) the target in the targets document the local
+    /// Lambdas read. Not atomic: callers hold the state-machine tests' lock.
+    pub async fn register_target(&self, t: &Target) {
+        let name = t.name.as_deref().expect("a named target");
+        let mut doc: Value = match self.ssm.get_parameter().name(TARGETS_DOCUMENT).send().await {
+            Ok(out) => serde_json::from_str(&out.parameter.unwrap().value.unwrap()).unwrap(),
+            Err(_) => json!({}),
+        };
+        let mut entry = json!({
+            "activeUserParameter": t.parameter_name,
+            "blueSecretId": t.blue_secret,
+            "greenSecretId": t.green_secret,
+            "cluster": t.cluster,
+            "services": t.services,
+            "stablePollSeconds": 0,
+        });
+        if let Some((blue, green)) = &t.keys {
+            entry["blueUser"] = json!(blue);
+            entry["greenUser"] = json!(green);
+        }
+        if in_ssm(&t.blue_secret) {
+            entry["passwordStore"] = json!("ssm");
+            entry["dbHost"] = json!(self.pg_host);
+            entry["dbPort"] = json!(self.pg_port);
+            entry["dbName"] = json!(t.dbname);
+        }
+        doc[name] = entry;
+        self.ssm
+            .put_parameter()
+            .name(TARGETS_DOCUMENT)
+            .value(doc.to_string())
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .expect("write the targets document");
+    }
+
     pub async fn active_user(&self, t: &Target) -> String {
         self.ssm
             .get_parameter()
@@ -374,6 +495,9 @@ impl Stack {
     }
 
     pub async fn secret_state(&self, secret_id: &str) -> SecretState {
+        if in_ssm(secret_id) {
+            return self.parameter_state(secret_id).await;
+        }
         let out = self
             .secrets
             .describe_secret()
@@ -395,12 +519,86 @@ impl Stack {
         }
     }
 
+    /// A password parameter's versions: current is the one labelled
+    /// `pgflip-current`, or the latest when none is (as pgflip reads it).
+    async fn parameter_state(&self, name: &str) -> SecretState {
+        let history = self
+            .ssm
+            .get_parameter_history()
+            .name(name)
+            .send()
+            .await
+            .expect("get parameter history")
+            .parameters
+            .unwrap_or_default();
+        let labelled = |label: &str| {
+            history
+                .iter()
+                .find(|p| p.labels().iter().any(|l| l == label))
+                .map(|p| p.version.to_string())
+        };
+        SecretState {
+            current: labelled("pgflip-current")
+                .unwrap_or_else(|| history.last().expect("a version").version.to_string()),
+            pending: labelled("pgflip-pending"),
+            versions: history.len(),
+        }
+    }
+
+    /// The value applications read of a password parameter: the latest
+    /// version, no label (what ECS injects). Never print it.
+    pub async fn parameter_latest(&self, name: &str) -> pgflip_core::password::Password {
+        let value = self
+            .ssm
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .expect("get parameter")
+            .parameter
+            .and_then(|p| p.value)
+            .unwrap();
+        pgflip_core::password::Password::new(value)
+    }
+
     /// The password at a label. Stays inside the test process; never print it.
+    /// For an SSM parameter, AWSCURRENT is what applications read (the latest
+    /// version), and it must be the version labelled `pgflip-current`.
     pub async fn password_at(
         &self,
         secret_id: &str,
         stage: &str,
     ) -> pgflip_core::password::Password {
+        if in_ssm(secret_id) {
+            let latest = self.parameter_latest(secret_id).await;
+            let label = match stage {
+                AWSCURRENT => "pgflip-current",
+                _ => "pgflip-pending",
+            };
+            let labelled = self
+                .ssm
+                .get_parameter()
+                .name(format!("{secret_id}:{label}"))
+                .with_decryption(true)
+                .send()
+                .await
+                .ok()
+                .and_then(|o| o.parameter)
+                .and_then(|p| p.value);
+            return match (stage, labelled) {
+                (AWSCURRENT, Some(current)) => {
+                    assert!(
+                        current == latest.expose(),
+                        "{secret_id}: the latest version (what tasks read) is not the one labelled pgflip-current"
+                    );
+                    latest
+                }
+                (AWSCURRENT, None) => latest, // never rotated: the latest is current
+                (_, Some(pending)) => pgflip_core::password::Password::new(pending),
+                (_, None) => panic!("{secret_id} has no {label} version"),
+            };
+        }
         let raw = self
             .secrets
             .get_secret_value()
@@ -496,7 +694,7 @@ impl Stack {
     /// The invariant: the user the parameter names logs in with its AWSCURRENT password.
     pub async fn invariant(&self, t: &Target) -> Result<String, String> {
         let active = self.active_user(t).await;
-        if active != "blue" && active != "green" {
+        if t.color_of(&active).is_none() {
             return Err(format!("the parameter names {active:?}"));
         }
         self.login(t, &active, AWSCURRENT)

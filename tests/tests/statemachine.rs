@@ -1139,3 +1139,145 @@ async fn after_secrets_managers_rotation_of_the_active_user_the_workflow_redeplo
     c.assert_redeployed(&after, "the workflow");
     assert_eq!(c.assert_invariant().await, "blue");
 }
+
+// ------------------------------------------- many targets, two password stores
+
+/// Asserts that the target rotated its inactive (green) user once: the
+/// parameter names green, green's current version is new and logs in, blue
+/// is untouched and still logs in.
+async fn assert_target_rotated(stack: &Stack, t: &Target, before: &Snapshot) -> Snapshot {
+    let after = stack.snapshot(t).await;
+    assert_eq!(after.active_user, t.key("green"), "{:?}", t.name);
+    assert_ne!(after.green.current, before.green.current, "{:?}", t.name);
+    assert_eq!(after.green.pending, None, "{:?}", t.name);
+    assert_eq!(after.blue, before.blue, "{:?}: blue changed", t.name);
+    assert_eq!(
+        stack.invariant(t).await.as_deref(),
+        Ok(t.key("green").as_str())
+    );
+    stack
+        .login(t, &t.key("blue"), AWSCURRENT)
+        .await
+        .expect("the previous user still logs in");
+    after
+}
+
+#[tokio::test]
+async fn two_targets_from_one_deployment_one_keeping_bare_passwords_in_ssm() {
+    let _guard = SERIAL.lock().await;
+    let stack = Stack::from_env().await;
+    let orders = Target::unique_named("tgt_sm", "orders");
+    let legacy = Target::unique_in_ssm("tgt_ssm", "legacy");
+    for t in [&orders, &legacy] {
+        stack.seed(t).await;
+        stack.register_target(t).await;
+    }
+    let before = (stack.snapshot(&orders).await, stack.snapshot(&legacy).await);
+    let run = |t: &Target, scenario: Value| {
+        let stack = stack.clone();
+        let input = t.input();
+        std::thread::spawn(move || {
+            let mut scenario = scenario;
+            scenario["waitMs"] = json!(0);
+            scenario["retryIntervalMs"] = json!(0);
+            let e = stack.run(&RunOptions {
+                input: Some(input),
+                scenario: Some(scenario),
+                ..RunOptions::default()
+            });
+            eprintln!("{}", e.progress);
+            e
+        })
+    };
+
+    // Both targets at once: each target has its own guard.
+    let (a, b) = (run(&orders, json!({})), run(&legacy, json!({})));
+    for (t, e) in [(&orders, a.join().unwrap()), (&legacy, b.join().unwrap())] {
+        assert_eq!(
+            e.status, "SUCCEEDED",
+            "{:?}: {:?} {:?}",
+            t.name, e.error, e.cause
+        );
+        assert_eq!(e.output["target"], json!(t.name), "{}", e.output);
+    }
+    assert_target_rotated(&stack, &orders, &before.0).await;
+    let after = assert_target_rotated(&stack, &legacy, &before.1).await;
+    // The SSM store: a new version, still a bare password (what the tasks
+    // read without a label), labelled current; the old one kept as previous.
+    assert_eq!(after.green.versions, 2);
+    let latest = stack.parameter_latest(&legacy.green_secret).await;
+    assert!(!latest.expose().starts_with('{'), "written back as JSON");
+
+    // Two executions of the same target: the later one stops at SelectUser.
+    let slow = run(
+        &legacy,
+        json!({"tasks": {"GenerateAndSetPassword": [{"delayMs": 2500}]}}),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let second = run(&legacy, json!({})).join().unwrap();
+    assert_eq!(
+        second.error.as_deref(),
+        Some("RotationInProgress"),
+        "{:?}",
+        second.cause
+    );
+    assert_eq!(second.states, ["SelectUser"]);
+    let first = slow.join().unwrap();
+    assert_eq!(
+        first.status, "SUCCEEDED",
+        "{:?}: {:?}",
+        first.error, first.cause
+    );
+    // That rotation rotated blue (green is active) and flipped to it.
+    assert_eq!(stack.active_user(&legacy).await, legacy.key("blue"));
+    assert_eq!(
+        stack.invariant(&legacy).await.as_deref(),
+        Ok(legacy.key("blue").as_str())
+    );
+
+    // Resume and rollback work the same on the SSM store: a crash after
+    // staging is resumed (same version), a failed rollout flips back.
+    let before = stack.snapshot(&legacy).await;
+    let crashed = run(
+        &legacy,
+        json!({"tasks": {"GenerateAndSetPassword": [{"throwAfter": {"error": "Lambda.Unknown", "cause": "crashed after the side effect (injected)"}}]}}),
+    )
+    .join()
+    .unwrap();
+    assert_eq!(crashed.status, "FAILED");
+    let staged = stack.snapshot(&legacy).await.green.pending.expect("staged");
+    assert_eq!(
+        stack.invariant(&legacy).await.as_deref(),
+        Ok(legacy.key("blue").as_str()),
+        "a pending version must not change what the active user's tasks read"
+    );
+    let rolled_back = run(
+        &legacy,
+        json!({"tasks": {"WaitForStable": [{"throwAfter": {"error": "RolloutFailed", "cause": "web=FAILED (injected)"}}]}}),
+    )
+    .join()
+    .unwrap();
+    assert_eq!(
+        rolled_back.error.as_deref(),
+        Some("RotationRolledBack"),
+        "{:?}",
+        rolled_back.cause
+    );
+    let after = stack.snapshot(&legacy).await;
+    assert_eq!(
+        after.green.current, staged,
+        "the staged version was resumed, not replaced"
+    );
+    assert_eq!(after.green.versions, before.green.versions + 1);
+    assert_eq!(after.active_user, legacy.key("blue"), "flipped back");
+    assert_eq!(after.blue, before.blue);
+    assert_eq!(
+        stack.invariant(&legacy).await.as_deref(),
+        Ok(legacy.key("blue").as_str())
+    );
+    // Green was verified before the flip: it logs in with what tasks read.
+    stack
+        .login(&legacy, &legacy.key("green"), AWSCURRENT)
+        .await
+        .expect("green logs in");
+}
