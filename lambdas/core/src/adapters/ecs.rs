@@ -179,12 +179,14 @@ impl Deployments for EcsDeployments {
             })
             .collect::<Result<Vec<_>, RotationError>>()?;
 
-        let arns: Vec<String> = states.iter().filter_map(|(_, arn)| arn.clone()).collect();
+        let mut arns: Vec<String> = states.iter().filter_map(|(_, arn)| arn.clone()).collect();
+        arns.sort();
+        arns.dedup();
         if !arns.is_empty() {
-            let mut described = self.service_deployments(&arns).await?;
+            let described = self.service_deployments(&arns).await?;
             for (state, arn) in &mut states {
                 if let Some(arn) = arn {
-                    state.service_deployment = described.remove(arn.as_str());
+                    state.service_deployment = described.get(arn.as_str()).cloned();
                 }
             }
         }
