@@ -1144,11 +1144,23 @@ fn iam_is_scoped_to_the_configured_resources() {
                 }
                 "ecs" => {
                     let p = param("ECS_CLUSTER");
+                    // DescribeServiceDeployments authorizes the service
+                    // deployment (`service-deployment/<cluster>/<service>/<id>`),
+                    // the other actions the service.
+                    let kind = if s
+                        .actions
+                        .iter()
+                        .all(|a| a == "ecs:DescribeServiceDeployments")
+                    {
+                        "service-deployment"
+                    } else {
+                        "service"
+                    };
                     assert!(
                         subs.len() == 1
                             && s.resources.len() == 1
-                            && subs[0].ends_with(&format!(":service/${{{p}}}/*")),
-                        "{owner}/{sid}: the services of cluster {p}, got {:?}",
+                            && subs[0].ends_with(&format!(":{kind}/${{{p}}}/*")),
+                        "{owner}/{sid}: the {kind}s of cluster {p}, got {:?}",
                         s.resources
                     );
                 }

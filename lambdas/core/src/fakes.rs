@@ -2,7 +2,7 @@
 //! real services do (staging labels move, passwords change, deployments get
 //! new ids), so a step that runs things in the wrong order fails its test.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
@@ -392,6 +392,9 @@ impl Database for FakeDatabase {
     }
 }
 
+/// A step of a service deployment: its status and lifecycle stage.
+pub type Step = (&'static str, Option<&'static str>);
+
 #[derive(Default)]
 pub struct FakeDeployments {
     /// cluster → service → deployments (newest first).
@@ -399,8 +402,21 @@ pub struct FakeDeployments {
     pub forced: Mutex<Vec<String>>,
     /// Deployment controller by service (default `ECS`).
     pub controllers: Mutex<HashMap<String, String>>,
+    /// Deployment strategy by service (default: none reported, which ECS
+    /// treats as `ROLLING`).
+    pub strategies: Mutex<HashMap<String, String>>,
+    /// The current service deployment of each traffic-shifting service.
+    pub service_deployments: Mutex<HashMap<String, ServiceDeploymentState>>,
+    /// What each traffic-shifting service's current service deployment goes
+    /// through next: every `describe` moves it one step on.
+    pub scripts: Mutex<HashMap<String, VecDeque<Step>>>,
     pub faults: Faults,
     counter: Mutex<u32>,
+}
+
+fn revision_arn(cluster: &str, service: &str, deployment_id: &str) -> String {
+    let number = deployment_id.rsplit('/').next().unwrap_or_default();
+    format!("arn:aws:ecs:us-east-1:123456789012:service-revision/{cluster}/{service}/{number}")
 }
 
 impl FakeDeployments {
@@ -420,6 +436,41 @@ impl FakeDeployments {
         }
         d.services.lock().unwrap().insert(cluster.into(), map);
         d
+    }
+
+    /// Makes `service` an ECS-native blue/green service whose last deployment
+    /// succeeded. Like ECS (as far as pgflip may rely on), its deployments'
+    /// `rolloutState` says nothing useful: the fake reports `COMPLETED`, so a
+    /// step that trusts it instead of the service deployment fails its test.
+    pub fn blue_green(&self, cluster: &str, service: &str) {
+        self.strategies
+            .lock()
+            .unwrap()
+            .insert(service.into(), "BLUE_GREEN".into());
+        let primary = self.services.lock().unwrap()[cluster][service][0]
+            .id
+            .clone();
+        self.service_deployments.lock().unwrap().insert(
+            service.into(),
+            ServiceDeploymentState {
+                arn: format!(
+                    "arn:aws:ecs:us-east-1:123456789012:service-deployment/{cluster}/{service}/initial"
+                ),
+                status: "SUCCESSFUL".into(),
+                lifecycle_stage: Some("CLEAN_UP".into()),
+                target_revision_arn: Some(revision_arn(cluster, service, &primary)),
+                created_at_ms: Some(tick()),
+            },
+        );
+    }
+
+    /// The steps `service`'s current service deployment goes through, one per
+    /// `describe` (the last one stays).
+    pub fn script(&self, service: &str, steps: &[Step]) {
+        self.scripts
+            .lock()
+            .unwrap()
+            .insert(service.into(), steps.iter().copied().collect());
     }
 
     /// Sets the rollout state of every service's PRIMARY deployment.
@@ -456,15 +507,42 @@ impl Deployments for FakeDeployments {
         for d in deployments.iter_mut() {
             d.status = "ACTIVE".into();
         }
+        let shifts_traffic = self
+            .strategies
+            .lock()
+            .unwrap()
+            .get(service)
+            .is_some_and(|s| s != "ROLLING");
         deployments.insert(
             0,
             DeploymentState {
                 id: id.clone(),
                 status: "PRIMARY".into(),
-                rollout_state: Some("IN_PROGRESS".into()),
+                rollout_state: Some(
+                    if shifts_traffic {
+                        "COMPLETED"
+                    } else {
+                        "IN_PROGRESS"
+                    }
+                    .into(),
+                ),
                 created_at_ms: Some(tick()),
             },
         );
+        if shifts_traffic {
+            self.service_deployments.lock().unwrap().insert(
+                service.into(),
+                ServiceDeploymentState {
+                    arn: format!(
+                        "arn:aws:ecs:us-east-1:123456789012:service-deployment/{cluster}/{service}/sd-{counter}"
+                    ),
+                    status: "PENDING".into(),
+                    lifecycle_stage: None,
+                    target_revision_arn: Some(revision_arn(cluster, service, &id)),
+                    created_at_ms: Some(tick()),
+                },
+            );
+        }
         self.forced.lock().unwrap().push(service.into());
         Ok(id)
     }
@@ -477,6 +555,9 @@ impl Deployments for FakeDeployments {
         self.faults.take("describe")?;
         let all = self.services.lock().unwrap();
         let controllers = self.controllers.lock().unwrap();
+        let strategies = self.strategies.lock().unwrap();
+        let mut current = self.service_deployments.lock().unwrap();
+        let mut scripts = self.scripts.lock().unwrap();
         services
             .iter()
             .map(|s| {
@@ -485,11 +566,29 @@ impl Deployments for FakeDeployments {
                     .and_then(|c| c.get(s))
                     .cloned()
                     .ok_or_else(|| RotationError::ServiceNotFound(format!("{cluster}/{s}")))?;
-                Ok(ServiceState {
+                let mut state = ServiceState {
                     name: s.clone(),
                     controller: Some(controllers.get(s).cloned().unwrap_or_else(|| "ECS".into())),
+                    strategy: strategies.get(s).cloned(),
                     deployments,
-                })
+                    service_deployment: None,
+                };
+                if state.shifts_traffic() {
+                    if let Some(sd) = current.get_mut(s) {
+                        let script = scripts.entry(s.clone()).or_default();
+                        let step = if script.len() > 1 {
+                            script.pop_front()
+                        } else {
+                            script.front().copied()
+                        };
+                        if let Some((status, stage)) = step {
+                            sd.status = status.into();
+                            sd.lifecycle_stage = stage.map(Into::into);
+                        }
+                        state.service_deployment = Some(sd.clone());
+                    }
+                }
+                Ok(state)
             })
             .collect()
     }

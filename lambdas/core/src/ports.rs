@@ -117,13 +117,49 @@ pub struct DeploymentState {
     pub created_at_ms: Option<i64>,
 }
 
+/// The state of a service's current service deployment, as
+/// `DescribeServiceDeployments` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceDeploymentState {
+    pub arn: String,
+    /// `PENDING`, `IN_PROGRESS`, `SUCCESSFUL`, `STOPPED`, `STOP_REQUESTED`,
+    /// `ROLLBACK_REQUESTED`, `ROLLBACK_IN_PROGRESS`, `ROLLBACK_SUCCESSFUL` or
+    /// `ROLLBACK_FAILED`.
+    pub status: String,
+    /// Where a traffic-shifting deployment is: `RECONCILE_SERVICE`,
+    /// `PRE_SCALE_UP`, `SCALE_UP`, `POST_SCALE_UP`, `TEST_TRAFFIC_SHIFT`,
+    /// `POST_TEST_TRAFFIC_SHIFT`, `PRODUCTION_TRAFFIC_SHIFT`,
+    /// `POST_PRODUCTION_TRAFFIC_SHIFT`, `BAKE_TIME` or `CLEAN_UP`.
+    pub lifecycle_stage: Option<String>,
+    /// The service revision it deploys. Its last path segment is the number
+    /// of the matching `DescribeServices` deployment id (`ecs-svc/<number>`).
+    pub target_revision_arn: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: Option<i64>,
+}
+
 /// One ECS service as `DescribeServices` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceState {
     pub name: String,
     /// `ECS` (rolling or ECS-native blue/green), `CODE_DEPLOY` or `EXTERNAL`.
     pub controller: Option<String>,
+    /// `deploymentConfiguration.strategy`: `ROLLING` (also when absent),
+    /// `BLUE_GREEN`, `LINEAR` or `CANARY`.
+    pub strategy: Option<String>,
     pub deployments: Vec<DeploymentState>,
+    /// For a service whose strategy shifts traffic (anything but `ROLLING`):
+    /// its current service deployment, when it has one. Always `None` for
+    /// rolling services, which are watched through `rolloutState`.
+    pub service_deployment: Option<ServiceDeploymentState>,
+}
+
+impl ServiceState {
+    /// Whether ECS shifts traffic between two revisions (blue/green, linear,
+    /// canary) instead of replacing tasks in place.
+    pub fn shifts_traffic(&self) -> bool {
+        self.strategy.as_deref().is_some_and(|s| s != "ROLLING")
+    }
 }
 
 /// ECS services and their deployments.
@@ -136,7 +172,8 @@ pub trait Deployments: Send + Sync {
         service: &str,
     ) -> Result<String, RotationError>;
 
-    /// Each service, in the order asked.
+    /// Each service, in the order asked; for traffic-shifting services also
+    /// their current service deployment.
     async fn describe(
         &self,
         cluster: &str,

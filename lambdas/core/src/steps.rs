@@ -435,8 +435,24 @@ fn rollout_mode(flipped_ms: Option<i64>, described: &[ServiceState]) -> Mode {
                 return Mode::Redeploy;
             }
         }
-        if p.rollout_state.as_deref() == Some("IN_PROGRESS") {
-            mode = Mode::Wait;
+        if !service.shifts_traffic() {
+            if p.rollout_state.as_deref() == Some("IN_PROGRESS") {
+                mode = Mode::Wait;
+            }
+            continue;
+        }
+        let Some(sd) = &service.service_deployment else {
+            continue;
+        };
+        match service_deployment_outcome(&sd.status) {
+            RolloutStatus::InProgress => mode = Mode::Wait,
+            // ECS rolled back (or someone stopped) a deployment made after the
+            // flip: production traffic went back to tasks that may predate it.
+            RolloutStatus::Failed if matches!((flipped_ms, sd.created_at_ms), (Some(f), Some(c)) if c > f) =>
+            {
+                return Mode::Redeploy;
+            }
+            _ => {}
         }
     }
     mode
@@ -752,9 +768,12 @@ pub async fn wait_for_stable(
     let described = deployments.describe(&rollout.cluster, &services).await?;
     let mut next = rollout.clone();
     let mut states = Vec::with_capacity(services.len());
-    for (tracked, current) in next.deployments.iter_mut().zip(described) {
-        let state = service_state(&tracked.deployment_id, &current.deployments);
-        tracked.rollout_state = Some(state_name(state).to_string());
+    for (tracked, current) in next.deployments.iter_mut().zip(&described) {
+        let (state, detail) = service_state(&tracked.deployment_id, current);
+        tracked.rollout_state = Some(match detail {
+            Some(detail) => format!("{}({detail})", state_name(state)),
+            None => state_name(state).to_string(),
+        });
         states.push(state);
     }
     next.status = if states.contains(&RolloutStatus::Failed) {
@@ -799,10 +818,20 @@ fn state_name(s: RolloutStatus) -> &'static str {
     }
 }
 
-/// The state of our deployment of one service. If a newer deployment replaced
-/// ours (someone deployed meanwhile), that one started after the flip too,
-/// so its outcome stands for ours.
-fn service_state(ours: &str, deployments: &[DeploymentState]) -> RolloutStatus {
+/// The state of our deployment of one service, with what an operator should
+/// see next to it (the lifecycle stage of a traffic-shifting deployment). If
+/// a newer deployment replaced ours (someone deployed meanwhile), that one
+/// started after the flip too, so its outcome stands for ours.
+fn service_state(ours: &str, service: &ServiceState) -> (RolloutStatus, Option<String>) {
+    if service.shifts_traffic() {
+        shifted_state(ours, service)
+    } else {
+        (rolling_state(ours, &service.deployments), None)
+    }
+}
+
+/// A rolling service: the `rolloutState` of our deployment.
+fn rolling_state(ours: &str, deployments: &[DeploymentState]) -> RolloutStatus {
     let tracked = deployments
         .iter()
         .find(|d| d.id == ours)
@@ -817,6 +846,70 @@ fn service_state(ours: &str, deployments: &[DeploymentState]) -> RolloutStatus {
         None if d.status == "PRIMARY" && deployments.len() == 1 => RolloutStatus::Completed,
         _ => RolloutStatus::InProgress,
     }
+}
+
+/// A blue/green (or linear, canary) service: the status of the service
+/// deployment that rolls out ours (or one that replaced ours). Until it is
+/// `SUCCESSFUL` both revisions may run (through `BAKE_TIME`) and ECS may still
+/// roll production traffic back to the old tasks, which use the old user.
+fn shifted_state(ours: &str, service: &ServiceState) -> (RolloutStatus, Option<String>) {
+    let primary = primary(&service.deployments).map(|p| p.id.as_str());
+    let ours_created = service
+        .deployments
+        .iter()
+        .find(|d| d.id == ours)
+        .and_then(|d| d.created_at_ms);
+    let current = service.service_deployment.as_ref().filter(|sd| {
+        let target = sd.target_revision_arn.as_deref();
+        deploys(target, ours)
+            || primary.is_some_and(|p| p != ours && deploys(target, p))
+            // Should the revision numbering ever differ from the deployment
+            // id's: a service deployment that began with ours or later is
+            // ours or one that replaced it.
+            || matches!((sd.created_at_ms, ours_created), (Some(c), Some(o)) if c >= o)
+    });
+    let Some(sd) = current else {
+        // None yet, or ECS still shows the one before ours.
+        return (
+            RolloutStatus::InProgress,
+            Some("AWAITING_SERVICE_DEPLOYMENT".into()),
+        );
+    };
+    let state = service_deployment_outcome(&sd.status);
+    let detail = match (state, sd.lifecycle_stage.as_deref()) {
+        (RolloutStatus::Completed, _) => None,
+        (RolloutStatus::Failed, _) => Some(sd.status.clone()),
+        (RolloutStatus::InProgress, Some(stage)) if sd.status == "IN_PROGRESS" => {
+            Some(stage.to_string())
+        }
+        (RolloutStatus::InProgress, Some(stage)) => Some(format!("{} {stage}", sd.status)),
+        (RolloutStatus::InProgress, None) => Some(sd.status.clone()),
+    };
+    (state, detail)
+}
+
+/// What an ECS service deployment's status means for the rollout. A rollback
+/// (requested, running or done) or a stop means the new tasks will not keep
+/// production traffic: failed, whatever ECS does next.
+fn service_deployment_outcome(status: &str) -> RolloutStatus {
+    match status {
+        "SUCCESSFUL" => RolloutStatus::Completed,
+        "STOPPED"
+        | "STOP_REQUESTED"
+        | "ROLLBACK_REQUESTED"
+        | "ROLLBACK_IN_PROGRESS"
+        | "ROLLBACK_SUCCESSFUL"
+        | "ROLLBACK_FAILED" => RolloutStatus::Failed,
+        // PENDING, IN_PROGRESS, and any status newer than this code.
+        _ => RolloutStatus::InProgress,
+    }
+}
+
+/// Whether a service revision (`…:service-revision/<cluster>/<service>/<n>`)
+/// is the one of a `DescribeServices` deployment (`ecs-svc/<n>`).
+fn deploys(revision_arn: Option<&str>, deployment_id: &str) -> bool {
+    let number = deployment_id.rsplit('/').next().unwrap_or_default();
+    !number.is_empty() && revision_arn.and_then(|a| a.rsplit('/').next()) == Some(number)
 }
 
 #[cfg(test)]

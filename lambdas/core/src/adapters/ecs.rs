@@ -1,14 +1,19 @@
 //! [`Deployments`] on Amazon ECS.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use aws_sdk_ecs::Client;
+use tracing::warn;
 
 use super::aws::{classify, error_code};
 use crate::errors::RotationError;
-use crate::ports::{DeploymentState, Deployments, ServiceState};
+use crate::ports::{DeploymentState, Deployments, ServiceDeploymentState, ServiceState};
 
 /// `DescribeServices` takes at most 10 services per call.
 const DESCRIBE_BATCH: usize = 10;
+/// `DescribeServiceDeployments` takes at most 20 service deployments per call.
+const SERVICE_DEPLOYMENT_BATCH: usize = 20;
 
 pub struct EcsDeployments {
     client: Client,
@@ -17,6 +22,53 @@ pub struct EcsDeployments {
 impl EcsDeployments {
     pub fn new(client: Client) -> Self {
         Self { client }
+    }
+
+    /// `DescribeServiceDeployments`, by ARN. A service deployment ECS could
+    /// not describe is left out (and logged).
+    async fn service_deployments(
+        &self,
+        arns: &[String],
+    ) -> Result<HashMap<String, ServiceDeploymentState>, RotationError> {
+        let mut out = HashMap::with_capacity(arns.len());
+        for batch in arns.chunks(SERVICE_DEPLOYMENT_BATCH) {
+            let response = self
+                .client
+                .describe_service_deployments()
+                .set_service_deployment_arns(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| match error_code(&e) {
+                    Some(code) if NOT_FOUND.contains(&code) => {
+                        RotationError::ServiceNotFound(format!("{} ({code})", batch.join(", ")))
+                    }
+                    _ => classify("ecs:DescribeServiceDeployments", e),
+                })?;
+            for failure in response.failures.unwrap_or_default() {
+                warn!(
+                    service_deployment = failure.arn.as_deref().unwrap_or_default(),
+                    reason = failure.reason.as_deref().unwrap_or_default(),
+                    detail = failure.detail.as_deref().unwrap_or_default(),
+                    "ECS could not describe a service deployment"
+                );
+            }
+            for d in response.service_deployments.unwrap_or_default() {
+                let Some(arn) = d.service_deployment_arn else {
+                    continue;
+                };
+                out.insert(
+                    arn.clone(),
+                    ServiceDeploymentState {
+                        arn,
+                        status: d.status.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                        lifecycle_stage: d.lifecycle_stage.map(|s| s.as_str().to_string()),
+                        target_revision_arn: d.target_service_revision.and_then(|r| r.arn),
+                        created_at_ms: d.created_at.and_then(|t| t.to_millis().ok()),
+                    },
+                );
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -82,7 +134,7 @@ impl Deployments for EcsDeployments {
                 })?;
             found.extend(out.services.unwrap_or_default());
         }
-        services
+        let mut states = services
             .iter()
             .map(|name| {
                 let service = found
@@ -93,12 +145,17 @@ impl Deployments for EcsDeployments {
                     })
                     .filter(|s| s.status.as_deref() != Some("INACTIVE"))
                     .ok_or_else(|| RotationError::ServiceNotFound(format!("{cluster}/{name}")))?;
-                Ok(ServiceState {
+                let state = ServiceState {
                     name: name.clone(),
                     controller: service
                         .deployment_controller
                         .as_ref()
                         .map(|c| c.r#type.as_str().to_string()),
+                    strategy: service
+                        .deployment_configuration
+                        .as_ref()
+                        .and_then(|c| c.strategy.as_ref())
+                        .map(|s| s.as_str().to_string()),
                     deployments: service
                         .deployments
                         .clone()
@@ -111,8 +168,28 @@ impl Deployments for EcsDeployments {
                             created_at_ms: d.created_at.and_then(|t| t.to_millis().ok()),
                         })
                         .collect(),
-                })
+                    service_deployment: None,
+                };
+                // Rolling services are watched through `rolloutState` alone.
+                let current = service
+                    .current_service_deployment
+                    .clone()
+                    .filter(|_| state.shifts_traffic());
+                Ok((state, current))
             })
-            .collect()
+            .collect::<Result<Vec<_>, RotationError>>()?;
+
+        let mut arns: Vec<String> = states.iter().filter_map(|(_, arn)| arn.clone()).collect();
+        arns.sort();
+        arns.dedup();
+        if !arns.is_empty() {
+            let described = self.service_deployments(&arns).await?;
+            for (state, arn) in &mut states {
+                if let Some(arn) = arn {
+                    state.service_deployment = described.get(arn.as_str()).cloned();
+                }
+            }
+        }
+        Ok(states.into_iter().map(|(state, _)| state).collect())
     }
 }

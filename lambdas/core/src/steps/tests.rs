@@ -1176,3 +1176,260 @@ async fn the_guard_is_per_target() {
         "InvalidInput"
     );
 }
+
+// ---------------------------------------------- ECS-native blue/green services
+
+/// A world whose `web` service deploys blue/green; `worker` stays rolling.
+fn blue_green_world() -> World {
+    let w = world();
+    w.deployments.blue_green("app", "web");
+    w
+}
+
+/// One look at the rollout, now.
+async fn look(w: &World, rollout: &Rollout) -> Result<Rollout, RotationError> {
+    wait_for_stable(rollout, &w.deployments, crate::steps::now_ms()).await
+}
+
+/// The rolling `worker` service finishes its rollout.
+fn worker_completes(w: &World) {
+    w.deployments
+        .services
+        .lock()
+        .unwrap()
+        .get_mut("app")
+        .unwrap()
+        .get_mut("worker")
+        .unwrap()[0]
+        .rollout_state = Some("COMPLETED".into());
+}
+
+#[tokio::test]
+async fn a_blue_green_rollout_completes_when_its_service_deployment_succeeds() {
+    let w = blue_green_world();
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Rotate, "the last deployment succeeded");
+    let rollout = w.redeploy(&plan).await.unwrap();
+    worker_completes(&w);
+    let stages = [
+        "RECONCILE_SERVICE",
+        "PRE_SCALE_UP",
+        "SCALE_UP",
+        "POST_SCALE_UP",
+        "TEST_TRAFFIC_SHIFT",
+        "POST_TEST_TRAFFIC_SHIFT",
+        "PRODUCTION_TRAFFIC_SHIFT",
+        "POST_PRODUCTION_TRAFFIC_SHIFT",
+        "BAKE_TIME",
+        "CLEAN_UP",
+    ];
+    let mut script: Vec<Step> = vec![("PENDING", None)];
+    script.extend(stages.iter().map(|s| ("IN_PROGRESS", Some(*s))));
+    script.push(("SUCCESSFUL", Some("CLEAN_UP")));
+    w.deployments.script("web", &script);
+
+    let err = look(&w, &rollout).await.unwrap_err();
+    assert_eq!(err.name(), "RolloutInProgress");
+    assert!(
+        err.to_string().contains("web=IN_PROGRESS(PENDING)"),
+        "{err}"
+    );
+    for stage in stages {
+        // ECS's rolloutState for the blue/green deployment says COMPLETED
+        // all along: only the service deployment counts.
+        let err = look(&w, &rollout).await.unwrap_err();
+        assert_eq!(err.name(), "RolloutInProgress", "{stage}: {err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("web=IN_PROGRESS({stage}), worker=COMPLETED")),
+            "{err}"
+        );
+    }
+    let done = look(&w, &rollout).await.unwrap();
+    assert_eq!(done.status, RolloutStatus::Completed);
+    assert_eq!(
+        done.deployments[0].rollout_state.as_deref(),
+        Some("COMPLETED")
+    );
+}
+
+#[tokio::test]
+async fn a_blue_green_rollout_that_ecs_rolls_back_or_stops_fails() {
+    for status in [
+        "ROLLBACK_REQUESTED",
+        "ROLLBACK_IN_PROGRESS",
+        "ROLLBACK_SUCCESSFUL",
+        "ROLLBACK_FAILED",
+        "STOP_REQUESTED",
+        "STOPPED",
+    ] {
+        let w = blue_green_world();
+        let plan = w.select(json!({})).await.unwrap();
+        let rollout = w.redeploy(&plan).await.unwrap();
+        worker_completes(&w);
+        w.deployments.script(
+            "web",
+            &[
+                ("IN_PROGRESS", Some("BAKE_TIME")),
+                (status, Some("BAKE_TIME")),
+            ],
+        );
+        let err = look(&w, &rollout).await.unwrap_err();
+        assert_eq!(err.name(), "RolloutInProgress", "{status}: {err}");
+        let err = look(&w, &rollout).await.unwrap_err();
+        assert_eq!(err.name(), "RolloutFailed", "{status}: {err}");
+        assert!(
+            err.to_string().contains(&format!("web=FAILED({status})")),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_blue_green_rollout_stuck_in_bake_time_times_out() {
+    let w = blue_green_world();
+    let plan = w.select(json!({})).await.unwrap();
+    let rollout = w.redeploy(&plan).await.unwrap();
+    worker_completes(&w);
+    w.deployments
+        .script("web", &[("IN_PROGRESS", Some("BAKE_TIME"))]);
+    let before = rollout.deadline_ms - 1;
+    let err = wait_for_stable(&rollout, &w.deployments, before)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "RolloutInProgress");
+    let err = wait_for_stable(&rollout, &w.deployments, rollout.deadline_ms)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "RolloutTimedOut");
+    assert!(
+        err.to_string().contains("web=IN_PROGRESS(BAKE_TIME)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn rolling_and_blue_green_services_are_watched_together() {
+    let w = blue_green_world();
+    let plan = w.select(json!({})).await.unwrap();
+    let rollout = w.redeploy(&plan).await.unwrap();
+    // Blue/green done, rolling still going.
+    w.deployments
+        .script("web", &[("SUCCESSFUL", Some("CLEAN_UP"))]);
+    let err = look(&w, &rollout).await.unwrap_err();
+    assert_eq!(err.name(), "RolloutInProgress");
+    assert!(
+        err.to_string()
+            .contains("web=COMPLETED, worker=IN_PROGRESS"),
+        "{err}"
+    );
+    // Rolling done, blue/green baking.
+    w.deployments
+        .script("web", &[("IN_PROGRESS", Some("BAKE_TIME"))]);
+    worker_completes(&w);
+    let err = look(&w, &rollout).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("web=IN_PROGRESS(BAKE_TIME), worker=COMPLETED"),
+        "{err}"
+    );
+    // Both done.
+    w.deployments
+        .script("web", &[("SUCCESSFUL", Some("CLEAN_UP"))]);
+    assert_eq!(
+        look(&w, &rollout).await.unwrap().status,
+        RolloutStatus::Completed
+    );
+    // A failed rolling service fails the rollout while blue/green still bakes.
+    let rollout = w.redeploy(&plan).await.unwrap();
+    w.deployments
+        .script("web", &[("IN_PROGRESS", Some("BAKE_TIME"))]);
+    w.deployments.set_primary_state("app", "FAILED");
+    let err = look(&w, &rollout).await.unwrap_err();
+    assert_eq!(err.name(), "RolloutFailed");
+    assert!(
+        err.to_string()
+            .contains("web=IN_PROGRESS(BAKE_TIME), worker=FAILED"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_older_service_deployment_does_not_complete_ours() {
+    let w = blue_green_world();
+    let before = w.deployments.service_deployments.lock().unwrap()["web"].clone();
+    let plan = w.select(json!({})).await.unwrap();
+    let rollout = w.redeploy(&plan).await.unwrap();
+    worker_completes(&w);
+    // ECS does not show ours yet: the current one is still the last, successful one.
+    w.deployments
+        .service_deployments
+        .lock()
+        .unwrap()
+        .insert("web".into(), before);
+    let err = look(&w, &rollout).await.unwrap_err();
+    assert_eq!(err.name(), "RolloutInProgress");
+    assert!(
+        err.to_string()
+            .contains("web=IN_PROGRESS(AWAITING_SERVICE_DEPLOYMENT)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_newer_blue_green_deployment_stands_for_ours() {
+    let w = blue_green_world();
+    let plan = w.select(json!({})).await.unwrap();
+    let rollout = w.redeploy(&plan).await.unwrap();
+    worker_completes(&w);
+    // Someone deploys web again meanwhile; theirs succeeds.
+    w.deployments
+        .force_new_deployment("app", "web")
+        .await
+        .unwrap();
+    w.deployments
+        .script("web", &[("SUCCESSFUL", Some("CLEAN_UP"))]);
+    assert_eq!(
+        look(&w, &rollout).await.unwrap().status,
+        RolloutStatus::Completed
+    );
+    // And when ECS rolls theirs back, ours failed too.
+    w.deployments
+        .script("web", &[("ROLLBACK_SUCCESSFUL", Some("BAKE_TIME"))]);
+    assert_eq!(
+        look(&w, &rollout).await.unwrap_err().name(),
+        "RolloutFailed"
+    );
+}
+
+#[tokio::test]
+async fn a_replay_after_the_flip_follows_the_blue_green_service_deployment() {
+    let w = blue_green_world();
+    w.flip("green").await.unwrap();
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Redeploy);
+    let rollout = w.redeploy(&plan).await.unwrap();
+    worker_completes(&w);
+
+    // Still baking: wait for the same deployments.
+    w.deployments
+        .script("web", &[("IN_PROGRESS", Some("BAKE_TIME"))]);
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Wait);
+    let waiting = plan.rollout.expect("the deployments to wait for");
+    assert_eq!(waiting.deployments, rollout.deployments);
+
+    // ECS rolled it back: the tasks serving traffic may predate the flip.
+    w.deployments
+        .script("web", &[("ROLLBACK_SUCCESSFUL", Some("BAKE_TIME"))]);
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Redeploy);
+    assert_eq!(plan.target_user, "green");
+
+    // Succeeded: caught up, the next rotation rotates blue.
+    w.deployments
+        .script("web", &[("SUCCESSFUL", Some("CLEAN_UP"))]);
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Rotate);
+    assert_eq!(plan.target_user, "blue");
+}
