@@ -1,4 +1,4 @@
-"""Writes statemachine/rotation.asl.json with its ${...} placeholders replaced
+"""Writes a statemachine/*.asl.json with its ${...} placeholders replaced
 the way the template's DefinitionSubstitutions would replace them, so that
 statelint and asl-validator see real-looking ARNs.
 
@@ -23,6 +23,8 @@ def arn_for(value):
         logical, attribute = value["Fn::GetAtt"]
         if attribute == "Arn" and logical.endswith("Function"):
             return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{STACK}-{logical}"
+    if isinstance(value, dict) and value.get("Ref", "").endswith("StateMachine"):
+        return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STACK}-{value['Ref']}"
     if isinstance(value, dict) and "Ref" in value:
         return f"arn:aws:sns:{REGION}:{ACCOUNT}:{STACK}-{value['Ref']}"
     if isinstance(value, str):
@@ -34,13 +36,15 @@ def main():
     template_path, asl_path, out = sys.argv[1:4]
     with open(template_path, encoding="utf-8") as f:
         template = yaml_parse(f.read())
+    name = asl_path.replace("\\", "/").split("/")[-1]
     machines = [
         r["Properties"]
         for r in template["Resources"].values()
         if r["Type"] == "AWS::Serverless::StateMachine"
+        and str(r["Properties"].get("DefinitionUri", "")).endswith("/" + name)
     ]
     if len(machines) != 1:
-        raise SystemExit(f"expected one AWS::Serverless::StateMachine, found {len(machines)}")
+        raise SystemExit(f"expected one AWS::Serverless::StateMachine with DefinitionUri .../{name}, found {len(machines)}")
     substitutions = machines[0].get("DefinitionSubstitutions", {})
     with open(asl_path, encoding="utf-8") as f:
         text = f.read()

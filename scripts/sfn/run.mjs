@@ -28,6 +28,13 @@
 //   {"delayMs": N}              wait N ms, then call the real Lambda
 //   "repeat": true on an action keeps applying it to every later call.
 //
+// Sweep (statemachine/sweep.asl.json, --definition): its
+// states:startExecution.sync:2 Task runs the rotation as a child execution
+// of this same runner (a separate node process, registered like any other),
+// returns the child's output or fails with States.TaskFailed as Step
+// Functions does. Scenario: "children": {"<target>": scenario} gives one
+// target's child run a scenario of its own (waits inherit the sweep's).
+//
 // When AWS_ENDPOINT_URL is set (the local stack), the execution is also
 // registered with moto's Step Functions API (StartExecution, StopExecution at
 // the end) under the same name, so that `states:ListExecutions` (the
@@ -35,7 +42,7 @@
 // (--start-at with the name of an earlier execution) reuses that record.
 
 import { readFileSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { StateMachine, ExecutionError } from 'aws-local-stepfunctions';
@@ -43,7 +50,10 @@ import { StateMachine, ExecutionError } from 'aws-local-stepfunctions';
 const here = dirname(fileURLToPath(import.meta.url));
 const ACCOUNT = '123456789012';
 const REGION = process.env.AWS_REGION || 'us-east-1';
-const MACHINE = 'pgflip-rotation';
+const ROTATION_MACHINE = 'pgflip-rotation';
+const ROTATION_DEFINITION = resolve(here, '../../statemachine/rotation.asl.json');
+// statemachine/<name>.asl.json runs as the state machine pgflip-<name>.
+let MACHINE = ROTATION_MACHINE;
 
 function parseArgs(argv) {
   const args = { definition: resolve(here, '../../statemachine/rotation.asl.json'), input: '{}' };
@@ -67,6 +77,7 @@ function parseArgs(argv) {
 /// The ARNs the template would substitute, derived from each placeholder's name:
 /// ${SelectUserFunctionArn} -> arn:aws:lambda:…:function:select-user
 function substitute(text) {
+  text = text.replace(/\$\{RotationStateMachineArn\}/g, `arn:aws:states:${REGION}:${ACCOUNT}:stateMachine:${ROTATION_MACHINE}`);
   return text.replace(/\$\{([A-Za-z0-9]+)FunctionArn\}/g, (_, logical) => {
     const kebab = logical.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase();
     return `arn:aws:lambda:${REGION}:${ACCOUNT}:function:${kebab}`;
@@ -161,10 +172,76 @@ async function unregister(executionArn) {
 let currentExecution = null;
 let aborted = null;
 
+/// Every state, those inside Map and Parallel states included.
+function allStates(states) {
+  const out = [];
+  for (const [name, state] of Object.entries(states)) {
+    out.push([name, state]);
+    const nested = state.ItemProcessor ?? state.Iterator;
+    if (nested) out.push(...allStates(nested.States));
+    for (const branch of state.Branches ?? []) out.push(...allStates(branch.States));
+  }
+  return out;
+}
+
+/// Runs a command, resolving to {status, stdout, stderr}: asynchronous, so
+/// children of a Map with MaxConcurrency > 1 would really overlap.
+function runAsync(cmd, argv) {
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('error', reject);
+    child.on('close', (status) => resolveRun({ status, stdout, stderr }));
+  });
+}
+
+/// Runs one rotation as a child execution (startExecution.sync:2).
+async function startChild(args, scenario, request, counts) {
+  const input = request.Input ?? {};
+  const target = input.target ?? 'default';
+  const childScenario = {
+    waitMs: scenario.waitMs,
+    retryIntervalMs: scenario.retryIntervalMs,
+    ...(scenario.children?.[target] ?? {}),
+  };
+  const scenarioFile = `${process.env.TMPDIR || '/tmp'}/pgflip-child-${process.pid}-${Date.now()}.json`;
+  writeFileSync(scenarioFile, JSON.stringify(childScenario));
+  const name = `${args.name}-${target}`.slice(0, 80);
+  counts['startExecution'] = (counts['startExecution'] || 0) + 1;
+  const startedMs = Date.now();
+  const run = await runAsync(
+    process.execPath,
+    ['--require', resolve(here, 'polyfill.cjs'), resolve(here, 'run.mjs'), '--definition', ROTATION_DEFINITION,
+      '--lambda-endpoint', args.lambdaEndpoint, '--name', name, '--input', JSON.stringify(input), '--scenario', scenarioFile],
+  );
+  if (!args.quiet) process.stderr.write(run.stderr.replace(/^/gm, `    [${target}] `));
+  const line = run.stdout.trim().split('\n').pop();
+  let summary;
+  try {
+    summary = JSON.parse(line);
+  } catch {
+    throw named('States.TaskFailed', `the child runner of ${target} printed no summary (status ${run.status})`);
+  }
+  (globalThis.children ??= []).push({
+    target, name: summary.name, status: summary.status, error: summary.error, startedMs, endedMs: Date.now(),
+  });
+  if (summary.status !== 'SUCCEEDED') {
+    throw named('States.TaskFailed', JSON.stringify({ ExecutionArn: summary.executionArn, Status: summary.status, Error: summary.error, Cause: summary.cause }));
+  }
+  return { ExecutionArn: summary.executionArn, Name: summary.name, Status: 'SUCCEEDED', Output: summary.output };
+}
+
 function buildHandlers(definition, args, scenario, counts) {
   const handlers = {};
-  const taskStates = Object.entries(definition.States).filter(([, s]) => s.Type === 'Task');
+  const taskStates = allStates(definition.States).filter(([, s]) => s.Type === 'Task');
   for (const [stateName, state] of taskStates) {
+    if (state.Resource.startsWith('arn:aws:states:::states:startExecution')) {
+      handlers[stateName] = async (input) => startChild(args, scenario, input, counts);
+      continue;
+    }
     const actions = [...(scenario.tasks?.[stateName] ?? [])];
     handlers[stateName] = async (input) => {
       const action = actions[0]?.repeat ? actions[0] : actions.shift();
@@ -195,7 +272,7 @@ function buildHandlers(definition, args, scenario, counts) {
 
 function forEveryState(definition, type, value) {
   return Object.fromEntries(
-    Object.entries(definition.States)
+    allStates(definition.States)
       .filter(([, s]) => s.Type === type)
       .map(([name]) => [name, value]),
   );
@@ -203,6 +280,7 @@ function forEveryState(definition, type, value) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
+  MACHINE = `pgflip-${args.definition.split('/').pop().replace(/\.asl\.json$/, '')}`;
   const definitionText = substitute(readFileSync(args.definition, 'utf8'));
   const definition = JSON.parse(definitionText);
   if (args.startAt) {
@@ -303,6 +381,7 @@ async function main() {
     transitions: entered.length,
     states: entered,
     invocations: counts,
+    ...(globalThis.children ? { children: globalThis.children } : {}),
     durationMs: Date.now() - started,
   };
   if (args.history) writeFileSync(args.history, JSON.stringify(events, null, 1));

@@ -200,11 +200,27 @@ pub struct Execution {
     pub transitions: u32,
     pub states: Vec<String>,
     pub invocations: std::collections::BTreeMap<String, u32>,
+    /// A sweep's child executions, in the order they ran.
+    #[serde(default)]
+    pub children: Vec<ChildExecution>,
     #[serde(rename = "durationMs")]
     pub duration_ms: u64,
     /// The runner's progress lines (stderr).
     #[serde(skip)]
     pub progress: String,
+}
+
+/// One rotation a sweep started.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildExecution {
+    pub target: String,
+    pub name: String,
+    pub status: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub started_ms: u64,
+    pub ended_ms: u64,
 }
 
 /// Options of one state machine run.
@@ -216,6 +232,8 @@ pub struct RunOptions {
     pub start_at: Option<String>,
     pub state_input: Option<Value>,
     pub history: Option<PathBuf>,
+    /// Another definition than statemachine/rotation.asl.json (the sweep).
+    pub definition: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -728,6 +746,9 @@ impl Stack {
         }
         if let Some(history) = &options.history {
             args.extend(["--history".into(), history.display().to_string()]);
+        }
+        if let Some(definition) = &options.definition {
+            args.extend(["--definition".into(), definition.display().to_string()]);
         }
         let mut cmd = Command::new("node");
         cmd.current_dir(&sfn)

@@ -260,3 +260,22 @@ fn each_extra_look_at_the_rollout_costs_two_transitions() {
     );
     assert_eq!(s["WaitForStable"]["Next"], "RotationSucceeded");
 }
+
+#[test]
+fn the_sweep_raises_only_known_errors_and_runs_one_target_at_a_time() {
+    let text = std::fs::read_to_string(repo_root().join("statemachine/sweep.asl.json")).unwrap();
+    let sweep: Value = serde_json::from_str(&text).unwrap();
+    let known: BTreeSet<&str> = ALL.iter().map(|(n, _)| *n).collect();
+    let s = states(&sweep);
+    let fails: Vec<&str> = s
+        .values()
+        .filter(|st| st["Type"] == "Fail")
+        .map(|st| st["Error"].as_str().unwrap())
+        .collect();
+    assert_eq!(fails, ["SweepIncomplete"]);
+    assert!(fails.iter().all(|e| known.contains(e)));
+    let map = &s["RotateEachTarget"];
+    assert_eq!(map["MaxConcurrency"], 1);
+    assert_eq!(map["ItemsPath"], "$.targets");
+    assert!(sweep["TimeoutSeconds"].is_u64());
+}

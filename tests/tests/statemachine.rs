@@ -1281,3 +1281,82 @@ async fn two_targets_from_one_deployment_one_keeping_bare_passwords_in_ssm() {
         .await
         .expect("green logs in");
 }
+
+#[tokio::test]
+async fn a_sweep_rotates_targets_one_after_another_and_a_failed_one_does_not_stop_the_rest() {
+    let _guard = SERIAL.lock().await;
+    let stack = Stack::from_env().await;
+    let default = Target::local();
+    let a = Target::unique_named("sweep_a", "sweep-a");
+    let b = Target::unique_in_ssm("sweep_b", "sweep-b");
+    stack.seed(&default).await;
+    for t in [&a, &b] {
+        stack.seed(t).await;
+        stack.register_target(t).await;
+    }
+    let sweep = |targets: Value, scenario: Value| {
+        let mut scenario = scenario;
+        scenario["waitMs"] = json!(0);
+        scenario["retryIntervalMs"] = json!(0);
+        let e = stack.run(&RunOptions {
+            input: Some(json!({ "targets": targets })),
+            scenario: Some(scenario),
+            definition: Some(pgflip_tests::repo_root().join("statemachine/sweep.asl.json")),
+            ..RunOptions::default()
+        });
+        eprintln!("{}", e.progress);
+        e
+    };
+
+    let before = [
+        stack.snapshot(&default).await,
+        stack.snapshot(&a).await,
+        stack.snapshot(&b).await,
+    ];
+    let e = sweep(json!(["default", "sweep-a", "sweep-b"]), json!({}));
+    assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
+    let order: Vec<&str> = e.children.iter().map(|c| c.target.as_str()).collect();
+    assert_eq!(order, ["default", "sweep-a", "sweep-b"]);
+    for pair in e.children.windows(2) {
+        assert!(
+            pair[0].ended_ms <= pair[1].started_ms,
+            "{} started before {} ended",
+            pair[1].target,
+            pair[0].target
+        );
+    }
+    for (t, before) in [&default, &a, &b].into_iter().zip(&before) {
+        assert_target_rotated(&stack, t, before).await;
+    }
+
+    // sweep-a's rotation fails (before anything changes); sweep-b still rotates.
+    let before_a = stack.snapshot(&a).await;
+    let e = sweep(
+        json!(["sweep-a", "sweep-b"]),
+        json!({"children": {"sweep-a": {"tasks": {"SelectUser": [
+            {"throw": {"error": "PrivilegeDrift", "cause": "injected"}}]}}}}),
+    );
+    assert_eq!(e.status, "FAILED");
+    assert_eq!(e.error.as_deref(), Some("SweepIncomplete"));
+    let cause = e.cause.clone().unwrap_or_default();
+    assert!(
+        cause.contains(r#"["sweep-a","sweep-b"]"#) && cause.contains(r#"["FAILED","SUCCEEDED"]"#),
+        "{cause}"
+    );
+    let outcomes: Vec<(&str, &str)> = e
+        .children
+        .iter()
+        .map(|c| (c.target.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(outcomes, [("sweep-a", "FAILED"), ("sweep-b", "SUCCEEDED")]);
+    assert_eq!(stack.snapshot(&a).await, before_a, "sweep-a changed");
+    assert_eq!(
+        stack.active_user(&b).await,
+        b.key("blue"),
+        "sweep-b rotated again"
+    );
+    assert_eq!(
+        stack.invariant(&b).await.as_deref(),
+        Ok(b.key("blue").as_str())
+    );
+}

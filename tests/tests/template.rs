@@ -863,15 +863,92 @@ fn every_lambda_crate_is_a_function_built_with_cargo_lambda() {
     }
 }
 
+/// The state machine defined by `statemachine/<name>.asl.json`.
+fn machine<'a>(t: &'a Value, name: &str) -> (&'a str, &'a Value) {
+    let uri = format!("../statemachine/{name}.asl.json");
+    let found: Vec<(&str, &Value)> = of_type(t, "AWS::Serverless::StateMachine")
+        .into_iter()
+        .filter(|(_, sm)| sm["Properties"]["DefinitionUri"] == uri.as_str())
+        .collect();
+    assert_eq!(found.len(), 1, "one state machine defined by {uri}");
+    found[0]
+}
+
+#[test]
+fn the_sweep_starts_rotations_of_this_stack_one_at_a_time() {
+    let t = template();
+    let (id, sm) = machine(&t, "sweep");
+    let props = &sm["Properties"];
+    assert_eq!(
+        props["DefinitionSubstitutions"],
+        json!({"RotationStateMachineArn": {"Ref": machine(&t, "rotation").0}}),
+        "{id}"
+    );
+    let asl: Value =
+        serde_json::from_str(&read(repo_root().join("statemachine/sweep.asl.json"))).unwrap();
+    let map = &asl["States"][asl["StartAt"].as_str().unwrap()];
+    assert_eq!(map["Type"], "Map");
+    assert_eq!(map["MaxConcurrency"], 1, "one target at a time");
+    let inner = &map["ItemProcessor"]["States"];
+    let task = &inner[map["ItemProcessor"]["StartAt"].as_str().unwrap()];
+    assert_eq!(
+        task["Resource"],
+        "arn:aws:states:::states:startExecution.sync:2"
+    );
+    assert_eq!(
+        task["Parameters"]["StateMachineArn"],
+        "${RotationStateMachineArn}"
+    );
+    assert_eq!(
+        task["Catch"][0]["ErrorEquals"],
+        json!(["States.ALL"]),
+        "a failed target does not stop the others"
+    );
+    // Exactly what startExecution.sync needs, on this stack's rotations only.
+    let granted: BTreeSet<String> = statements(id, &props["Policies"])
+        .into_iter()
+        .filter(|s| {
+            !s.actions
+                .iter()
+                .any(|a| a.starts_with("logs:") || a.starts_with("xray:"))
+        })
+        .flat_map(|s| s.actions)
+        .collect();
+    let want: BTreeSet<String> = [
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:StopExecution",
+        "events:PutTargets",
+        "events:PutRule",
+        "events:DescribeRule",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    assert_eq!(granted, want, "{id}");
+    // One schedule runs: the rotation's without SweepTargets, the sweep's with them.
+    let rotation_state = &machine(&t, "rotation").1["Properties"]["Events"]["RotationSchedule"]
+        ["Properties"]["State"]["Fn::If"][0];
+    let sweep_state = &props["Events"]["SweepSchedule"]["Properties"]["State"]["Fn::If"][0];
+    assert_eq!(rotation_state, "RotationScheduleIsEnabled");
+    assert_eq!(sweep_state, "SweepScheduleIsEnabled");
+    let c = &t["Conditions"];
+    assert_eq!(
+        c["RotationScheduleIsEnabled"]["Fn::And"][1],
+        json!({"Fn::Not": [{"Condition": "HasSweepTargets"}]})
+    );
+    assert_eq!(
+        c["SweepScheduleIsEnabled"]["Fn::And"][1],
+        json!({"Condition": "HasSweepTargets"})
+    );
+}
+
 #[test]
 fn every_task_calls_a_function_of_the_template() {
     let t = template();
-    let machines = of_type(&t, "AWS::Serverless::StateMachine");
-    assert_eq!(machines.len(), 1);
-    let (id, sm) = machines.into_iter().next().unwrap();
+    let (id, sm) = machine(&t, "rotation");
     let props = &sm["Properties"];
     let uri = props["DefinitionUri"].as_str().unwrap();
-    assert_eq!(uri, "../statemachine/rotation.asl.json", "{id}");
     let asl_text = read(repo_root().join("infra").join(uri));
     let asl: Value = serde_json::from_str(&asl_text).unwrap();
 
@@ -1029,16 +1106,11 @@ fn iam_is_scoped_to_the_configured_resources() {
             .cloned()
             .unwrap_or_else(|| panic!("no function sets {var} from a parameter"))
     };
-    let machine_name = of_type(&t, "AWS::Serverless::StateMachine")
-        .values()
-        .next()
-        .map(|sm| {
-            sm["Properties"]["Name"]["Fn::Sub"]
-                .as_str()
-                .expect("the state machine has a !Sub Name")
-                .to_string()
-        })
-        .unwrap();
+    // The sweep may start and follow rotations: both name the rotation machine.
+    let machine_name = machine(&t, "rotation").1["Properties"]["Name"]["Fn::Sub"]
+        .as_str()
+        .expect("the state machine has a !Sub Name")
+        .to_string();
 
     let mut owners: Vec<(String, &Value)> = functions
         .iter()
@@ -1185,6 +1257,19 @@ fn iam_is_scoped_to_the_configured_resources() {
                     assert!(
                         s.value["Condition"]["StringEquals"]["kms:ViaService"].is_object(),
                         "{owner}/{sid}: only through the password store (kms:ViaService)"
+                    );
+                }
+                "events" => {
+                    // The managed rule through which startExecution.sync
+                    // learns that a rotation ended.
+                    assert!(
+                        subs.len() == 1
+                            && s.resources.len() == 1
+                            && subs[0].ends_with(
+                                ":rule/StepFunctionsGetEventsForStepFunctionsExecutionRule"
+                            ),
+                        "{owner}/{sid}: only Step Functions' managed rule, got {:?}",
+                        s.resources
                     );
                 }
                 "lambda" => {

@@ -178,6 +178,12 @@ impl TargetConfig {
         };
         let mut all: serde_json::Map<String, serde_json::Value> = serde_json::from_str(document)
             .map_err(|e| bad(format!("not a JSON object of targets: {e}")))?;
+        if all.contains_key(crate::input::DEFAULT_TARGET) {
+            return Err(bad(format!(
+                "{:?} is the reserved name of the environment's target; rename that entry",
+                crate::input::DEFAULT_TARGET
+            )));
+        }
         let Some(raw) = all.remove(name) else {
             let mut known: Vec<&String> = all.keys().collect();
             known.sort();

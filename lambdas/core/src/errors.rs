@@ -58,6 +58,9 @@ pub const ACTIVE_USER_ROTATED_EXTERNALLY: &str = "ActiveUserRotatedExternally";
 pub const ROTATION_ROLLED_BACK: &str = "RotationRolledBack";
 /// The rollback itself failed; a person must look (raised by the state machine).
 pub const ROLLBACK_FAILED: &str = "RollbackFailed";
+/// A sweep over several targets ended with at least one failed rotation
+/// (raised by the sweep state machine; each rotation has its own history).
+pub const SWEEP_INCOMPLETE: &str = "SweepIncomplete";
 
 /// Every error name, with whether the state machine retries it. The offline
 /// ASL test checks this list against the names the definition uses.
@@ -85,6 +88,7 @@ pub const ALL: &[(&str, bool)] = &[
     (ACTIVE_USER_ROTATED_EXTERNALLY, false),
     (ROTATION_ROLLED_BACK, false),
     (ROLLBACK_FAILED, false),
+    (SWEEP_INCOMPLETE, false),
 ];
 
 /// An error of a rotation step. Each variant maps to exactly one name above.

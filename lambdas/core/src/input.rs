@@ -9,6 +9,10 @@ use serde_json::Value;
 
 use crate::errors::RotationError;
 
+/// The name a sweep (or an execution input) uses for the target the
+/// Lambdas' environment describes.
+pub const DEFAULT_TARGET: &str = "default";
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecutionInput {
     pub dry_run: bool,
@@ -18,7 +22,8 @@ pub struct ExecutionInput {
     /// The secret (ARN) that Secrets Manager's own rotation just changed,
     /// when the execution was started by its `RotationSucceeded` event.
     pub rotated_secret: Option<String>,
-    /// The configured target to rotate (absent: the environment's).
+    /// The configured target to rotate (absent, or the reserved name
+    /// `default`: the environment's).
     pub target: Option<String>,
     /// A sweep: the state machine starts one execution per target, one
     /// after another. Never reaches `select-user` itself.
@@ -98,6 +103,7 @@ impl ExecutionInput {
         };
         let target = match field("target") {
             None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim() == DEFAULT_TARGET => None,
             Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
             Some(other) => {
                 return Err(RotationError::InvalidInput(format!(
@@ -206,6 +212,8 @@ mod tests {
         assert!(e.dry_run);
         let t = ExecutionInput::parse(&json!({"target": " orders "})).unwrap();
         assert_eq!(t.target.as_deref(), Some("orders"));
+        let d = ExecutionInput::parse(&json!({"target": "default"})).unwrap();
+        assert_eq!(d.target, None, "the environment's target");
         let sweep = ExecutionInput::parse(&json!({"targets": ["orders", "billing"]})).unwrap();
         assert_eq!(
             sweep.targets,
