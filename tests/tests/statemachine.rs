@@ -1207,6 +1207,7 @@ async fn two_targets_from_one_deployment_one_keeping_bare_passwords_in_ssm() {
     assert_eq!(after.green.versions, 2);
     let latest = stack.parameter_latest(&legacy.green_secret).await;
     assert!(!latest.expose().starts_with('{'), "written back as JSON");
+    let mut written = vec![latest];
 
     // Two executions of the same target: the later one stops at SelectUser.
     let slow = run(
@@ -1230,6 +1231,8 @@ async fn two_targets_from_one_deployment_one_keeping_bare_passwords_in_ssm() {
     );
     // That rotation rotated blue (green is active) and flipped to it.
     assert_eq!(stack.active_user(&legacy).await, legacy.key("blue"));
+    written.push(stack.parameter_latest(&legacy.blue_secret).await);
+    let mut outputs = vec![first.progress.clone(), first.output.to_string()];
     assert_eq!(
         stack.invariant(&legacy).await.as_deref(),
         Ok(legacy.key("blue").as_str())
@@ -1280,6 +1283,19 @@ async fn two_targets_from_one_deployment_one_keeping_bare_passwords_in_ssm() {
         .login(&legacy, &legacy.key("green"), AWSCURRENT)
         .await
         .expect("green logs in");
+    written.push(stack.parameter_latest(&legacy.green_secret).await);
+
+    // The SSM store's passwords, like Secrets Manager's, reach no log or output.
+    let log =
+        std::path::PathBuf::from(std::env::var("PGFLIP_STACK_DIR").unwrap()).join("lambda.log");
+    outputs.push(String::from_utf8_lossy(&std::fs::read(log).unwrap()).to_string());
+    outputs.extend([crashed.progress, rolled_back.progress]);
+    for password in &written {
+        assert!(
+            outputs.iter().all(|o| !o.contains(password.expose())),
+            "a password of the SSM store was logged or output"
+        );
+    }
 }
 
 #[tokio::test]
