@@ -61,6 +61,22 @@ where
     }
 }
 
+/// Like [`classify`], but a service error whose code `known` recognises
+/// becomes the error `known` returns (a missing resource, say).
+pub(super) fn classify_or<E>(
+    operation: &str,
+    err: SdkError<E, HttpResponse>,
+    known: impl FnOnce(&str) -> Option<RotationError>,
+) -> RotationError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match error_code(&err).and_then(known) {
+        Some(named) => named,
+        None => classify(operation, err),
+    }
+}
+
 /// The SDK's `Display` for dispatch errors is terse; include the source chain.
 fn aws_smithy_types_display(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();

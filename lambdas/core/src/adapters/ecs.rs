@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_ecs::Client;
 use tracing::warn;
 
-use super::aws::{classify, error_code};
+use super::aws::classify_or;
 use crate::errors::RotationError;
 use crate::ports::{DeploymentState, Deployments, ServiceDeploymentState, ServiceState};
 
@@ -38,11 +38,12 @@ impl EcsDeployments {
                 .set_service_deployment_arns(Some(batch.to_vec()))
                 .send()
                 .await
-                .map_err(|e| match error_code(&e) {
-                    Some(code) if NOT_FOUND.contains(&code) => {
-                        RotationError::ServiceNotFound(format!("{} ({code})", batch.join(", ")))
-                    }
-                    _ => classify("ecs:DescribeServiceDeployments", e),
+                .map_err(|e| {
+                    classify_or("ecs:DescribeServiceDeployments", e, |code| {
+                        NOT_FOUND.contains(&code).then(|| {
+                            RotationError::ServiceNotFound(format!("{} ({code})", batch.join(", ")))
+                        })
+                    })
                 })?;
             for failure in response.failures.unwrap_or_default() {
                 warn!(
@@ -93,11 +94,12 @@ impl Deployments for EcsDeployments {
             .force_new_deployment(true)
             .send()
             .await
-            .map_err(|e| match error_code(&e) {
-                Some(code) if NOT_FOUND.contains(&code) => {
-                    RotationError::ServiceNotFound(format!("{cluster}/{service} ({code})"))
-                }
-                _ => classify("ecs:UpdateService", e),
+            .map_err(|e| {
+                classify_or("ecs:UpdateService", e, |code| {
+                    NOT_FOUND.contains(&code).then(|| {
+                        RotationError::ServiceNotFound(format!("{cluster}/{service} ({code})"))
+                    })
+                })
             })?;
         out.service
             .and_then(|s| s.deployments)
@@ -126,11 +128,12 @@ impl Deployments for EcsDeployments {
                 .set_services(Some(batch.to_vec()))
                 .send()
                 .await
-                .map_err(|e| match error_code(&e) {
-                    Some(code) if NOT_FOUND.contains(&code) => {
-                        RotationError::ServiceNotFound(format!("{cluster} ({code})"))
-                    }
-                    _ => classify("ecs:DescribeServices", e),
+                .map_err(|e| {
+                    classify_or("ecs:DescribeServices", e, |code| {
+                        NOT_FOUND
+                            .contains(&code)
+                            .then(|| RotationError::ServiceNotFound(format!("{cluster} ({code})")))
+                    })
                 })?;
             found.extend(out.services.unwrap_or_default());
         }

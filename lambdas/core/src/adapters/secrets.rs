@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 
-use super::aws::{classify, error_code};
+use super::aws::{classify, classify_or, error_code};
 use crate::domain::{DbSecret, SecretVersion, AWSCURRENT, AWSPENDING};
 use crate::errors::RotationError;
 use crate::password::Password;
@@ -31,7 +31,11 @@ impl SecretsManager {
             .secret_id(secret_id)
             .send()
             .await
-            .map_err(|e| not_found_or(secret_id, "secretsmanager:DescribeSecret", e))?;
+            .map_err(|e| {
+                classify_or("secretsmanager:DescribeSecret", e, |c| {
+                    missing(secret_id, c)
+                })
+            })?;
         Ok(out.version_ids_to_stages.unwrap_or_default())
     }
 
@@ -50,27 +54,19 @@ impl SecretsManager {
             .set_remove_from_version_id(from.map(str::to_string))
             .send()
             .await
-            .map_err(|e| not_found_or(secret_id, "secretsmanager:UpdateSecretVersionStage", e))?;
+            .map_err(|e| {
+                classify_or("secretsmanager:UpdateSecretVersionStage", e, |c| {
+                    missing(secret_id, c)
+                })
+            })?;
         Ok(())
     }
 }
 
-fn not_found_or<E>(
-    secret_id: &str,
-    operation: &str,
-    e: aws_smithy_runtime_api::client::result::SdkError<
-        E,
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-    >,
-) -> RotationError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
-{
-    if error_code(&e) == Some("ResourceNotFoundException") {
-        RotationError::SecretNotFound(secret_id.to_string())
-    } else {
-        classify(operation, e)
-    }
+/// `ResourceNotFoundException` means the secret is missing.
+fn missing(secret_id: &str, code: &str) -> Option<RotationError> {
+    (code == "ResourceNotFoundException")
+        .then(|| RotationError::SecretNotFound(secret_id.to_string()))
 }
 
 fn stage_of<'a>(versions: &'a HashMap<String, Vec<String>>, stage: &str) -> Option<&'a str> {
@@ -133,7 +129,11 @@ impl SecretStore for SecretsManager {
             .version_stages(AWSPENDING)
             .send()
             .await
-            .map_err(|e| not_found_or(secret_id, "secretsmanager:PutSecretValue", e))?;
+            .map_err(|e| {
+                classify_or("secretsmanager:PutSecretValue", e, |c| {
+                    missing(secret_id, c)
+                })
+            })?;
         Ok(out.version_id.unwrap_or_else(|| token.to_string()))
     }
 

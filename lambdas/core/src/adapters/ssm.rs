@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_ssm::Client;
 
-use super::aws::{classify, error_code};
+use super::aws::{classify, classify_or};
 use crate::errors::RotationError;
 use crate::ports::{ParameterStore, ParameterValue};
 
@@ -27,11 +27,10 @@ impl ParameterStore for SsmParameters {
             .send()
             .await
             .map_err(|e| {
-                if error_code(&e) == Some("ParameterNotFound") {
-                    RotationError::ParameterNotFound(name.to_string())
-                } else {
-                    classify("ssm:GetParameter", e)
-                }
+                classify_or("ssm:GetParameter", e, |code| {
+                    (code == "ParameterNotFound")
+                        .then(|| RotationError::ParameterNotFound(name.to_string()))
+                })
             })?;
         let parameter = out
             .parameter

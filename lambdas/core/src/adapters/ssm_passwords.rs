@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use aws_sdk_ssm::types::ParameterType;
 use aws_sdk_ssm::Client;
 
-use super::aws::{classify, error_code};
+use super::aws::classify_or;
 use crate::domain::{DbSecret, SecretVersion, AWSCURRENT, AWSPENDING};
 use crate::errors::RotationError;
 use crate::password::Password;
@@ -67,23 +67,14 @@ fn current_of(history: &[Version]) -> Option<&Version> {
         .or_else(|| history.last().filter(|v| !v.has(PENDING_LABEL)))
 }
 
-fn not_found_or<E>(
-    name: &str,
-    operation: &str,
-    e: aws_smithy_runtime_api::client::result::SdkError<
-        E,
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-    >,
-) -> RotationError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match error_code(&e) {
-        Some("ParameterNotFound") => RotationError::SecretNotFound(name.to_string()),
-        Some("ParameterVersionNotFound") => {
-            RotationError::SecretNotFound(format!("{name}: a version it needs is gone"))
-        }
-        _ => classify(operation, e),
+/// A missing parameter, or a version of it that is gone.
+fn missing(name: &str, code: &str) -> Option<RotationError> {
+    match code {
+        "ParameterNotFound" => Some(RotationError::SecretNotFound(name.to_string())),
+        "ParameterVersionNotFound" => Some(RotationError::SecretNotFound(format!(
+            "{name}: a version it needs is gone"
+        ))),
+        _ => None,
     }
 }
 
@@ -103,7 +94,8 @@ impl SsmPasswordStore {
             .send();
         let mut versions = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| not_found_or(name, "ssm:GetParameterHistory", e))?;
+            let page =
+                page.map_err(|e| classify_or("ssm:GetParameterHistory", e, |c| missing(name, c)))?;
             for p in page.parameters.unwrap_or_default() {
                 versions.push(Version {
                     number: p.version,
@@ -135,7 +127,7 @@ impl SsmPasswordStore {
             .labels(label)
             .send()
             .await
-            .map_err(|e| not_found_or(name, "ssm:LabelParameterVersion", e))?;
+            .map_err(|e| classify_or("ssm:LabelParameterVersion", e, |c| missing(name, c)))?;
         Ok(())
     }
 }
@@ -164,7 +156,7 @@ impl SecretStore for SsmPasswordStore {
             .with_decryption(true)
             .send()
             .await
-            .map_err(|e| not_found_or(secret_id, "ssm:GetParameter", e))?;
+            .map_err(|e| classify_or("ssm:GetParameter", e, |c| missing(secret_id, c)))?;
         let value = out
             .parameter
             .and_then(|p| p.value)
@@ -203,7 +195,7 @@ impl SecretStore for SsmPasswordStore {
             .overwrite(true)
             .send()
             .await
-            .map_err(|e| not_found_or(secret_id, "ssm:PutParameter", e))?;
+            .map_err(|e| classify_or("ssm:PutParameter", e, |c| missing(secret_id, c)))?;
         self.label(secret_id, out.version, PENDING_LABEL).await?;
         Ok(out.version.to_string())
     }
@@ -232,7 +224,9 @@ impl SecretStore for SsmPasswordStore {
                 .labels(PENDING_LABEL)
                 .send()
                 .await
-                .map_err(|e| not_found_or(secret_id, "ssm:UnlabelParameterVersion", e))?;
+                .map_err(|e| {
+                    classify_or("ssm:UnlabelParameterVersion", e, |c| missing(secret_id, c))
+                })?;
         }
         Ok(())
     }
