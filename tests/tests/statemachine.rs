@@ -37,19 +37,23 @@ async fn case() -> Case {
     }
 }
 
+/// One run with waits and retry intervals shortened to 0, as a test wants;
+/// the runner's progress goes to the test's output.
+fn run_quick(stack: &Stack, input: Value, mut scenario: Value, options: RunOptions) -> Execution {
+    scenario["waitMs"] = json!(0);
+    scenario["retryIntervalMs"] = json!(0);
+    let execution = stack.run(&RunOptions {
+        input: Some(input),
+        scenario: Some(scenario),
+        ..options
+    });
+    eprintln!("{}", execution.progress);
+    execution
+}
+
 impl Case {
     fn run(&self, input: Value, scenario: Value) -> Execution {
-        let mut scenario = scenario;
-        // Waits and retry intervals shortened to 0, as a test wants.
-        scenario["waitMs"] = json!(0);
-        scenario["retryIntervalMs"] = json!(0);
-        let execution = self.stack.run(&RunOptions {
-            input: Some(input),
-            scenario: Some(scenario),
-            ..RunOptions::default()
-        });
-        eprintln!("{}", execution.progress);
-        execution
+        run_quick(&self.stack, input, scenario, RunOptions::default())
     }
 
     async fn after(&self) -> Snapshot {
@@ -1176,18 +1180,7 @@ async fn two_targets_from_one_deployment_one_keeping_bare_passwords_in_ssm() {
     let run = |t: &Target, scenario: Value| {
         let stack = stack.clone();
         let input = t.input();
-        std::thread::spawn(move || {
-            let mut scenario = scenario;
-            scenario["waitMs"] = json!(0);
-            scenario["retryIntervalMs"] = json!(0);
-            let e = stack.run(&RunOptions {
-                input: Some(input),
-                scenario: Some(scenario),
-                ..RunOptions::default()
-            });
-            eprintln!("{}", e.progress);
-            e
-        })
+        std::thread::spawn(move || run_quick(&stack, input, scenario, RunOptions::default()))
     };
 
     // Both targets at once: each target has its own guard.
@@ -1311,17 +1304,15 @@ async fn a_sweep_rotates_targets_one_after_another_and_a_failed_one_does_not_sto
         stack.register_target(t).await;
     }
     let sweep = |targets: Value, scenario: Value| {
-        let mut scenario = scenario;
-        scenario["waitMs"] = json!(0);
-        scenario["retryIntervalMs"] = json!(0);
-        let e = stack.run(&RunOptions {
-            input: Some(json!({ "targets": targets })),
-            scenario: Some(scenario),
-            definition: Some(pgflip_tests::repo_root().join("statemachine/sweep.asl.json")),
-            ..RunOptions::default()
-        });
-        eprintln!("{}", e.progress);
-        e
+        run_quick(
+            &stack,
+            json!({ "targets": targets }),
+            scenario,
+            RunOptions {
+                definition: Some(pgflip_tests::repo_root().join("statemachine/sweep.asl.json")),
+                ..RunOptions::default()
+            },
+        )
     };
 
     let before = [
