@@ -586,7 +586,7 @@ pub async fn command(args: &Args) -> bool {
         run(
             &mut rust[3],
             command_for(&bin("flip-parameter"), &[]),
-            &json!({"parameterName": scratch, "to": "green"}),
+            &json!({"parameterName": scratch, "users": {"blue": "blue", "green": "green"}, "to": "green"}),
         );
         let py_bootstrap = py_dir.join("bootstrap.py");
         let python_path = PathBuf::from(&python);
@@ -598,7 +598,7 @@ pub async fn command(args: &Args) -> bool {
         run(
             &mut py[0],
             py_cmd("flip_parameter"),
-            &json!({"parameterName": scratch, "to": "blue"}),
+            &json!({"parameterName": scratch, "users": {"blue": "blue", "green": "green"}, "to": "blue"}),
         );
         // redeploy-ecs and wait-for-stable: the seeded services
         let redeploy = json!({
