@@ -24,6 +24,7 @@ fn postgres() -> Postgres {
         ssl_mode: SslMode::Disable,
         ssl_root_cert: None,
         connect_timeout_seconds: 3,
+        password_encryption: Default::default(),
     })
     .unwrap()
 }
@@ -134,7 +135,11 @@ async fn ecs_forces_new_deployments_and_reports_rollout() {
     let (stack, t) = seeded("ecs").await;
     let ecs = EcsDeployments::new(stack.ecs.clone());
     let before = stack.primary_deployments(&t).await;
-    let id = ecs.force_new_deployment(&t.cluster, "web").await.unwrap();
+    let id = ecs
+        .force_new_deployment(&t.cluster, "web")
+        .await
+        .unwrap()
+        .id;
     assert_ne!(id, before[0].1);
     let described = ecs.describe(&t.cluster, &t.services).await.unwrap();
     assert_eq!(described[0].controller.as_deref(), Some("ECS"));
@@ -263,15 +268,15 @@ async fn postgres_reads_privileges_and_sessions_for_the_preflight() {
         .user_facts(&ep, &t.blue_role, &blue, &users)
         .await
         .unwrap();
-    assert!(facts[0].exists && facts[1].exists && !facts[2].exists);
+    assert!(facts.users[0].exists && facts.users[1].exists && !facts.users[2].exists);
     assert_eq!(
-        facts[0].grants, facts[1].grants,
+        facts.users[0].facts, facts.users[1].facts,
         "seeded users must be equivalent"
     );
-    assert!(facts[0]
-        .grants
+    assert!(facts.users[0]
+        .facts
         .contains(&format!("member of {}", t.owner_role)));
-    assert_eq!(facts[1].live_sessions, 0);
+    assert_eq!(facts.users[1].live_sessions, 0);
 
     // Drift and a live session of green show up.
     let db = stack.admin(&t.dbname).await;
@@ -297,23 +302,23 @@ async fn postgres_reads_privileges_and_sessions_for_the_preflight() {
         .await
         .unwrap();
     assert!(
-        facts[1]
-            .grants
+        facts.users[1]
+            .facts
             .contains(&"USAGE on sequence counter".to_string()),
         "{:?}",
-        facts[1].grants
+        facts.users[1].facts
     );
     assert!(
-        facts[1]
-            .grants
+        facts.users[1]
+            .facts
             .contains(&"setting statement_timeout=5s".to_string()),
         "{:?}",
-        facts[1].grants
+        facts.users[1].facts
     );
-    assert!(!facts[0]
-        .grants
+    assert!(!facts.users[0]
+        .facts
         .contains(&"USAGE on sequence counter".to_string()));
-    assert_eq!(facts[1].live_sessions, 1);
+    assert_eq!(facts.users[1].live_sessions, 1);
     drop(session);
 }
 
@@ -462,6 +467,7 @@ async fn tls_verify_full_accepts_the_right_server_and_refuses_everything_else() 
             ssl_mode: SslMode::VerifyFull,
             ssl_root_cert: Some(ca.display().to_string()),
             connect_timeout_seconds: 3,
+            password_encryption: Default::default(),
         })
         .unwrap()
     };
@@ -524,6 +530,7 @@ fn a_ca_bundle_without_certificates_is_a_configuration_error() {
         ssl_mode: SslMode::VerifyFull,
         ssl_root_cert: Some(path.display().to_string()),
         connect_timeout_seconds: 3,
+        password_encryption: Default::default(),
     })
     .err()
     .expect("refused");

@@ -83,9 +83,22 @@ fn every_task_retries_and_only_post_flip_tasks_catch() {
         for e in LAMBDA_SERVICE_ERRORS {
             assert!(retried.contains(e), "{name} does not retry {e}");
         }
+        // Retryable errors that only one step raises are retried there.
+        let only_at = |error: &str| match error {
+            "InactiveUserInUse" => Some("SelectUser"),
+            "ReaderLagging" => Some("VerifyLogin"),
+            _ => None,
+        };
         for (error, retryable) in ALL {
-            if *retryable && *error != "InactiveUserInUse" {
+            let here = only_at(error).is_none_or(|state| state == name);
+            if *retryable && here {
                 assert!(retried.contains(error), "{name} does not retry {error}");
+            }
+            if only_at(error).is_some_and(|state| state != name) {
+                assert!(
+                    !retried.contains(error),
+                    "{name} retries {error}, which it never raises"
+                );
             }
         }
         for r in retriers {
@@ -97,10 +110,12 @@ fn every_task_retries_and_only_post_flip_tasks_catch() {
         // After the flip, any error rolls back. Before it (nothing to undo)
         // and inside the rollback, an error ends the execution at that Task,
         // so that a redrive re-runs exactly that step.
+        // (Through ChooseRollback, which rolls back whenever this execution
+        // flipped the parameter, that is in every mode but wait.)
         let catches_to_rollback = s["Catch"].as_array().is_some_and(|c| {
             c.iter().any(|c| {
                 c["ErrorEquals"] == serde_json::json!(["States.ALL"])
-                    && c["Next"] == "RollbackFlipParameter"
+                    && (c["Next"] == "RollbackFlipParameter" || c["Next"] == "ChooseRollback")
             })
         });
         let after_flip = ["FlipParameter", "RedeployEcs", "WaitForStable"].contains(&name.as_str());
@@ -159,12 +174,40 @@ fn error_names_are_the_ones_the_lambdas_raise() {
         "RolloutFailed",
         "RolloutTimedOut",
         "InactiveUserInUse",
+        "ReaderLagging",
+        "ForeignRolloutFailed",
     ] {
         assert!(
             used.contains(e),
             "{e} is neither raised nor matched by the state machine"
         );
     }
+}
+
+#[test]
+fn only_what_an_execution_flipped_is_rolled_back() {
+    let d = definition();
+    let s = states(&d);
+    let choose = &s["ChooseRollback"];
+    assert_eq!(choose["Default"], "RollbackFlipParameter");
+    let choices = choose["Choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 1);
+    assert_eq!(choices[0]["Variable"], "$.mode");
+    assert_eq!(choices[0]["StringEquals"], "wait");
+    let stop = &s[choices[0]["Next"].as_str().unwrap()];
+    assert_eq!(stop["Type"], "Fail");
+    assert_eq!(
+        stop["ErrorPath"], "$.failure.Error",
+        "the original error is kept"
+    );
+    // A rollout the execution found is never a reason to move the pointer.
+    let foreign = s["WaitForStable"]["Catch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ErrorEquals"] == serde_json::json!(["ForeignRolloutFailed"]))
+        .expect("WaitForStable catches ForeignRolloutFailed");
+    assert_eq!(s[foreign["Next"].as_str().unwrap()]["Type"], "Fail");
 }
 
 #[test]

@@ -229,6 +229,9 @@ fn statements<'a>(owner: &str, policies: &'a Value) -> Vec<Statement<'a>> {
 
 /// The template conditions that choose the password store.
 const STORE_CONDITIONS: &[&str] = &["UsesSecretsManagerStore", "UsesSsmStore"];
+/// Conditions of optional features whose calls the code makes only when the
+/// feature is configured (an RDS Proxy to check): granted under them alone.
+const FEATURE_CONDITIONS: &[&str] = &["HasDbProxy"];
 
 // ------------------------------------------------------------ the Lambdas
 
@@ -683,14 +686,23 @@ fn aws_adapters() -> BTreeMap<String, Vec<Adapter>> {
             let op = pascal(op);
             // The adapters name each call's IAM action when they classify its
             // errors (`classify("states:ListExecutions", e)`); else the SDK crate.
-            let named = raw.match_indices(&format!(":{op}\"")).find_map(|(i, _)| {
-                let prefix = raw[..i].rsplit('"').next()?;
-                (!prefix.is_empty() && prefix.bytes().all(|c| c.is_ascii_lowercase() || c == b'-'))
-                    .then(|| prefix.to_string())
-            });
-            let service = named.unwrap_or_else(|| match crate_service.as_str() {
-                "sfn" => "states".into(),
-                s => s.into(),
+            // IAM action names are case-insensitive; the adapter's spelling
+            // (`rds:DescribeDBProxies`, not the SDK's `describe_db_proxies`) wins.
+            let lower = raw.to_ascii_lowercase();
+            let named = lower
+                .match_indices(&format!(":{}\"", op.to_ascii_lowercase()))
+                .find_map(|(i, _)| {
+                    let prefix = raw[..i].rsplit('"').next()?;
+                    (!prefix.is_empty()
+                        && prefix.bytes().all(|c| c.is_ascii_lowercase() || c == b'-'))
+                    .then(|| (prefix.to_string(), raw[i + 1..i + 1 + op.len()].to_string()))
+                });
+            let (service, op) = named.unwrap_or_else(|| {
+                let service = match crate_service.as_str() {
+                    "sfn" => "states".into(),
+                    s => s.into(),
+                };
+                (service, op)
             });
             format!("{service}:{op}")
         };
@@ -1039,7 +1051,10 @@ fn each_function_may_make_exactly_the_aws_calls_its_code_makes() {
         // store's adapter are granted under that store's condition.
         let by_store: BTreeSet<String> = st
             .iter()
-            .filter(|s| STORE_CONDITIONS.contains(&s.condition.as_deref().unwrap_or_default()))
+            .filter(|s| {
+                let c = s.condition.as_deref().unwrap_or_default();
+                STORE_CONDITIONS.contains(&c) || FEATURE_CONDITIONS.contains(&c)
+            })
             .flat_map(|s| s.actions.clone())
             .collect();
         let covered: BTreeSet<String> = granted.union(&by_store).cloned().collect();
@@ -1276,6 +1291,19 @@ fn iam_is_scoped_to_the_configured_resources() {
                     assert!(
                         s.resources.iter().all(|r| r["Fn::GetAtt"][1] == "Arn"),
                         "{owner}/{sid}"
+                    );
+                }
+                "rds" => {
+                    // A proxy's ARN carries its resource id (prx-…), not the
+                    // name the template is given: any proxy of the account,
+                    // only DescribeDBProxies, only when a proxy is configured.
+                    assert!(
+                        s.condition.as_deref() == Some("HasDbProxy")
+                            && s.actions == ["rds:DescribeDBProxies"]
+                            && subs.len() == 1
+                            && subs[0].ends_with(":db-proxy:*"),
+                        "{owner}/{sid}: DescribeDBProxies on the account's proxies, when DbProxyName is set; got {:?}",
+                        s.resources
                     );
                 }
                 other => {

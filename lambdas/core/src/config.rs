@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::domain::{Connection, PasswordSetter, StoreKind};
+use crate::domain::{
+    dedup, same_secret, Connection, PasswordSetter, ReaderEndpoint, StoreKind, UserKeys, MAX_LOOKS,
+};
 use crate::errors::RotationError;
 use crate::password::{PasswordPolicy, DEFAULT_EXCLUDED};
 
@@ -57,13 +59,34 @@ fn number(
     }
 }
 
-/// Splits a comma-separated list, dropping blanks.
+/// Splits a comma-separated list, dropping blanks and repeats (the first
+/// of each stays, in order).
 pub fn split_list(raw: &str) -> Vec<String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    dedup(raw.split(',').map(str::trim))
+}
+
+/// The default of `VALID_UNTIL_MARGIN_DAYS`: the schedule's 30 days until
+/// the next rotation moves the pointer away, plus two weeks to notice and
+/// fix a failed one.
+pub const DEFAULT_VALID_UNTIL_MARGIN_DAYS: u64 = 45;
+
+/// Checks a rollout's look interval and deadline: at most [`MAX_LOOKS`] looks
+/// fit in the deadline, so an execution cannot reach Step Functions'
+/// history limit while it waits (and then fail without its rollback).
+pub fn check_waits(
+    what: &str,
+    poll_seconds: u64,
+    timeout_seconds: u64,
+) -> Result<(), RotationError> {
+    let looks = timeout_seconds.div_ceil(poll_seconds.max(1));
+    if poll_seconds == 0 || looks > u64::from(MAX_LOOKS) {
+        let least = timeout_seconds.div_ceil(u64::from(MAX_LOOKS)).max(1);
+        return Err(RotationError::Configuration(format!(
+            "{what}: a poll interval of {poll_seconds} s with a deadline of {timeout_seconds} s allows {} looks at a rollout, more than the {MAX_LOOKS} that fit in an execution's history; set the poll interval to at least {least} s or shorten the deadline",
+            if poll_seconds == 0 { "unbounded".to_string() } else { looks.to_string() }
+        )));
+    }
+    Ok(())
 }
 
 /// What one rotation acts on: the pointer, the two users and their secrets, the
@@ -84,6 +107,17 @@ pub struct TargetConfig {
     pub stable_timeout_seconds: u64,
     pub password_store: StoreKind,
     pub connection: Connection,
+    /// Readers the new password must log in on before the flip, and whose
+    /// sessions count as the inactive user's.
+    pub readers: Vec<ReaderEndpoint>,
+    /// An RDS Proxy whose `Auth` must list both users' secrets.
+    pub proxy_name: Option<String>,
+    /// Whether the two users' secrets may name different servers or
+    /// databases (default: no, `EndpointMismatch`).
+    pub allow_different_endpoints: bool,
+    /// The user about to become active must stay valid (`VALID UNTIL`) at
+    /// least this many days.
+    pub valid_until_margin_days: u64,
 }
 
 /// The store from `PASSWORD_STORE` (`secretsmanager`, the default, or `ssm`).
@@ -111,6 +145,28 @@ fn connection_from_env(env: &dyn Env) -> Result<Connection, RotationError> {
     })
 }
 
+/// `DB_READER_ENDPOINTS`: comma-separated `host:port` of readers.
+fn readers_from(what: &str, raw: &[&str]) -> Result<Vec<ReaderEndpoint>, RotationError> {
+    let mut out: Vec<ReaderEndpoint> = Vec::new();
+    for item in dedup(raw.iter().copied()) {
+        let reader = ReaderEndpoint::parse(&item).ok_or_else(|| {
+            RotationError::Configuration(format!("{what}: {item:?} is not host:port"))
+        })?;
+        out.push(reader);
+    }
+    Ok(out)
+}
+
+fn boolean(env: &dyn Env, key: &str) -> Result<bool, RotationError> {
+    match env.var(key).as_deref().map(str::trim) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(RotationError::Configuration(format!(
+            "{key} must be true or false, got {other:?}"
+        ))),
+    }
+}
+
 /// One entry of the targets document (see [`Targets`]).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -136,6 +192,14 @@ struct TargetEntry {
     stable_poll_seconds: Option<u64>,
     #[serde(default)]
     stable_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    reader_endpoints: Vec<String>,
+    #[serde(default)]
+    db_proxy_name: Option<String>,
+    #[serde(default)]
+    allow_different_endpoints: Option<bool>,
+    #[serde(default)]
+    valid_until_margin_days: Option<u64>,
 }
 
 impl TargetConfig {
@@ -147,8 +211,14 @@ impl TargetConfig {
                 "ECS_SERVICES must name at least one service".into(),
             ));
         }
-        let stable_poll_seconds = number(env, "STABLE_POLL_SECONDS", 30, 0, 3600)?;
+        let stable_poll_seconds = number(env, "STABLE_POLL_SECONDS", 30, 1, 3600)?;
         let stable_timeout_seconds = number(env, "STABLE_TIMEOUT_SECONDS", 1800, 1, 86_400)?;
+        check_waits(
+            "STABLE_POLL_SECONDS and STABLE_TIMEOUT_SECONDS",
+            stable_poll_seconds,
+            stable_timeout_seconds,
+        )?;
+        let readers = env.var("DB_READER_ENDPOINTS").unwrap_or_default();
         Ok(Self {
             name: None,
             parameter_name: required(env, "ACTIVE_USER_PARAMETER")?,
@@ -162,6 +232,19 @@ impl TargetConfig {
             stable_timeout_seconds,
             password_store: store_from_env(env)?,
             connection: connection_from_env(env)?,
+            readers: readers_from(
+                "DB_READER_ENDPOINTS",
+                &readers.split(',').collect::<Vec<_>>(),
+            )?,
+            proxy_name: env.var("DB_PROXY_NAME").map(|v| v.trim().to_string()),
+            allow_different_endpoints: boolean(env, "ALLOW_DIFFERENT_ENDPOINTS")?,
+            valid_until_margin_days: number(
+                env,
+                "VALID_UNTIL_MARGIN_DAYS",
+                DEFAULT_VALID_UNTIL_MARGIN_DAYS,
+                0,
+                3650,
+            )?,
         })
     }
 
@@ -209,17 +292,25 @@ impl TargetConfig {
                 "target {name:?}: blueUser and greenUser must differ"
             )));
         }
-        let services: Vec<String> = entry
-            .services
-            .iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let services = dedup(entry.services.iter().map(String::as_str));
         if services.is_empty() {
             return Err(bad(format!(
                 "target {name:?}: services must name at least one service"
             )));
         }
+        let stable_poll_seconds = entry
+            .stable_poll_seconds
+            .unwrap_or(base.stable_poll_seconds);
+        let stable_timeout_seconds = entry
+            .stable_timeout_seconds
+            .unwrap_or(base.stable_timeout_seconds)
+            .max(1);
+        check_waits(
+            &format!("targets document {document_name}: target {name:?}"),
+            stable_poll_seconds,
+            stable_timeout_seconds,
+        )?;
+        let readers: Vec<&str> = entry.reader_endpoints.iter().map(String::as_str).collect();
         Ok(Self {
             name: Some(name.to_string()),
             parameter_name: non_empty("activeUserParameter", &entry.active_user_parameter)?,
@@ -229,19 +320,27 @@ impl TargetConfig {
             green_secret_id: non_empty("greenSecretId", &entry.green_secret_id)?,
             cluster: non_empty("cluster", &entry.cluster)?,
             services,
-            stable_poll_seconds: entry
-                .stable_poll_seconds
-                .unwrap_or(base.stable_poll_seconds),
-            stable_timeout_seconds: entry
-                .stable_timeout_seconds
-                .unwrap_or(base.stable_timeout_seconds)
-                .max(1),
+            stable_poll_seconds,
+            stable_timeout_seconds,
             password_store: entry.password_store.unwrap_or_default(),
             connection: Connection {
                 host: entry.db_host,
                 port: entry.db_port,
                 dbname: entry.db_name,
             },
+            readers: readers_from(
+                &format!("targets document {document_name}: target {name:?}: readerEndpoints"),
+                &readers,
+            )?,
+            proxy_name: entry
+                .db_proxy_name
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty()),
+            allow_different_endpoints: entry.allow_different_endpoints.unwrap_or(false),
+            valid_until_margin_days: entry
+                .valid_until_margin_days
+                .unwrap_or(base.valid_until_margin_days)
+                .min(3650),
         })
     }
 
@@ -268,21 +367,9 @@ impl TargetConfig {
     /// carries (`…:secret:<name>-<6 random characters>`) while the
     /// configuration names the secret by name, or the other way round.
     pub fn owner_of_secret(&self, secret: &str) -> Option<&str> {
-        let same = |configured: &str| {
-            let name_of = |id: &str| -> String {
-                match id.split_once(":secret:") {
-                    Some((_, rest)) => match rest.rsplit_once('-') {
-                        Some((name, suffix)) if suffix.len() == 6 => name.to_string(),
-                        _ => rest.to_string(),
-                    },
-                    None => id.to_string(),
-                }
-            };
-            configured == secret || name_of(configured) == name_of(secret)
-        };
-        if same(&self.blue_secret_id) {
+        if same_secret(&self.blue_secret_id, secret) {
             Some(&self.blue_user)
-        } else if same(&self.green_secret_id) {
+        } else if same_secret(&self.green_secret_id, secret) {
             Some(&self.green_user)
         } else {
             None
@@ -301,14 +388,8 @@ impl TargetConfig {
     }
 }
 
-/// The two values the active-user parameter may hold (`blue` and `green` by default).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UserKeys {
-    pub blue: String,
-    pub green: String,
-}
-
 impl UserKeys {
+    /// `BLUE_USER` and `GREEN_USER` (default `blue` and `green`), which must differ.
     pub fn from_env(env: &dyn Env) -> Result<Self, RotationError> {
         let blue = env
             .var("BLUE_USER")
@@ -326,10 +407,6 @@ impl UserKeys {
             )));
         }
         Ok(Self { blue, green })
-    }
-
-    pub fn contains(&self, user: &str) -> bool {
-        user == self.blue || user == self.green
     }
 }
 
@@ -368,6 +445,34 @@ pub struct DbConfig {
     /// PEM bundle of the CAs to trust (for RDS: the RDS CA bundle shipped with the function).
     pub ssl_root_cert: Option<String>,
     pub connect_timeout_seconds: u64,
+    /// Which verifier a new password is stored as.
+    pub password_encryption: PasswordEncryption,
+}
+
+/// Which verifier a new password is stored as (`DB_PASSWORD_ENCRYPTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PasswordEncryption {
+    /// What the server's `password_encryption` says (and, for SCRAM, its
+    /// `scram_iterations` where the server has that setting): what the
+    /// server itself would store for a plaintext password.
+    #[default]
+    Auto,
+    /// SCRAM-SHA-256, whatever the server says.
+    ScramSha256,
+    /// md5, whatever the server says (clients that only speak md5).
+    Md5,
+}
+
+/// `DB_PASSWORD_ENCRYPTION`: `auto` (default), `scram-sha-256` or `md5`.
+pub fn password_encryption_from_env(env: &dyn Env) -> Result<PasswordEncryption, RotationError> {
+    match env.var("DB_PASSWORD_ENCRYPTION").as_deref().map(str::trim) {
+        None | Some("auto") => Ok(PasswordEncryption::Auto),
+        Some("scram-sha-256") => Ok(PasswordEncryption::ScramSha256),
+        Some("md5") => Ok(PasswordEncryption::Md5),
+        Some(other) => Err(RotationError::Configuration(format!(
+            "DB_PASSWORD_ENCRYPTION must be auto, scram-sha-256 or md5, got {other:?}"
+        ))),
+    }
 }
 
 impl DbConfig {
@@ -391,6 +496,7 @@ impl DbConfig {
             ssl_mode,
             ssl_root_cert,
             connect_timeout_seconds: number(env, "DB_CONNECT_TIMEOUT_SECONDS", 5, 1, 60)?,
+            password_encryption: PasswordEncryption::Auto,
         })
     }
 }
@@ -437,6 +543,10 @@ pub const ENV_VARS: &[(&str, &[&str])] = &[
             "DB_HOST",
             "DB_PORT",
             "DB_NAME",
+            "DB_READER_ENDPOINTS",
+            "DB_PROXY_NAME",
+            "ALLOW_DIFFERENT_ENDPOINTS",
+            "VALID_UNTIL_MARGIN_DAYS",
         ],
     ),
     ("Targets::from_env", &["TARGETS_PARAMETER"]),
@@ -454,6 +564,7 @@ pub const ENV_VARS: &[(&str, &[&str])] = &[
         &["PASSWORD_LENGTH", "PASSWORD_EXCLUDE_CHARACTERS"],
     ),
     ("password_setter_from_env", &["DB_ADMIN_SECRET_ID"]),
+    ("password_encryption_from_env", &["DB_PASSWORD_ENCRYPTION"]),
 ];
 
 #[cfg(test)]
@@ -615,6 +726,10 @@ mod env_vars {
                 "PASSWORD_EXCLUDE_CHARACTERS" => "\\",
                 "PASSWORD_STORE" => "ssm",
                 "DB_PORT" => "5432",
+                "DB_READER_ENDPOINTS" => "reader.internal:5432",
+                "ALLOW_DIFFERENT_ENDPOINTS" => "false",
+                "VALID_UNTIL_MARGIN_DAYS" => "45",
+                "DB_PASSWORD_ENCRYPTION" => "md5",
                 _ => "x",
             };
             Some(value.to_string())
@@ -640,6 +755,7 @@ mod env_vars {
                     password_setter_from_env(&env);
                     Ok(())
                 }
+                "password_encryption_from_env" => password_encryption_from_env(&env).map(drop),
                 other => panic!("ENV_VARS names {other}: call it here too"),
             };
             parsed.unwrap_or_else(|e| panic!("{parser}: {e}"));

@@ -4,7 +4,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::UserKeys;
 use crate::errors::RotationError;
 use crate::password::Password;
 
@@ -198,6 +197,24 @@ impl DbSecret {
         Password::new(Value::Object(fields).to_string())
     }
 
+    /// The fields (by name, never by value) in which this secret and `other`
+    /// differ, the password aside; `"form"` when one is stored bare and the
+    /// other as JSON. Empty: the same user at the same place.
+    pub fn differences_besides_password(&self, other: &DbSecret) -> Vec<String> {
+        let mut keys: Vec<&String> = self.fields.keys().chain(other.fields.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let mut out: Vec<String> = keys
+            .into_iter()
+            .filter(|k| self.fields.get(*k) != other.fields.get(*k))
+            .map(|k| k.to_string())
+            .collect();
+        if self.bare != other.bare {
+            out.push("form".into());
+        }
+        out
+    }
+
     /// Where to connect, for logins as this secret's user.
     pub fn endpoint(&self) -> Endpoint {
         Endpoint {
@@ -205,6 +222,46 @@ impl DbSecret {
             port: self.port(),
             dbname: self.dbname().to_string(),
         }
+    }
+}
+
+/// The non-blank names, trimmed, each once, in their first order: a service
+/// named twice is redeployed (and watched) once.
+pub fn dedup<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names.into_iter().map(str::trim).filter(|s| !s.is_empty()) {
+        if !out.iter().any(|seen| seen == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+/// Whether a secret id (name or ARN) names the same secret as an ARN: a
+/// secret ARN ends in `:secret:<name>-<6 random characters>`.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    fn name_of(id: &str) -> &str {
+        match id.split_once(":secret:") {
+            Some((_, rest)) => match rest.rsplit_once('-') {
+                Some((name, suffix)) if suffix.len() == 6 => name,
+                _ => rest,
+            },
+            None => id,
+        }
+    }
+    a == b || name_of(a) == name_of(b)
+}
+
+/// The two values the active-user parameter may hold (`blue` and `green` by default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserKeys {
+    pub blue: String,
+    pub green: String,
+}
+
+impl UserKeys {
+    pub fn contains(&self, user: &str) -> bool {
+        user == self.blue || user == self.green
     }
 }
 
@@ -261,6 +318,57 @@ pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub dbname: String,
+}
+
+impl Endpoint {
+    /// Whether both name the same server and database (host names compare
+    /// without regard to case, as DNS does).
+    pub fn same_as(&self, other: &Endpoint) -> bool {
+        self.host.eq_ignore_ascii_case(&other.host)
+            && self.port == other.port
+            && self.dbname == other.dbname
+    }
+
+    /// This endpoint's database on another host (a reader).
+    pub fn on(&self, reader: &ReaderEndpoint) -> Endpoint {
+        Endpoint {
+            host: reader.host.clone(),
+            port: reader.port,
+            dbname: self.dbname.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}/{}", self.host, self.port, self.dbname)
+    }
+}
+
+/// A read replica (or reader endpoint) clients also log in to: same
+/// database, users and passwords as the primary, replicated with lag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ReaderEndpoint {
+    /// `host:port` (port 5432 when left out; `[v6]:port` for IPv6).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        let (host, port) = match raw.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') && (!h.starts_with('[') || h.ends_with(']')) => {
+                (h, p.parse::<u16>().ok().filter(|p| *p > 0)?)
+            }
+            _ => (raw, 5432),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| Self {
+            host: host.to_string(),
+            port,
+        })
+    }
 }
 
 /// One version of a secret, as read at a staging label or version id.
@@ -341,6 +449,9 @@ pub struct Plan {
     /// With [`Mode::Flip`]: the version `verify-login` checks before the flip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingPassword>,
+    /// Readers the new password must log in on before the flip.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<ReaderEndpoint>,
 }
 
 /// Output of `generate-and-set-password`.
@@ -401,6 +512,10 @@ pub struct RedeployRequest {
 pub struct ServiceDeployment {
     pub service: String,
     pub deployment_id: String,
+    /// When ECS created that deployment (milliseconds since the epoch): an
+    /// older PRIMARY is ECS having rolled back, a newer one replaced ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_state: Option<String>,
 }
@@ -428,7 +543,24 @@ pub struct Rollout {
     pub deadline_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<String>,
+    /// The rollout was found in progress, not started by this execution (a
+    /// release of the team's pipeline, or an earlier execution's): its
+    /// failure or timeout is no reason to move the pointer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreign: bool,
+    /// How many times `wait-for-stable` has looked (bounded by
+    /// [`MAX_LOOKS`], whatever the clock says).
+    #[serde(default)]
+    pub looks: u32,
 }
+
+/// The most looks at one rollout. Each costs about 7 history events (a
+/// `Wait` entered and exited, a Task entered, scheduled, started, failed and
+/// exited); a rollout and its rollback's rollout at 1,000 looks each stay
+/// near 14,000 of Step Functions' 25,000 events per execution, leaving room
+/// for retries. Configurations whose deadline allows more looks than this
+/// are refused at cold start.
+pub const MAX_LOOKS: u32 = 1000;
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,23 @@ pub const SECRET_MALFORMED: &str = "SecretMalformed";
 pub const USER_NOT_FOUND: &str = "UserNotFound";
 /// The two users' privileges, memberships or owned objects differ.
 pub const PRIVILEGE_DRIFT: &str = "PrivilegeDrift";
+/// A user's `VALID UNTIL` has passed: the server refuses its password.
+pub const PASSWORD_EXPIRED: &str = "PasswordExpired";
+/// The user about to become active has a `VALID UNTIL` within the margin.
+pub const PASSWORD_EXPIRES_SOON: &str = "PasswordExpiresSoon";
+/// A user's secret names a hot standby or a read-only database.
+pub const DATABASE_READ_ONLY: &str = "DatabaseReadOnly";
+/// The two users' secrets name different servers or databases.
+pub const ENDPOINT_MISMATCH: &str = "EndpointMismatch";
+/// A reader has not yet replayed the password change. Retryable.
+pub const READER_LAGGING: &str = "ReaderLagging";
+/// The RDS Proxy of the target does not authenticate with both users' secrets.
+pub const PROXY_MISSING_SECRET: &str = "ProxyMissingSecret";
+/// The database refused the `ALTER ROLE … PASSWORD` (restricted password
+/// management, an extension that refuses pre-hashed passwords).
+pub const PASSWORD_CHANGE_NOT_ALLOWED: &str = "PasswordChangeNotAllowed";
+/// The database server's TLS certificate failed verification.
+pub const TLS_VERIFICATION_FAILED: &str = "TlsVerificationFailed";
 /// The inactive user still has sessions (old tasks draining). Retryable.
 pub const INACTIVE_USER_IN_USE: &str = "InactiveUserInUse";
 /// The database refused a login with the password the step tried.
@@ -47,8 +64,11 @@ pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
 /// The deployments are still rolling out: the state machine waits and looks
 /// again (caught, not retried: the wait is a `Wait` state).
 pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";
-/// An ECS deployment reported `FAILED`.
+/// An ECS deployment reported `FAILED`, or ECS rolled back to an older one.
 pub const ROLLOUT_FAILED: &str = "RolloutFailed";
+/// A rollout this execution did not start (found in progress by
+/// `select-user`) failed or did not finish by the deadline; nothing was changed.
+pub const FOREIGN_ROLLOUT_FAILED: &str = "ForeignRolloutFailed";
 /// The deployments did not finish before the deadline.
 pub const ROLLOUT_TIMED_OUT: &str = "RolloutTimedOut";
 /// Secrets Manager's own rotation changed the *active* user's password: running
@@ -73,6 +93,14 @@ pub const ALL: &[(&str, bool)] = &[
     (SECRET_MALFORMED, false),
     (USER_NOT_FOUND, false),
     (PRIVILEGE_DRIFT, false),
+    (PASSWORD_EXPIRED, false),
+    (PASSWORD_EXPIRES_SOON, false),
+    (DATABASE_READ_ONLY, false),
+    (ENDPOINT_MISMATCH, false),
+    (READER_LAGGING, true),
+    (PROXY_MISSING_SECRET, false),
+    (PASSWORD_CHANGE_NOT_ALLOWED, false),
+    (TLS_VERIFICATION_FAILED, false),
     (INACTIVE_USER_IN_USE, true),
     (LOGIN_REJECTED, false),
     (DATABASE_UNAVAILABLE, true),
@@ -84,6 +112,7 @@ pub const ALL: &[(&str, bool)] = &[
     (UNSUPPORTED_DEPLOYMENT_CONTROLLER, false),
     (ROLLOUT_IN_PROGRESS, false),
     (ROLLOUT_FAILED, false),
+    (FOREIGN_ROLLOUT_FAILED, false),
     (ROLLOUT_TIMED_OUT, false),
     (ACTIVE_USER_ROTATED_EXTERNALLY, false),
     (ROTATION_ROLLED_BACK, false),
@@ -92,7 +121,7 @@ pub const ALL: &[(&str, bool)] = &[
 ];
 
 /// An error of a rotation step. Each variant maps to exactly one name above.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RotationError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -119,6 +148,26 @@ pub enum RotationError {
         b: String,
         differences: String,
     },
+    #[error("the password of {user:?} expired at {valid_until} (VALID UNTIL): the server refuses it. Run ALTER ROLE \"{user}\" VALID UNTIL 'infinity' (or a later date); nothing was changed")]
+    PasswordExpired { user: String, valid_until: String },
+    #[error("{user:?} is about to become the active user, but its VALID UNTIL is {valid_until}, before now plus the margin of {margin_days} day(s) (VALID_UNTIL_MARGIN_DAYS): the application would lose it before the next rotation. Run ALTER ROLE \"{user}\" VALID UNTIL 'infinity' (or a later date); nothing was changed")]
+    PasswordExpiresSoon {
+        user: String,
+        valid_until: String,
+        margin_days: u64,
+    },
+    #[error("{0}; nothing was changed")]
+    DatabaseReadOnly(String),
+    #[error("{0}; nothing was changed")]
+    EndpointMismatch(String),
+    #[error("{0}")]
+    ReaderLagging(String),
+    #[error("{0}; nothing was changed")]
+    ProxyMissingSecret(String),
+    #[error("{0}")]
+    PasswordChangeNotAllowed(String),
+    #[error("{0}")]
+    TlsVerificationFailed(String),
     #[error("inactive user {user:?} has {sessions} live session(s); old tasks are still draining")]
     InactiveUserInUse { user: String, sessions: i64 },
     #[error("login as {user:?} rejected: {detail}")]
@@ -137,8 +186,10 @@ pub enum RotationError {
     RotationInProgress(String),
     #[error("still rolling out: {0}")]
     RolloutInProgress(String),
-    #[error("ECS reported a FAILED deployment: {0}")]
+    #[error("the rollout failed: {0}")]
     RolloutFailed(String),
+    #[error("a rollout this execution did not start failed or did not finish by the deadline ({0}); the active-user parameter was not moved, nothing was changed")]
+    ForeignRolloutFailed(String),
     #[error("the deployments did not complete by the deadline: {0}")]
     RolloutTimedOut(String),
     #[error("Secrets Manager rotated the password of the active user under the running tasks; every service was redeployed and is stable now ({0}). Rotate only the inactive user.")]
@@ -159,6 +210,14 @@ impl RotationError {
             Self::SecretMalformed { .. } => SECRET_MALFORMED,
             Self::UserNotFound(_) => USER_NOT_FOUND,
             Self::PrivilegeDrift { .. } => PRIVILEGE_DRIFT,
+            Self::PasswordExpired { .. } => PASSWORD_EXPIRED,
+            Self::PasswordExpiresSoon { .. } => PASSWORD_EXPIRES_SOON,
+            Self::DatabaseReadOnly(_) => DATABASE_READ_ONLY,
+            Self::EndpointMismatch(_) => ENDPOINT_MISMATCH,
+            Self::ReaderLagging(_) => READER_LAGGING,
+            Self::ProxyMissingSecret(_) => PROXY_MISSING_SECRET,
+            Self::PasswordChangeNotAllowed(_) => PASSWORD_CHANGE_NOT_ALLOWED,
+            Self::TlsVerificationFailed(_) => TLS_VERIFICATION_FAILED,
             Self::InactiveUserInUse { .. } => INACTIVE_USER_IN_USE,
             Self::LoginRejected { .. } => LOGIN_REJECTED,
             Self::DatabaseUnavailable(_) => DATABASE_UNAVAILABLE,
@@ -170,6 +229,7 @@ impl RotationError {
             Self::UnsupportedDeploymentController(_) => UNSUPPORTED_DEPLOYMENT_CONTROLLER,
             Self::RolloutInProgress(_) => ROLLOUT_IN_PROGRESS,
             Self::RolloutFailed(_) => ROLLOUT_FAILED,
+            Self::ForeignRolloutFailed(_) => FOREIGN_ROLLOUT_FAILED,
             Self::RolloutTimedOut(_) => ROLLOUT_TIMED_OUT,
             Self::ActiveUserRotatedExternally(_) => ACTIVE_USER_ROTATED_EXTERNALLY,
         }

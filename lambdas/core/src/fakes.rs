@@ -255,6 +255,22 @@ impl SecretStore for FakeSecrets {
         Self::move_stage(versions, AWSPENDING, None);
         Ok(())
     }
+
+    async fn discard_pending(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+    ) -> Result<(), RotationError> {
+        self.faults.take("discard_pending")?;
+        let mut secrets = self.secrets.lock().unwrap();
+        let versions = secrets
+            .get_mut(secret_id)
+            .ok_or_else(|| RotationError::SecretNotFound(secret_id.into()))?;
+        if let Some(v) = versions.iter_mut().find(|v| v.id == version_id) {
+            v.stages.retain(|s| s != AWSPENDING);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Default)]
@@ -262,13 +278,39 @@ pub struct FakeUser {
     pub password: String,
     pub grants: Vec<String>,
     pub live_sessions: i64,
+    /// `VALID UNTIL` (milliseconds since the epoch); the server refuses the
+    /// password after it.
+    pub valid_until_ms: Option<i64>,
     /// Whether a plaintext password ever reached the server (it must not).
     pub saw_plaintext: bool,
+}
+
+/// A read replica: it knows the passwords as of the changes it has
+/// replayed. It stays where it is for `stall` more login attempts, then
+/// replays everything at once.
+#[derive(Clone, Default)]
+pub struct FakeReader {
+    /// Login attempts left before it catches up.
+    pub stall: u32,
+    /// How many password changes it has replayed.
+    pub replayed: u32,
+    /// Passwords as of what it has replayed.
+    pub passwords: HashMap<String, String>,
+    pub sessions: HashMap<String, i64>,
+    /// A replica of another primary: it is as far as the primary, yet its
+    /// passwords never change.
+    pub foreign: bool,
 }
 
 #[derive(Default)]
 pub struct FakeDatabase {
     pub users: Mutex<HashMap<String, FakeUser>>,
+    /// What a login on the primary sees of it.
+    pub server: Mutex<ServerFacts>,
+    /// Readers by host name.
+    pub readers: Mutex<HashMap<String, FakeReader>>,
+    /// What the ALTER ROLE answers, when set (a refusal).
+    pub alter_role_refusal: Mutex<Option<RotationError>>,
     pub faults: Faults,
     pub password_changes: Mutex<u32>,
 }
@@ -285,6 +327,27 @@ impl FakeDatabase {
         );
     }
 
+    /// Adds a reader that has replayed everything so far and stalls for
+    /// `stall` login attempts after that.
+    pub fn add_reader(&self, host: &str, stall: u32) {
+        let reader = FakeReader {
+            stall,
+            replayed: *self.password_changes.lock().unwrap(),
+            passwords: self.passwords(),
+            ..FakeReader::default()
+        };
+        self.readers.lock().unwrap().insert(host.into(), reader);
+    }
+
+    fn passwords(&self) -> HashMap<String, String> {
+        self.users
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(u, f)| (u.clone(), f.password.clone()))
+            .collect()
+    }
+
     pub fn password_of(&self, user: &str) -> Option<String> {
         self.users
             .lock()
@@ -294,18 +357,59 @@ impl FakeDatabase {
     }
 
     pub fn logs_in(&self, user: &str, password: &str) -> bool {
-        self.password_of(user).as_deref() == Some(password)
+        let users = self.users.lock().unwrap();
+        users.get(user).is_some_and(|u| {
+            u.password == password && u.valid_until_ms.is_none_or(|v| v > crate::steps::now_ms())
+        })
+    }
+
+    fn rejected(user: &str) -> RotationError {
+        RotationError::LoginRejected {
+            user: user.into(),
+            detail: "password authentication failed".into(),
+        }
     }
 
     fn login(&self, user: &str, password: &Password) -> Result<(), RotationError> {
         if self.logs_in(user, password.expose()) {
             Ok(())
         } else {
-            Err(RotationError::LoginRejected {
-                user: user.into(),
-                detail: "password authentication failed".into(),
-            })
+            Err(Self::rejected(user))
         }
+    }
+
+    /// A login on `endpoint`: the primary, or one of the readers.
+    fn login_at(
+        &self,
+        endpoint: &Endpoint,
+        user: &str,
+        password: &Password,
+    ) -> Result<ServerFacts, RotationError> {
+        let changes = *self.password_changes.lock().unwrap();
+        let mut readers = self.readers.lock().unwrap();
+        let Some(reader) = readers.get_mut(&endpoint.host) else {
+            drop(readers);
+            self.login(user, password)?;
+            let mut facts = self.server.lock().unwrap().clone();
+            facts.wal_lsn = Some(u64::from(changes));
+            return Ok(facts);
+        };
+        if reader.foreign {
+            reader.replayed = changes;
+        } else if reader.stall > 0 {
+            reader.stall -= 1;
+        } else {
+            reader.replayed = changes;
+            reader.passwords = self.passwords();
+        }
+        if reader.passwords.get(user).map(String::as_str) != Some(password.expose()) {
+            return Err(Self::rejected(user));
+        }
+        Ok(ServerFacts {
+            in_recovery: true,
+            read_only: true,
+            wal_lsn: Some(u64::from(reader.replayed)),
+        })
     }
 }
 
@@ -313,12 +417,12 @@ impl FakeDatabase {
 impl Database for FakeDatabase {
     async fn check_login(
         &self,
-        _: &Endpoint,
+        endpoint: &Endpoint,
         user: &str,
         password: &Password,
-    ) -> Result<(), RotationError> {
+    ) -> Result<ServerFacts, RotationError> {
         self.faults.take("check_login")?;
-        self.login(user, password)
+        self.login_at(endpoint, user, password)
     }
 
     async fn set_own_password(
@@ -330,6 +434,14 @@ impl Database for FakeDatabase {
     ) -> Result<(), RotationError> {
         self.faults.take("set_own_password")?;
         self.login(user, current)?;
+        if let Some(refusal) = self.alter_role_refusal.lock().unwrap().clone() {
+            return Err(refusal);
+        }
+        if self.server.lock().unwrap().read_only {
+            return Err(RotationError::DatabaseReadOnly(
+                "cannot execute ALTER ROLE in a read-only transaction".into(),
+            ));
+        }
         // The real adapter sends a verifier; the fake checks it is one and
         // that it matches the new password.
         let verifier = new.scram_verifier();
@@ -356,7 +468,7 @@ impl Database for FakeDatabase {
             .get(admin_user)
             .is_some_and(|a| a.grants.iter().any(|g| g == "attribute CREATEROLE"));
         if !admin_may {
-            return Err(RotationError::Database(format!(
+            return Err(RotationError::PasswordChangeNotAllowed(format!(
                 "permission denied to alter role {role}"
             )));
         }
@@ -370,25 +482,36 @@ impl Database for FakeDatabase {
 
     async fn user_facts(
         &self,
-        _: &Endpoint,
+        endpoint: &Endpoint,
         login_user: &str,
         login_password: &Password,
         users: &[&str],
-    ) -> Result<Vec<UserFacts>, RotationError> {
+    ) -> Result<Preflight, RotationError> {
         self.faults.take("user_facts")?;
-        self.login(login_user, login_password)?;
+        let server = self.login_at(endpoint, login_user, login_password)?;
+        let reader_sessions = self
+            .readers
+            .lock()
+            .unwrap()
+            .get(&endpoint.host)
+            .map(|r| r.sessions.clone());
         let known = self.users.lock().unwrap();
-        Ok(users
+        let users = users
             .iter()
             .map(|u| match known.get(*u) {
                 Some(f) => UserFacts {
                     exists: true,
-                    grants: f.grants.clone(),
-                    live_sessions: f.live_sessions,
+                    facts: f.grants.clone(),
+                    live_sessions: match &reader_sessions {
+                        Some(sessions) => sessions.get(*u).copied().unwrap_or(0),
+                        None => f.live_sessions,
+                    },
+                    valid_until_ms: f.valid_until_ms,
                 },
                 None => UserFacts::default(),
             })
-            .collect())
+            .collect();
+        Ok(Preflight { server, users })
     }
 }
 
@@ -494,7 +617,7 @@ impl Deployments for FakeDeployments {
         &self,
         cluster: &str,
         service: &str,
-    ) -> Result<String, RotationError> {
+    ) -> Result<StartedDeployment, RotationError> {
         self.faults.take("force_new_deployment")?;
         let mut all = self.services.lock().unwrap();
         let deployments = all
@@ -544,7 +667,8 @@ impl Deployments for FakeDeployments {
             );
         }
         self.forced.lock().unwrap().push(service.into());
-        Ok(id)
+        let created_at_ms = deployments[0].created_at_ms;
+        Ok(StartedDeployment { id, created_at_ms })
     }
 
     async fn describe(
@@ -634,5 +758,36 @@ impl Executions for FakeExecutions {
     async fn input(&self, execution_arn: &str) -> Result<Option<String>, RotationError> {
         self.faults.take("input")?;
         Ok(self.inputs.lock().unwrap().get(execution_arn).cloned())
+    }
+}
+
+/// RDS Proxies by name, with the secret ARNs of their `Auth` lists.
+#[derive(Default)]
+pub struct FakeProxies {
+    pub proxies: Mutex<HashMap<String, Vec<String>>>,
+    pub faults: Faults,
+}
+
+impl FakeProxies {
+    pub fn add(&self, name: &str, secrets: &[&str]) {
+        self.proxies
+            .lock()
+            .unwrap()
+            .insert(name.into(), secrets.iter().map(|s| s.to_string()).collect());
+    }
+}
+
+#[async_trait]
+impl Proxies for FakeProxies {
+    async fn auth_secrets(&self, proxy: &str) -> Result<Vec<String>, RotationError> {
+        self.faults.take("auth_secrets")?;
+        self.proxies
+            .lock()
+            .unwrap()
+            .get(proxy)
+            .cloned()
+            .ok_or_else(|| {
+                RotationError::Configuration(format!("the RDS Proxy {proxy} does not exist"))
+            })
     }
 }

@@ -77,6 +77,8 @@ impl ExecutionInput {
                         }
                     }
                 }
+                // A service named twice is redeployed (and watched) once.
+                let services = crate::domain::dedup(services.iter().map(String::as_str));
                 if services.is_empty() {
                     return Err(RotationError::InvalidInput(
                         "field \"services\" must name at least one service (omit it to use the configured list)".into(),

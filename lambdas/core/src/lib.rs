@@ -14,6 +14,7 @@ pub mod fakes;
 pub mod input;
 pub mod password;
 pub mod ports;
+pub mod rollout;
 pub mod runtime;
 pub mod steps;
 

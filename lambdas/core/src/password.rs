@@ -1,7 +1,12 @@
 //! Passwords: a redacting holder and a CSPRNG generator with a policy.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
 use rand::seq::IndexedRandom;
+use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 
 use crate::errors::RotationError;
 
@@ -21,11 +26,69 @@ impl Password {
         self.0.expose_secret()
     }
 
-    /// The SCRAM-SHA-256 verifier of this password, computed here so that the
-    /// plaintext never reaches the database server or its logs.
+    /// The SCRAM-SHA-256 verifier of this password (4096 iterations, as
+    /// `postgres-protocol` and PostgreSQL before 16 make it), computed here so
+    /// that the plaintext never reaches the database server or its logs.
     pub fn scram_verifier(&self) -> String {
         postgres_protocol::password::scram_sha_256(self.expose().as_bytes())
     }
+
+    /// The verifier of this password for `role`, of the given kind, as
+    /// `pg_authid.rolpassword` stores it:
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (RFC 5802
+    /// and 7677, base64, a random 16-byte salt) or `md5` + hex(md5(password ‖
+    /// role)). Only base64, hex, `$`, `:` and the prefix: safe in a literal.
+    pub fn verifier(&self, kind: Verifier, role: &str) -> String {
+        match kind {
+            Verifier::Md5 => postgres_protocol::password::md5(self.expose().as_bytes(), role),
+            Verifier::ScramSha256 { iterations } => {
+                let mut salt = [0u8; 16];
+                rand::rng().fill_bytes(&mut salt);
+                scram_sha_256(self.expose(), &salt, iterations)
+            }
+        }
+    }
+}
+
+/// The kind of stored password verifier (what PostgreSQL's
+/// `password_encryption` chooses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verifier {
+    /// `scram-sha-256`, with the server's `scram_iterations` (PostgreSQL 16
+    /// and later; 4096 before, and by default).
+    ScramSha256 { iterations: u32 },
+    /// `md5`: for servers whose `pg_hba.conf` or clients still use md5.
+    Md5,
+}
+
+/// The iteration count of SCRAM verifiers before PostgreSQL 16 made it a setting.
+pub const SCRAM_DEFAULT_ITERATIONS: u32 = 4096;
+
+/// A SCRAM-SHA-256 verifier with a given salt and iteration count, computed
+/// the way PostgreSQL's `scram_build_secret` does: SASLprep the password
+/// (kept as it is where SASLprep refuses it, as libpq does), `SaltedPassword =
+/// PBKDF2-HMAC-SHA-256(password, salt, i)`, `StoredKey = SHA-256(HMAC(Salted,
+/// "Client Key"))`, `ServerKey = HMAC(Salted, "Server Key")`.
+fn scram_sha_256(password: &str, salt: &[u8], iterations: u32) -> String {
+    let prepared = stringprep::saslprep(password)
+        .map(|p| p.into_owned())
+        .unwrap_or_else(|_| password.to_string());
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(prepared.as_bytes(), salt, iterations, &mut salted);
+    let hmac = |key: &[u8], message: &[u8]| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(message);
+        mac.finalize().into_bytes()
+    };
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key = Sha256::digest(client_key);
+    let server_key = hmac(&salted, b"Server Key");
+    format!(
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
+        STANDARD.encode(salt),
+        STANDARD.encode(stored_key),
+        STANDARD.encode(server_key)
+    )
 }
 
 impl std::fmt::Debug for Password {
@@ -34,9 +97,15 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// Characters left out by default: those that break URLs, `.pgpass` files and
-/// shell quoting (`: / @ " ' \` and backtick), and whitespace.
-pub const DEFAULT_EXCLUDED: &str = ":/@\"'\\`";
+/// Characters left out by default: every ASCII punctuation character but
+/// the four that no URI, JDBC URL, conninfo string, `.pgpass` or env file
+/// treats specially (`-`, `.`, `_`, `~`, RFC 3986's unreserved marks).
+/// Whitespace is always left out. What is left (letters, digits, `-._~`)
+/// round-trips unencoded through a libpq URI, a JDBC URL (which decodes
+/// `+` and `%`), Python's `urllib.parse` (which splits on `?`, `#`, `[`),
+/// key=value conninfo (quotes, backslash), `.pgpass` (`:`, backslash),
+/// env files and shells (`$`, backtick, quotes, `#`, `;`, `&`, …).
+pub const DEFAULT_EXCLUDED: &str = "!\"#$%&'()*+,/:;<=>?@[\\]^`{|}";
 
 pub const MIN_LENGTH: usize = 16;
 pub const MAX_LENGTH: usize = 128;
@@ -96,6 +165,34 @@ impl PasswordPolicy {
 
     pub fn length(&self) -> usize {
         self.length
+    }
+
+    /// The characters passwords are drawn from.
+    pub fn alphabet(&self) -> &[char] {
+        &self.alphabet
+    }
+
+    /// The entropy of a generated password, in bits: log2 of how many
+    /// passwords the policy accepts (every one is equally likely), counted
+    /// by inclusion and exclusion over the required classes.
+    pub fn entropy_bits(&self) -> f64 {
+        let n = self.alphabet.len() as f64;
+        let k = self.classes.len();
+        // Fraction of all n^length strings that hold every class.
+        let mut fraction = 0.0;
+        for subset in 0u32..(1 << k) {
+            let missing: usize = (0..k)
+                .filter(|i| subset & (1 << i) != 0)
+                .map(|i| self.classes[i].len())
+                .sum();
+            let sign = if subset.count_ones() % 2 == 0 {
+                1.0
+            } else {
+                -1.0
+            };
+            fraction += sign * ((n - missing as f64) / n).powi(self.length as i32);
+        }
+        self.length as f64 * n.log2() + fraction.log2()
     }
 
     /// Whether `candidate` satisfies this policy.

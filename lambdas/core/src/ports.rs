@@ -49,31 +49,66 @@ pub trait SecretStore: Send + Sync {
     /// Moves `AWSCURRENT` to `version_id` (the old current version keeps
     /// `AWSPREVIOUS`) and removes `AWSPENDING` from it. Idempotent.
     async fn promote(&self, secret_id: &str, version_id: &str) -> Result<(), RotationError>;
+
+    /// Removes `AWSPENDING` from `version_id` (the version itself stays, as
+    /// an unlabelled one). Idempotent: a version without the label is left
+    /// as it is.
+    async fn discard_pending(&self, secret_id: &str, version_id: &str)
+        -> Result<(), RotationError>;
 }
 
-/// What preflight learns about the two users.
+/// What one login learns about the server it reached.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerFacts {
+    /// `pg_is_in_recovery()`: a hot standby (or a replica being promoted).
+    pub in_recovery: bool,
+    /// `transaction_read_only` of a new transaction of this session: true on
+    /// a standby, or when `default_transaction_read_only` is on for the
+    /// server, the database or the role.
+    pub read_only: bool,
+    /// The WAL position (bytes): on a primary `pg_current_wal_lsn()`, on a
+    /// standby `pg_last_wal_replay_lsn()` (how far it has replayed).
+    pub wal_lsn: Option<u64>,
+}
+
+/// What the preflight learns about one user, from the catalogs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserFacts {
     pub exists: bool,
-    /// Sorted, comparable descriptions of what the user may do: role
-    /// memberships, privileges granted to it directly, objects it owns.
-    pub grants: Vec<String>,
+    /// Sorted, comparable lines, none naming the user itself, of everything
+    /// a login as the user depends on: attributes, settings, memberships,
+    /// privileges on any object, default privileges, policies, ownership.
+    pub facts: Vec<String>,
+    /// Sessions of the user on this server, other than the one asking.
     pub live_sessions: i64,
+    /// `VALID UNTIL`, milliseconds since the epoch (`None`: never expires).
+    pub valid_until_ms: Option<i64>,
+}
+
+/// The answer of [`Database::user_facts`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Preflight {
+    /// The server the login reached.
+    pub server: ServerFacts,
+    /// One per user asked about, in the same order.
+    pub users: Vec<UserFacts>,
 }
 
 /// The PostgreSQL database the two users live in.
 #[async_trait]
 pub trait Database: Send + Sync {
-    /// Logs in as `user` with `password` and runs a trivial query.
+    /// Logs in as `user` with `password` and reports what it sees of the
+    /// server (one query).
     async fn check_login(
         &self,
         endpoint: &Endpoint,
         user: &str,
         password: &Password,
-    ) -> Result<(), RotationError>;
+    ) -> Result<ServerFacts, RotationError>;
 
     /// Logs in as `user` with `current` and changes its own password to `new`,
-    /// sending only a SCRAM-SHA-256 verifier.
+    /// sending only a verifier computed here, of the kind the server's
+    /// `password_encryption` asks for (SCRAM-SHA-256 or md5).
     async fn set_own_password(
         &self,
         endpoint: &Endpoint,
@@ -83,8 +118,8 @@ pub trait Database: Send + Sync {
     ) -> Result<(), RotationError>;
 
     /// Logs in as an administrator (`admin_user` with `admin_password`) and
-    /// sets the password of `role` to `new`, sending only a SCRAM-SHA-256
-    /// verifier. For databases where users may not change their own password.
+    /// sets the password of `role` to `new`, sending only a verifier (as
+    /// above). For databases where users may not change their own password.
     async fn set_password_as(
         &self,
         endpoint: &Endpoint,
@@ -94,14 +129,23 @@ pub trait Database: Send + Sync {
         new: &Password,
     ) -> Result<(), RotationError>;
 
-    /// Logs in as `login_user` and reads the facts about each of `users`.
+    /// Logs in as `login_user` and reads the facts about each of `users`
+    /// (and about the server) from the catalogs.
     async fn user_facts(
         &self,
         endpoint: &Endpoint,
         login_user: &str,
         login_password: &Password,
         users: &[&str],
-    ) -> Result<Vec<UserFacts>, RotationError>;
+    ) -> Result<Preflight, RotationError>;
+}
+
+/// RDS Proxy: which secrets a proxy authenticates clients with.
+#[async_trait]
+pub trait Proxies: Send + Sync {
+    /// The ARNs of the secrets in the proxy's `Auth` list
+    /// (`rds:DescribeDBProxies`). A missing proxy is `ConfigurationError`.
+    async fn auth_secrets(&self, proxy: &str) -> Result<Vec<String>, RotationError>;
 }
 
 /// The state of one ECS deployment of a service.
@@ -113,6 +157,14 @@ pub struct DeploymentState {
     /// `IN_PROGRESS`, `COMPLETED` or `FAILED` (absent for services without
     /// deployment circuit breaker data).
     pub rollout_state: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: Option<i64>,
+}
+
+/// A deployment `UpdateService` started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedDeployment {
+    pub id: String,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: Option<i64>,
 }
@@ -165,12 +217,12 @@ impl ServiceState {
 /// ECS services and their deployments.
 #[async_trait]
 pub trait Deployments: Send + Sync {
-    /// `UpdateService` with `forceNewDeployment`; returns the new PRIMARY deployment id.
+    /// `UpdateService` with `forceNewDeployment`; returns the new PRIMARY deployment.
     async fn force_new_deployment(
         &self,
         cluster: &str,
         service: &str,
-    ) -> Result<String, RotationError>;
+    ) -> Result<StartedDeployment, RotationError>;
 
     /// Each service, in the order asked; for traffic-shifting services also
     /// their current service deployment.

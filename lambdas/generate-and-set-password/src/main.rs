@@ -8,7 +8,8 @@ use pgflip_core::adapters::{
     postgres::Postgres, secrets::SecretsManager, ssm_passwords::SsmPasswordStore, PasswordStores,
 };
 use pgflip_core::config::{
-    password_policy_from_env, password_setter_from_env, DbConfig, ProcessEnv,
+    password_encryption_from_env, password_policy_from_env, password_setter_from_env, DbConfig,
+    ProcessEnv,
 };
 use pgflip_core::domain::Plan;
 use pgflip_core::runtime::{aws_config, init_tracing, or_exit, parse_payload};
@@ -20,7 +21,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let policy = or_exit(password_policy_from_env(&ProcessEnv));
     let setter = password_setter_from_env(&ProcessEnv);
-    let database = or_exit(DbConfig::from_env(&ProcessEnv).and_then(Postgres::new));
+    let database = or_exit(
+        DbConfig::from_env(&ProcessEnv)
+            .and_then(|db| {
+                Ok(DbConfig {
+                    password_encryption: password_encryption_from_env(&ProcessEnv)?,
+                    ..db
+                })
+            })
+            .and_then(Postgres::new),
+    );
     let aws = aws_config().await;
     let stores = PasswordStores {
         secrets_manager: SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws)),

@@ -3,8 +3,8 @@
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use pgflip_core::adapters::{
-    ecs::EcsDeployments, postgres::Postgres, secrets::SecretsManager, sfn::StepFunctions,
-    ssm::SsmParameters, ssm_passwords::SsmPasswordStore, PasswordStores,
+    ecs::EcsDeployments, postgres::Postgres, rds::RdsProxies, secrets::SecretsManager,
+    sfn::StepFunctions, ssm::SsmParameters, ssm_passwords::SsmPasswordStore, PasswordStores,
 };
 use pgflip_core::config::{DbConfig, ProcessEnv, TargetConfig, Targets};
 use pgflip_core::runtime::{aws_config, init_tracing, or_exit, parse_payload};
@@ -25,6 +25,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let deployments = EcsDeployments::new(aws_sdk_ecs::Client::new(&aws));
     let executions = StepFunctions::new(aws_sdk_sfn::Client::new(&aws));
+    let proxies = RdsProxies::new(aws_sdk_rds::Client::new(&aws));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async {
         let request = parse_payload(event.payload)?;
         let target =
@@ -37,6 +38,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             &database,
             &deployments,
             &executions,
+            &proxies,
         )
         .await
     }))

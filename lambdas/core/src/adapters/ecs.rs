@@ -8,7 +8,9 @@ use tracing::warn;
 
 use super::aws::classify_or;
 use crate::errors::RotationError;
-use crate::ports::{DeploymentState, Deployments, ServiceDeploymentState, ServiceState};
+use crate::ports::{
+    DeploymentState, Deployments, ServiceDeploymentState, ServiceState, StartedDeployment,
+};
 
 /// `DescribeServices` takes at most 10 services per call.
 const DESCRIBE_BATCH: usize = 10;
@@ -85,7 +87,7 @@ impl Deployments for EcsDeployments {
         &self,
         cluster: &str,
         service: &str,
-    ) -> Result<String, RotationError> {
+    ) -> Result<StartedDeployment, RotationError> {
         let out = self
             .client
             .update_service()
@@ -106,7 +108,12 @@ impl Deployments for EcsDeployments {
             .unwrap_or_default()
             .into_iter()
             .find(|d| d.status.as_deref() == Some("PRIMARY"))
-            .and_then(|d| d.id)
+            .and_then(|d| {
+                Some(StartedDeployment {
+                    created_at_ms: d.created_at.and_then(|t| t.to_millis().ok()),
+                    id: d.id?,
+                })
+            })
             .ok_or_else(|| {
                 RotationError::AwsRequestFailed(format!(
                     "ecs:UpdateService on {cluster}/{service} returned no PRIMARY deployment"

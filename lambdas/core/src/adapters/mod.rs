@@ -4,13 +4,16 @@
     feature = "ssm",
     feature = "secretsmanager",
     feature = "ecs",
-    feature = "sfn"
+    feature = "sfn",
+    feature = "rds"
 ))]
 mod aws;
 #[cfg(feature = "ecs")]
 pub mod ecs;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "rds")]
+pub mod rds;
 #[cfg(feature = "secretsmanager")]
 pub mod secrets;
 #[cfg(feature = "sfn")]

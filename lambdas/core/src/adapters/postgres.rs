@@ -14,11 +14,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 use tracing::debug;
 
-use crate::config::{DbConfig, SslMode};
+use crate::config::{DbConfig, PasswordEncryption, SslMode};
 use crate::domain::Endpoint;
 use crate::errors::RotationError;
-use crate::password::Password;
-use crate::ports::{Database, UserFacts};
+use crate::password::{Password, Verifier, SCRAM_DEFAULT_ITERATIONS};
+use crate::ports::{Database, Preflight, ServerFacts, UserFacts};
 
 pub struct Postgres {
     config: DbConfig,
@@ -129,16 +129,18 @@ fn classify(user: &str, endpoint: &Endpoint, e: tokio_postgres::Error) -> Rotati
         return if *code == SqlState::INVALID_PASSWORD
             || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
         {
-            login_rejected(text)
+            login_rejected(format!("{text} at {endpoint}"))
         } else if *code == SqlState::TOO_MANY_CONNECTIONS
             || *code == SqlState::CANNOT_CONNECT_NOW
             || *code == SqlState::ADMIN_SHUTDOWN
             || *code == SqlState::CRASH_SHUTDOWN
             || code.code().starts_with("08")
         {
-            RotationError::DatabaseUnavailable(text)
+            RotationError::DatabaseUnavailable(format!("{endpoint}: {text}"))
+        } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+            RotationError::DatabaseReadOnly(format!("{endpoint} is read-only: {text}"))
         } else {
-            RotationError::Database(text)
+            RotationError::Database(format!("{endpoint}: {text}"))
         };
     }
     // No SQLSTATE: I/O, TLS or protocol trouble before or after login.
@@ -151,8 +153,8 @@ fn classify(user: &str, endpoint: &Endpoint, e: tokio_postgres::Error) -> Rotati
     }
     if text.contains("certificate") || text.contains("InvalidCertificate") {
         // A TLS verification failure is a configuration or attack, not a blip.
-        return RotationError::Database(format!(
-            "TLS to {}:{} failed verification: {text}",
+        return RotationError::TlsVerificationFailed(format!(
+            "the TLS certificate of {}:{} failed verification against DB_SSL_ROOT_CERT: {text}. Connect by a name the certificate carries (for RDS: the instance, cluster or proxy endpoint, not a DNS alias) and trust the CA that signed it",
             endpoint.host, endpoint.port
         ));
     }
@@ -165,21 +167,37 @@ fn classify(user: &str, endpoint: &Endpoint, e: tokio_postgres::Error) -> Rotati
     RotationError::DatabaseUnavailable(format!("{}:{}: {text}", endpoint.host, endpoint.port))
 }
 
-/// The SCRAM-SHA-256 verifier of `new`. It is base64 and `$:` only; check
-/// rather than assume before putting it in a literal (ALTER ROLE takes no
-/// bind parameters).
-fn verifier(new: &Password) -> Result<String, RotationError> {
-    let v = new.scram_verifier();
-    if v.starts_with("SCRAM-SHA-256$")
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "$:+/=-".contains(c))
-    {
-        Ok(v)
-    } else {
-        Err(RotationError::Database(
-            "unexpected SCRAM verifier format".into(),
-        ))
+/// What the server said to an `ALTER ROLE … PASSWORD`: a refusal to let this
+/// login set a password (SQLSTATE 42501, as RDS's `rds.restrict_password_commands`
+/// gives it, or an extension such as credcheck that refuses pre-hashed
+/// passwords) is `PasswordChangeNotAllowed` with what to do; the rest is
+/// classified like any other error.
+fn classify_alter_role(
+    login: &str,
+    role: &str,
+    as_admin: bool,
+    endpoint: &Endpoint,
+    e: tokio_postgres::Error,
+) -> RotationError {
+    if let Some(db) = e.as_db_error() {
+        let message = db.message().to_ascii_lowercase();
+        let prehashed = ["encrypted", "hashed", "pre-hash", "verifier"]
+            .iter()
+            .any(|w| message.contains(w));
+        if *db.code() == SqlState::INSUFFICIENT_PRIVILEGE || prehashed {
+            let advice = match (as_admin, prehashed) {
+                (_, true) => "the server refuses passwords sent as a verifier; pgflip never sends a plaintext password, so allow pre-hashed passwords for this role (for example credcheck.encrypted_password_allowed = on)".to_string(),
+                (false, false) => "this user may not change its own password here (on RDS with rds.restrict_password_commands, only rds_password members may): set DB_ADMIN_SECRET_ID to the secret of an administrator who may, or grant the user that right".to_string(),
+                (true, false) => format!("the administrator {login:?} may not set the password of {role:?}: give it CREATEROLE (and ADMIN OPTION on {role:?} on PostgreSQL 16 and later), or membership of rds_password on RDS with rds.restrict_password_commands"),
+            };
+            return RotationError::PasswordChangeNotAllowed(format!(
+                "{endpoint}: ALTER ROLE {role:?} PASSWORD as {login:?} was refused: {} ({}); {advice}",
+                db.message(),
+                db.code().code()
+            ));
+        }
     }
+    classify(login, endpoint, e)
 }
 
 /// A role name as an SQL identifier.
@@ -187,58 +205,196 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Everything a user may do, as comparable lines without the user's name:
-/// attributes, settings, memberships, direct privileges and owned objects.
-const USER_FACTS_SQL: &str = r#"
-SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS exists,
-       ARRAY(
-         SELECT fact FROM (
-           SELECT 'attribute ' || a AS fact FROM pg_roles r,
-             LATERAL (VALUES
-               (CASE WHEN r.rolsuper THEN 'SUPERUSER' END),
-               (CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END),
-               (CASE WHEN r.rolcreatedb THEN 'CREATEDB' END),
-               (CASE WHEN NOT r.rolinherit THEN 'NOINHERIT' END),
-               (CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END),
-               (CASE WHEN r.rolreplication THEN 'REPLICATION' END),
-               (CASE WHEN r.rolconnlimit <> -1 THEN 'CONNECTION LIMIT ' || r.rolconnlimit END)
-             ) AS v(a)
-             WHERE r.rolname = $1 AND a IS NOT NULL
-           UNION ALL
-           SELECT 'setting ' || s FROM pg_roles r, unnest(r.rolconfig) AS s WHERE r.rolname = $1
-           UNION ALL
-           SELECT 'member of ' || g.rolname
-             FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
-             WHERE r.rolname = $1
-           UNION ALL
-           SELECT a.privilege_type || ' on database ' || d.datname
-             FROM pg_database d, aclexplode(d.datacl) a JOIN pg_roles r ON r.oid = a.grantee
-             WHERE r.rolname = $1
-           UNION ALL
-           SELECT a.privilege_type || ' on schema ' || n.nspname
-             FROM pg_namespace n, aclexplode(n.nspacl) a JOIN pg_roles r ON r.oid = a.grantee
-             WHERE r.rolname = $1
-           UNION ALL
-           SELECT a.privilege_type || ' on ' || CASE c.relkind WHEN 'S' THEN 'sequence ' ELSE 'table ' END || c.oid::regclass::text
-             FROM pg_class c, aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
-             WHERE r.rolname = $1
-           UNION ALL
-           SELECT 'owns schema ' || n.nspname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
-             WHERE r.rolname = $1
-           UNION ALL
-           SELECT 'owns ' || CASE c.relkind WHEN 'S' THEN 'sequence ' WHEN 'v' THEN 'view ' ELSE 'table ' END || c.oid::regclass::text
-             FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
-             WHERE r.rolname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-           UNION ALL
-           SELECT 'owns function ' || p.oid::regprocedure::text FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
-             WHERE r.rolname = $1
-         ) facts ORDER BY fact
-       ) AS grants,
-       -- Other users' rows hide backend_type from a non-superuser; usename is
-       -- visible, and no background worker runs as an application user.
-       (SELECT count(*) FROM pg_stat_activity
-         WHERE usename = $1 AND pid <> pg_backend_pid()) AS sessions
+/// What one login sees of the server (one round trip).
+const SERVER_FACTS_SQL: &str = "SELECT pg_is_in_recovery() AS in_recovery, \
+     current_setting('transaction_read_only') = 'on' AS read_only, \
+     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn, \
+     current_setting('password_encryption') AS password_encryption, \
+     current_setting('scram_iterations', true) AS scram_iterations";
+
+/// A WAL position (`16/B374D848`) as a byte offset.
+fn parse_lsn(lsn: &str) -> Option<u64> {
+    let (high, low) = lsn.split_once('/')?;
+    Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
+}
+
+/// The server's facts and the verifier kind it would store, from a row of
+/// [`SERVER_FACTS_SQL`].
+fn server_facts(row: &tokio_postgres::Row) -> (ServerFacts, Verifier) {
+    let iterations = row
+        .get::<_, Option<String>>("scram_iterations")
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(SCRAM_DEFAULT_ITERATIONS);
+    let verifier = match row.get::<_, String>("password_encryption").as_str() {
+        "md5" => Verifier::Md5,
+        _ => Verifier::ScramSha256 { iterations },
+    };
+    (
+        ServerFacts {
+            in_recovery: row.get("in_recovery"),
+            read_only: row.get("read_only"),
+            wal_lsn: row
+                .get::<_, Option<String>>("lsn")
+                .as_deref()
+                .and_then(parse_lsn),
+        },
+        verifier,
+    )
+}
+
+/// Everything about a user that is not a privilege: whether it exists, its
+/// `VALID UNTIL`, its sessions, and facts from `pg_roles` (every column, so
+/// an attribute a later PostgreSQL adds is compared too), `pg_db_role_setting`
+/// (settings, per database too), `pg_auth_members` (memberships both ways,
+/// with every option column) and `pg_shdepend` (ownership and policies in
+/// this database; in other databases of the server, by database and kind).
+const ROLE_FACTS_SQL: &str = r#"
+WITH r AS (SELECT * FROM pg_roles WHERE rolname = $1),
+     here AS (SELECT oid FROM pg_database WHERE datname = current_database())
+SELECT 'attribute' AS kind, a.key AS a, coalesce(a.value, 'null') AS b
+  FROM r, jsonb_each_text(to_jsonb(r) - 'rolname' - 'oid' - 'rolpassword' - 'rolconfig') AS a
+UNION ALL
+SELECT 'setting', coalesce(d.datname, ''), c
+  FROM r JOIN pg_db_role_setting s ON s.setrole = r.oid
+  LEFT JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) AS c
+UNION ALL
+SELECT 'member of', g.rolname,
+       (to_jsonb(m) - 'oid' - 'roleid' - 'member' - 'grantor')::text
+  FROM r JOIN pg_auth_members m ON m.member = r.oid JOIN pg_roles g ON g.oid = m.roleid
+UNION ALL
+SELECT 'has member', g.rolname,
+       (to_jsonb(m) - 'oid' - 'roleid' - 'member' - 'grantor')::text
+  FROM r JOIN pg_auth_members m ON m.roleid = r.oid JOIN pg_roles g ON g.oid = m.member
+UNION ALL
+SELECT 'depends ' || sd.deptype,
+       CASE WHEN sd.dbid IN (0, (SELECT oid FROM here)) THEN '' ELSE coalesce(d.datname, sd.dbid::text) END,
+       CASE WHEN sd.dbid IN (0, (SELECT oid FROM here))
+            THEN coalesce(pg_describe_object(sd.classid, sd.objid, sd.objsubid), 'a dropped object')
+            ELSE sd.classid::regclass::text END
+  FROM r JOIN pg_shdepend sd
+    ON sd.refclassid = 'pg_authid'::regclass AND sd.refobjid = r.oid
+  LEFT JOIN pg_database d ON d.oid = sd.dbid
 "#;
+
+/// The catalogs of this server with an ACL column (`aclitem[]`): each row's
+/// privileges are exploded for the user. Found, not listed, so a catalog a
+/// later PostgreSQL adds (as 15 added `pg_parameter_acl`) is compared too.
+const ACL_COLUMNS_SQL: &str = r#"
+SELECT c.relname::text AS catalog, a.attname::text AS acl,
+       EXISTS (SELECT 1 FROM pg_attribute o
+                WHERE o.attrelid = c.oid AND o.attname = 'oid' AND o.attnum > 0 AND NOT o.attisdropped) AS has_oid
+  FROM pg_class c
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind = 'r'
+   AND a.atttypid = 'aclitem[]'::regtype
+ ORDER BY 1, 2
+"#;
+
+/// One query over every ACL column: `(privilege, grantable, object)` for
+/// each privilege granted to the role `$1` (directly; PUBLIC's and a
+/// group's privileges are the same for both users). `pg_init_privs` holds
+/// an extension's initial privileges, kept for pg_dump, not what is in
+/// effect: left out.
+fn acl_facts_sql(columns: &[(String, String, bool)]) -> Option<String> {
+    let parts: Vec<String> = columns
+        .iter()
+        .filter(|(catalog, _, _)| catalog != "pg_init_privs")
+        .map(|(catalog, acl, has_oid)| {
+            let object = if catalog == "pg_attribute" {
+                "pg_describe_object('pg_class'::regclass, t.attrelid, t.attnum)".to_string()
+            } else if *has_oid {
+                format!("pg_describe_object('pg_catalog.{catalog}'::regclass, t.oid, 0)")
+            } else {
+                format!("'a row of {catalog}'")
+            };
+            format!(
+                "SELECT x.privilege_type, x.is_grantable, coalesce({object}, 'a dropped object') FROM pg_catalog.{} t, aclexplode(t.{}) x WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+                quote_ident(catalog),
+                quote_ident(acl)
+            )
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("\nUNION ALL\n"))
+}
+
+/// The comparable line of one `ROLE_FACTS_SQL` row of `role`, or `None` for
+/// rows described in more detail elsewhere (ACL dependencies here: the
+/// privileges themselves are facts). Mentions of the role itself in an
+/// object's description are written `<self>`, so that blue's "user mapping
+/// for blue" equals green's "user mapping for green".
+fn role_fact(role: &str, kind: &str, a: &str, b: &str) -> Option<String> {
+    let this = |object: &str| {
+        object
+            .replace(
+                &format!("belonging to role {role} "),
+                "belonging to role <self> ",
+            )
+            .replace(
+                &format!("belonging to role {role}"),
+                "belonging to role <self>",
+            )
+            .replace(
+                &format!("user mapping for {role} on"),
+                "user mapping for <self> on",
+            )
+    };
+    Some(match (kind, a) {
+        // NULL and 'infinity' both mean the password never expires.
+        ("attribute", "rolvaliduntil") if b == "null" || b == "infinity" => return None,
+        ("attribute", key) => attribute(key, b),
+        ("setting", "") => format!("setting {b}"),
+        ("setting", db) => format!("setting {b} in database {db}"),
+        ("member of" | "has member", other) => format!("{kind} {other} {b}"),
+        ("depends a", "") => return None,
+        ("depends o", "") => format!("owner of {}", this(b)),
+        ("depends r", "") => format!("named in {}", this(b)),
+        (kind, "") => format!("{kind} on {}", this(b)),
+        ("depends o", db) => format!("in database {db}: owner of a {b} object"),
+        ("depends a", db) => format!("in database {db}: in the ACL of a {b} object"),
+        ("depends r", db) => format!("in database {db}: named in a {b} object"),
+        (kind, db) => format!("in database {db}: {kind} on a {b} object"),
+    })
+}
+
+/// A `pg_roles` column as the attribute clause of `CREATE ROLE` says it
+/// (unknown columns as `name=value`).
+fn attribute(key: &str, value: &str) -> String {
+    let flag =
+        |on: &str, off: &str| format!("attribute {}", if value == "true" { on } else { off });
+    match key {
+        "rolsuper" => flag("SUPERUSER", "NOSUPERUSER"),
+        "rolinherit" => flag("INHERIT", "NOINHERIT"),
+        "rolcreaterole" => flag("CREATEROLE", "NOCREATEROLE"),
+        "rolcreatedb" => flag("CREATEDB", "NOCREATEDB"),
+        "rolcanlogin" => flag("LOGIN", "NOLOGIN"),
+        "rolreplication" => flag("REPLICATION", "NOREPLICATION"),
+        "rolbypassrls" => flag("BYPASSRLS", "NOBYPASSRLS"),
+        "rolconnlimit" => format!("attribute CONNECTION LIMIT {value}"),
+        "rolvaliduntil" => format!("attribute VALID UNTIL {value}"),
+        other => format!("attribute {other}={value}"),
+    }
+}
+
+/// Counts the facts about other databases (one row per object there) into
+/// one line per database and kind: `in database x: owner of 3 pg_class objects`.
+fn summarise(facts: Vec<String>) -> Vec<String> {
+    let mut counted: std::collections::BTreeMap<String, usize> = Default::default();
+    for fact in facts {
+        *counted.entry(fact).or_default() += 1;
+    }
+    let mut out: Vec<String> = counted
+        .into_iter()
+        .map(|(fact, n)| {
+            if n == 1 || !fact.starts_with("in database ") {
+                fact
+            } else {
+                format!("{} (×{n})", fact.replacen(" a ", " each ", 1))
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
 
 #[async_trait]
 impl Database for Postgres {
@@ -247,13 +403,13 @@ impl Database for Postgres {
         endpoint: &Endpoint,
         user: &str,
         password: &Password,
-    ) -> Result<(), RotationError> {
+    ) -> Result<ServerFacts, RotationError> {
         let client = self.connect(endpoint, user, password).await?;
-        client
-            .simple_query("SELECT 1")
+        let row = client
+            .query_one(SERVER_FACTS_SQL, &[])
             .await
             .map_err(|e| classify(user, endpoint, e))?;
-        Ok(())
+        Ok(server_facts(&row).0)
     }
 
     async fn set_own_password(
@@ -264,11 +420,14 @@ impl Database for Postgres {
         new: &Password,
     ) -> Result<(), RotationError> {
         let client = self.connect(endpoint, user, current).await?;
-        let statement = format!("ALTER ROLE CURRENT_USER PASSWORD '{}'", verifier(new)?);
+        let statement = format!(
+            "ALTER ROLE CURRENT_USER PASSWORD '{}'",
+            self.verifier(&client, endpoint, user, user, new).await?
+        );
         client
             .batch_execute(&statement)
             .await
-            .map_err(|e| classify(user, endpoint, e))?;
+            .map_err(|e| classify_alter_role(user, user, false, endpoint, e))?;
         Ok(())
     }
 
@@ -284,12 +443,13 @@ impl Database for Postgres {
         let statement = format!(
             "ALTER ROLE {} PASSWORD '{}'",
             quote_ident(role),
-            verifier(new)?
+            self.verifier(&client, endpoint, admin_user, role, new)
+                .await?
         );
         client
             .batch_execute(&statement)
             .await
-            .map_err(|e| classify(admin_user, endpoint, e))?;
+            .map_err(|e| classify_alter_role(admin_user, role, true, endpoint, e))?;
         Ok(())
     }
 
@@ -299,25 +459,118 @@ impl Database for Postgres {
         login_user: &str,
         login_password: &Password,
         users: &[&str],
-    ) -> Result<Vec<UserFacts>, RotationError> {
+    ) -> Result<Preflight, RotationError> {
         let client = self.connect(endpoint, login_user, login_password).await?;
-        let statement = client
-            .prepare(USER_FACTS_SQL)
-            .await
-            .map_err(|e| classify(login_user, endpoint, e))?;
-        let mut facts = Vec::with_capacity(users.len());
-        for user in users {
-            let row = client
-                .query_one(&statement, &[user])
+        let failed = |e| classify(login_user, endpoint, e);
+        let server = server_facts(
+            &client
+                .query_one(SERVER_FACTS_SQL, &[])
                 .await
-                .map_err(|e| classify(login_user, endpoint, e))?;
-            facts.push(UserFacts {
+                .map_err(failed)?,
+        )
+        .0;
+        let columns: Vec<(String, String, bool)> = client
+            .query(ACL_COLUMNS_SQL, &[])
+            .await
+            .map_err(failed)?
+            .iter()
+            .map(|r| (r.get("catalog"), r.get("acl"), r.get("has_oid")))
+            .collect();
+        let acl = match acl_facts_sql(&columns) {
+            Some(sql) => Some(client.prepare(&sql).await.map_err(failed)?),
+            None => None,
+        };
+        let role_facts = client.prepare(ROLE_FACTS_SQL).await.map_err(failed)?;
+        let about = client
+            .prepare(
+                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS exists,
+                        (SELECT (extract(epoch FROM rolvaliduntil) * 1000)::float8 FROM pg_roles
+                          WHERE rolname = $1 AND rolvaliduntil IS NOT NULL AND rolvaliduntil <> 'infinity') AS valid_until_ms,
+                        (SELECT count(*) FROM pg_stat_activity
+                          WHERE usename = $1 AND pid <> pg_backend_pid()) AS sessions",
+            )
+            .await
+            .map_err(failed)?;
+        let mut out = Vec::with_capacity(users.len());
+        for user in users {
+            let row = client.query_one(&about, &[user]).await.map_err(failed)?;
+            let mut facts: Vec<String> = client
+                .query(&role_facts, &[user])
+                .await
+                .map_err(failed)?
+                .iter()
+                .filter_map(|r| role_fact(user, r.get(0), r.get(1), r.get(2)))
+                .collect();
+            if let Some(acl) = &acl {
+                for r in client.query(acl, &[user]).await.map_err(failed)? {
+                    let (privilege, grantable, object): (String, bool, String) =
+                        (r.get(0), r.get(1), r.get(2));
+                    facts.push(format!(
+                        "{privilege} on {}{}",
+                        object.replace(
+                            &format!("belonging to role {user}"),
+                            "belonging to role <self>"
+                        ),
+                        if grantable { " WITH GRANT OPTION" } else { "" }
+                    ));
+                }
+            }
+            out.push(UserFacts {
                 exists: row.get("exists"),
-                grants: row.get("grants"),
+                facts: summarise(facts),
                 live_sessions: row.get("sessions"),
+                valid_until_ms: row
+                    .get::<_, Option<f64>>("valid_until_ms")
+                    .map(|ms| ms as i64),
             });
         }
-        Ok(facts)
+        Ok(Preflight { server, users: out })
+    }
+}
+
+impl Postgres {
+    /// The verifier of `new` for `role`, of the kind configured
+    /// (`DB_PASSWORD_ENCRYPTION`) or, by default, the kind the server would
+    /// store (`password_encryption`, `scram_iterations`), read in the session
+    /// that will run the `ALTER ROLE`. Checked to hold only verifier
+    /// characters before it goes into a literal (ALTER ROLE takes no bind
+    /// parameters).
+    async fn verifier(
+        &self,
+        client: &Client,
+        endpoint: &Endpoint,
+        login: &str,
+        role: &str,
+        new: &Password,
+    ) -> Result<String, RotationError> {
+        let kind = match self.config.password_encryption {
+            PasswordEncryption::ScramSha256 => Verifier::ScramSha256 {
+                iterations: SCRAM_DEFAULT_ITERATIONS,
+            },
+            PasswordEncryption::Md5 => Verifier::Md5,
+            PasswordEncryption::Auto => {
+                let row = client
+                    .query_one(SERVER_FACTS_SQL, &[])
+                    .await
+                    .map_err(|e| classify(login, endpoint, e))?;
+                server_facts(&row).1
+            }
+        };
+        checked_verifier(new.verifier(kind, role))
+    }
+}
+
+/// A verifier is base64, hex, `$`, `:` and its prefix only: checked rather
+/// than assumed before it goes into a literal.
+fn checked_verifier(v: String) -> Result<String, RotationError> {
+    let shape = v.starts_with("SCRAM-SHA-256$") || (v.starts_with("md5") && v.len() == 35);
+    if shape
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "$:+/=-".contains(c))
+    {
+        Ok(v)
+    } else {
+        Err(RotationError::Database("unexpected verifier format".into()))
     }
 }
 
@@ -333,7 +586,44 @@ mod tests {
 
     #[test]
     fn verifiers_are_checked_before_use() {
-        let v = verifier(&Password::new("x".repeat(32))).unwrap();
-        assert!(v.starts_with("SCRAM-SHA-256$4096:"));
+        let p = Password::new("x".repeat(32));
+        for kind in [
+            Verifier::Md5,
+            Verifier::ScramSha256 { iterations: 4096 },
+            Verifier::ScramSha256 { iterations: 10_000 },
+        ] {
+            checked_verifier(p.verifier(kind, "green")).unwrap();
+        }
+        assert!(checked_verifier("SCRAM-SHA-256$1:a'; DROP".into()).is_err());
+        assert!(checked_verifier("plaintext".into()).is_err());
+    }
+
+    #[test]
+    fn lsns_are_byte_offsets() {
+        assert_eq!(parse_lsn("0/3000148"), Some(0x3000148));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(parse_lsn("nonsense"), None);
+    }
+
+    #[test]
+    fn role_facts_name_no_user_and_count_other_databases() {
+        assert_eq!(
+            role_fact("blue", "attribute", "rolcanlogin", "true").as_deref(),
+            Some("attribute LOGIN")
+        );
+        assert_eq!(
+            role_fact("blue", "attribute", "rolsomethingnew", "7").as_deref(),
+            Some("attribute rolsomethingnew=7")
+        );
+        assert_eq!(
+            role_fact("blue", "depends o", "", "user mapping for blue on server s").as_deref(),
+            Some("owner of user mapping for <self> on server s")
+        );
+        assert_eq!(role_fact("blue", "depends a", "", "table t"), None);
+        let other = role_fact("blue", "depends o", "other", "pg_class").unwrap();
+        assert_eq!(
+            summarise(vec![other.clone(), other]),
+            ["in database other: owner of each pg_class object (×2)"]
+        );
     }
 }

@@ -155,4 +155,20 @@ impl SecretStore for SecretsManager {
         }
         Ok(())
     }
+
+    async fn discard_pending(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+    ) -> Result<(), RotationError> {
+        let versions = self.versions(secret_id).await?;
+        let labelled = versions
+            .get(version_id)
+            .is_some_and(|stages| stages.iter().any(|s| s == AWSPENDING));
+        if labelled {
+            self.move_stage(secret_id, AWSPENDING, None, Some(version_id))
+                .await?;
+        }
+        Ok(())
+    }
 }

@@ -119,6 +119,18 @@ impl SsmPasswordStore {
         Ok(versions)
     }
 
+    async fn unlabel_pending(&self, name: &str, version: i64) -> Result<(), RotationError> {
+        self.client
+            .unlabel_parameter_version()
+            .name(name)
+            .parameter_version(version)
+            .labels(PENDING_LABEL)
+            .send()
+            .await
+            .map_err(|e| classify_or("ssm:UnlabelParameterVersion", e, |c| missing(name, c)))?;
+        Ok(())
+    }
+
     async fn label(&self, name: &str, version: i64, label: &str) -> Result<(), RotationError> {
         self.client
             .label_parameter_version()
@@ -217,16 +229,24 @@ impl SecretStore for SsmPasswordStore {
             }
         }
         if wanted.has(PENDING_LABEL) {
-            self.client
-                .unlabel_parameter_version()
-                .name(secret_id)
-                .parameter_version(wanted.number)
-                .labels(PENDING_LABEL)
-                .send()
-                .await
-                .map_err(|e| {
-                    classify_or("ssm:UnlabelParameterVersion", e, |c| missing(secret_id, c))
-                })?;
+            self.unlabel_pending(secret_id, wanted.number).await?;
+        }
+        Ok(())
+    }
+
+    async fn discard_pending(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+    ) -> Result<(), RotationError> {
+        let history = self.history(secret_id).await?;
+        let labelled = version_id
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| history.iter().find(|v| v.number == n))
+            .filter(|v| v.has(PENDING_LABEL));
+        if let Some(v) = labelled {
+            self.unlabel_pending(secret_id, v.number).await?;
         }
         Ok(())
     }

@@ -1,8 +1,13 @@
 use serde_json::json;
 
 use super::*;
+use crate::config::{TargetConfig, Targets};
+use crate::domain::*;
+use crate::errors::RotationError;
 use crate::fakes::*;
 use crate::password::Password;
+use crate::password::PasswordPolicy;
+use crate::ports::*;
 
 const PARAM: &str = "/app/db/active-user";
 const BLUE_SECRET: &str = "app/db/blue";
@@ -17,6 +22,7 @@ struct World {
     database: FakeDatabase,
     deployments: FakeDeployments,
     executions: FakeExecutions,
+    proxies: FakeProxies,
     policy: PasswordPolicy,
     setter: PasswordSetter,
 }
@@ -41,6 +47,10 @@ fn world() -> World {
         name: None,
         password_store: StoreKind::SecretsManager,
         connection: Connection::default(),
+        readers: vec![],
+        proxy_name: None,
+        allow_different_endpoints: false,
+        valid_until_margin_days: 45,
     };
     let secrets = FakeSecrets::default();
     secrets.add(BLUE_SECRET, "blue-v1", &secret_json("blue", "blue-pass-1"));
@@ -67,6 +77,7 @@ fn world() -> World {
         database,
         deployments,
         executions,
+        proxies: FakeProxies::default(),
         policy: PasswordPolicy::default(),
         setter: PasswordSetter::SelfService,
     }
@@ -97,6 +108,7 @@ impl World {
             &self.database,
             &self.deployments,
             &self.executions,
+            &self.proxies,
         )
         .await
     }
@@ -796,7 +808,10 @@ async fn an_administrator_without_rights_is_a_named_error() {
         secret_id: "app/db/admin".into(),
     };
     let plan = w.select(json!({})).await.unwrap();
-    assert_eq!(w.generate(&plan).await.unwrap_err().name(), "DatabaseError");
+    assert_eq!(
+        w.generate(&plan).await.unwrap_err().name(),
+        "PasswordChangeNotAllowed"
+    );
     w.setter = PasswordSetter::Admin {
         secret_id: "app/db/missing".into(),
     };
@@ -1432,4 +1447,626 @@ async fn a_replay_after_the_flip_follows_the_blue_green_service_deployment() {
     let plan = w.select(json!({})).await.unwrap();
     assert_eq!(plan.mode, Mode::Rotate);
     assert_eq!(plan.target_user, "blue");
+}
+
+// ------------------------------------------------ failures from the field (issue 12)
+
+impl World {
+    fn user(&self, name: &str) -> std::sync::MutexGuard<'_, HashMap<String, FakeUser>> {
+        let users = self.database.users.lock().unwrap();
+        assert!(users.contains_key(name));
+        users
+    }
+
+    /// Adds a version of `secret` labelled `stage` only (as a crashed run
+    /// or another tool would leave it).
+    fn add_version(&self, secret: &str, id: &str, value: &str, stage: &str) {
+        self.secrets
+            .secrets
+            .lock()
+            .unwrap()
+            .get_mut(secret)
+            .unwrap()
+            .push(FakeVersion {
+                id: id.into(),
+                value: value.into(),
+                stages: vec![stage.into()],
+                created_ms: tick(),
+            });
+    }
+
+    /// Nothing changed: the pointer, every secret version and label, no
+    /// deployment, no password set.
+    fn assert_untouched(&self) {
+        assert_eq!(self.parameters.value(PARAM).as_deref(), Some("blue"));
+        assert_eq!(self.secrets.version_count(GREEN_SECRET), 1);
+        assert_eq!(
+            self.secrets.version_at(GREEN_SECRET, AWSCURRENT).as_deref(),
+            Some("green-v1")
+        );
+        assert_eq!(*self.database.password_changes.lock().unwrap(), 0);
+        assert!(self.deployments.forced.lock().unwrap().is_empty());
+        assert!(self.invariant_holds());
+    }
+}
+
+use std::collections::HashMap;
+
+const DAY_MS: i64 = 86_400_000;
+
+#[tokio::test]
+async fn the_user_about_to_become_active_must_not_expire_within_the_margin() {
+    let w = world();
+    w.user("green").get_mut("green").unwrap().valid_until_ms = Some(now_ms() + 10 * DAY_MS);
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "PasswordExpiresSoon", "{err}");
+    assert!(err.to_string().contains("45 day"), "{err}");
+    w.assert_untouched();
+
+    // Far enough away: fine (and the margin is a setting).
+    let mut w = world();
+    w.user("green").get_mut("green").unwrap().valid_until_ms = Some(now_ms() + 50 * DAY_MS);
+    assert!(w.select(json!({})).await.is_ok());
+    w.config.valid_until_margin_days = 60;
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "PasswordExpiresSoon"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_password_is_named_as_expired_not_as_a_bad_secret() {
+    // The inactive user's VALID UNTIL has passed: the server refuses it.
+    let w = world();
+    w.user("green").get_mut("green").unwrap().valid_until_ms = Some(now_ms() - DAY_MS);
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "PasswordExpired", "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+    assert!(!err.to_string().contains("secret"), "{err}");
+    w.assert_untouched();
+
+    // The active user's: its login is refused; asked as green, the server
+    // says why.
+    let w = world();
+    w.user("blue").get_mut("blue").unwrap().valid_until_ms = Some(now_ms() - DAY_MS);
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "PasswordExpired", "{err}");
+    assert!(err.to_string().contains("\"blue\""), "{err}");
+}
+
+#[tokio::test]
+async fn drift_is_listed_in_both_directions() {
+    let w = world();
+    w.user("blue")
+        .get_mut("blue")
+        .unwrap()
+        .grants
+        .push("SELECT on column note of table audit".into());
+    w.user("green")
+        .get_mut("green")
+        .unwrap()
+        .grants
+        .push("SELECT on default privileges on new relations belonging to role app_owner in schema public".into());
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "PrivilegeDrift");
+    let text = err.to_string();
+    assert!(
+        text.contains("only \"blue\": SELECT on column note of table audit"),
+        "{text}"
+    );
+    assert!(
+        text.contains("only \"green\": SELECT on default privileges"),
+        "{text}"
+    );
+    w.assert_untouched();
+}
+
+fn secret_at(user: &str, password: &str, port: u16) -> String {
+    json!({"engine": "postgres", "host": "127.0.0.1", "port": port, "dbname": "app", "username": user, "password": password}).to_string()
+}
+
+#[tokio::test]
+async fn a_pending_version_for_another_server_is_discarded_not_promoted() {
+    // A run stopped after staging (and setting) a password; since then the
+    // database moved to another port (a new server with the same roles and
+    // passwords), and both secrets got a new AWSCURRENT for it.
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let stale = w.generate(&plan).await.unwrap();
+    let stale_password = w.secrets.password_at(GREEN_SECRET, AWSPENDING).unwrap();
+    // The new server has green's AWSCURRENT password (the fake has one
+    // server: give it back the current password, as the new server has).
+    w.user("green").get_mut("green").unwrap().password = "green-pass-1".into();
+    w.add_version(
+        GREEN_SECRET,
+        "green-v2",
+        &secret_at("green", "green-pass-1", 6543),
+        "AWSCURRENT",
+    );
+    w.add_version(
+        BLUE_SECRET,
+        "blue-v2",
+        &secret_at("blue", "blue-pass-1", 6543),
+        "AWSCURRENT",
+    );
+    for secret in [GREEN_SECRET, BLUE_SECRET] {
+        w.secrets.secrets.lock().unwrap().get_mut(secret).unwrap()[0]
+            .stages
+            .clear();
+    }
+    w.parameters.set(PARAM, "blue"); // flipped since: a plain rotation follows
+    w.deployments
+        .force_new_deployment("app", "web")
+        .await
+        .unwrap();
+    w.deployments
+        .force_new_deployment("app", "worker")
+        .await
+        .unwrap();
+    w.deployments.set_primary_state("app", "COMPLETED");
+
+    let mut plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Rotate);
+    plan.client_request_token = client_request_token("the re-run");
+    let pending = w.generate(&plan).await.unwrap();
+    assert!(!pending.resumed, "the stale version was resumed");
+    assert_ne!(pending.version_id, stale.version_id);
+    let staged = w.secrets.value_at(GREEN_SECRET, AWSPENDING).unwrap();
+    assert!(
+        staged.contains("6543"),
+        "the new version is not for the new server"
+    );
+    w.verify(&plan, &pending).await.unwrap();
+    let current = w.secrets.value_at(GREEN_SECRET, AWSCURRENT).unwrap();
+    assert!(
+        current.contains("6543"),
+        "AWSCURRENT points at the old server"
+    );
+    let new_password = w.secrets.password_at(GREEN_SECRET, AWSCURRENT).unwrap();
+    assert_ne!(new_password, stale_password);
+    assert!(w.database.logs_in("green", &new_password));
+    assert_eq!(w.secrets.version_at(GREEN_SECRET, AWSPENDING), None);
+}
+
+#[tokio::test]
+async fn a_stale_pending_password_already_set_is_undone_before_it_is_discarded() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    w.generate(&plan).await.unwrap();
+    let stale = w.secrets.password_at(GREEN_SECRET, AWSPENDING).unwrap();
+    assert!(w.database.logs_in("green", &stale));
+    // The policy changed since (another length): the stale one fails it.
+    let mut w = w;
+    w.policy = PasswordPolicy::new(40, crate::password::DEFAULT_EXCLUDED).unwrap();
+    // The same execution retried (redrive): the token is the stale version's.
+    let pending = w.generate(&plan).await.unwrap();
+    assert!(!pending.resumed);
+    assert_ne!(pending.version_id, plan.client_request_token);
+    let fresh = w.secrets.password_at(GREEN_SECRET, AWSPENDING).unwrap();
+    assert_eq!(fresh.len(), 40);
+    assert!(w.database.logs_in("green", &fresh));
+    // The database went stale -> AWSCURRENT -> fresh: two more changes.
+    assert_eq!(*w.database.password_changes.lock().unwrap(), 3);
+    // A retry now resumes the fresh version (same derived token, no third version).
+    let again = w.generate(&plan).await.unwrap();
+    assert!(again.resumed);
+    assert_eq!(again.version_id, pending.version_id);
+    assert_eq!(w.secrets.version_count(GREEN_SECRET), 3);
+    w.verify(&plan, &pending).await.unwrap();
+    assert_eq!(w.secrets.version_at(GREEN_SECRET, AWSPENDING), None);
+}
+
+#[tokio::test]
+async fn a_pending_password_the_policy_now_refuses_is_not_promoted() {
+    // Left by an older policy: it holds characters excluded today.
+    let w = world();
+    w.add_version(
+        GREEN_SECRET,
+        "green-old-pending",
+        &secret_at("green", "Ab1-percent%and?hash#xxxxxxxxxxx", 5432),
+        AWSPENDING,
+    );
+    let plan = w.select(json!({})).await.unwrap();
+    let pending = w.generate(&plan).await.unwrap();
+    assert!(!pending.resumed);
+    let password = w.secrets.password_at(GREEN_SECRET, AWSPENDING).unwrap();
+    assert!(w.policy.accepts(&password));
+    assert!(!password.contains(['%', '?', '#']));
+    w.verify(&plan, &pending).await.unwrap();
+    assert_eq!(
+        w.secrets.version_at(GREEN_SECRET, AWSCURRENT).as_deref(),
+        Some(pending.version_id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_pending_naming_another_user_is_discarded_too() {
+    let w = world();
+    w.add_version(
+        GREEN_SECRET,
+        "green-wrong-user",
+        &secret_at("blue", PasswordPolicy::default().generate().expose(), 5432),
+        AWSPENDING,
+    );
+    let plan = w.select(json!({})).await.unwrap();
+    let pending = w.generate(&plan).await.unwrap();
+    assert!(!pending.resumed);
+    assert_ne!(pending.version_id, "green-wrong-user");
+    assert!(w
+        .secrets
+        .value_at(GREEN_SECRET, AWSPENDING)
+        .unwrap()
+        .contains("\"green\""));
+}
+
+#[tokio::test]
+async fn a_flip_leaves_no_pending_label_behind() {
+    // Another tool rotated green (new AWSCURRENT, and the same password in
+    // the database), and an old AWSPENDING is still there.
+    let w = world();
+    w.add_version(
+        GREEN_SECRET,
+        "green-leftover",
+        &secret_at("green", "leftover-pass", 5432),
+        AWSPENDING,
+    );
+    w.add_version(
+        GREEN_SECRET,
+        "green-v2",
+        &secret_json("green", "green-pass-2"),
+        "AWSCURRENT",
+    );
+    w.secrets
+        .secrets
+        .lock()
+        .unwrap()
+        .get_mut(GREEN_SECRET)
+        .unwrap()[0]
+        .stages
+        .clear();
+    w.user("green").get_mut("green").unwrap().password = "green-pass-2".into();
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Flip);
+    let verified = w
+        .verify(&plan, plan.pending.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert!(verified.already_current);
+    assert_eq!(w.secrets.version_at(GREEN_SECRET, AWSPENDING), None);
+    assert_eq!(
+        w.secrets.version_at(GREEN_SECRET, AWSCURRENT).as_deref(),
+        Some("green-v2")
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_server_is_refused_before_anything_is_staged() {
+    for (in_recovery, read_only, says) in [(true, true, "hot standby"), (false, true, "read-only")]
+    {
+        let w = world();
+        *w.database.server.lock().unwrap() = ServerFacts {
+            in_recovery,
+            read_only,
+            wal_lsn: None,
+        };
+        let err = w.select(json!({})).await.unwrap_err();
+        assert_eq!(err.name(), "DatabaseReadOnly", "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+        w.assert_untouched();
+    }
+}
+
+#[tokio::test]
+async fn both_secrets_must_name_the_same_server_and_database() {
+    for (field, value) in [
+        ("port", json!(6543)),
+        ("dbname", json!("other")),
+        ("host", json!("db2.internal")),
+    ] {
+        let mut w = world();
+        let mut green: serde_json::Value =
+            serde_json::from_str(&secret_json("green", "green-pass-1")).unwrap();
+        green[field] = value;
+        w.secrets
+            .secrets
+            .lock()
+            .unwrap()
+            .get_mut(GREEN_SECRET)
+            .unwrap()[0]
+            .value = green.to_string();
+        let err = w.select(json!({})).await.unwrap_err();
+        assert_eq!(err.name(), "EndpointMismatch", "{field}: {err}");
+        w.assert_untouched();
+        // A target may say that is intended.
+        w.config.allow_different_endpoints = true;
+        assert!(w.select(json!({})).await.is_ok(), "{field}");
+    }
+    // Host names compare without case.
+    let w = world();
+    let green = secret_json("green", "green-pass-1").replace("127.0.0.1", "DB.example");
+    let blue = secret_json("blue", "blue-pass-1").replace("127.0.0.1", "db.EXAMPLE");
+    {
+        let mut secrets = w.secrets.secrets.lock().unwrap();
+        secrets.get_mut(GREEN_SECRET).unwrap()[0].value = green;
+        secrets.get_mut(BLUE_SECRET).unwrap()[0].value = blue;
+    }
+    assert!(w.select(json!({})).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_reader_that_lags_holds_the_flip_until_it_has_replayed_the_change() {
+    let mut w = world();
+    w.config.readers = vec![ReaderEndpoint::parse("reader.internal:5432").unwrap()];
+    // It stalls for three logins: select-user's look at its sessions, then
+    // verify-login's two (the new password, then the previous user's).
+    w.database.add_reader("reader.internal", 3);
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.readers.len(), 1);
+    let pending = w.generate(&plan).await.unwrap();
+    // Not replayed yet: a retryable error, nothing promoted.
+    let err = w.verify(&plan, &pending).await.unwrap_err();
+    assert_eq!(err.name(), "ReaderLagging", "{err}");
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("reader.internal:5432"), "{err}");
+    assert_eq!(
+        w.secrets.version_at(GREEN_SECRET, AWSCURRENT).as_deref(),
+        Some("green-v1")
+    );
+    assert!(w.invariant_holds());
+    // Caught up: promoted.
+    let verified = w.verify(&plan, &pending).await.unwrap();
+    assert_eq!(verified.version_id, pending.version_id);
+}
+
+#[tokio::test]
+async fn a_reader_that_will_never_accept_the_password_is_a_login_error() {
+    let mut w = world();
+    w.config.readers = vec![ReaderEndpoint::parse("other.internal").unwrap()];
+    w.database.add_reader("other.internal", 0);
+    w.database
+        .readers
+        .lock()
+        .unwrap()
+        .get_mut("other.internal")
+        .unwrap()
+        .foreign = true;
+    let plan = w.select(json!({})).await.unwrap();
+    let pending = w.generate(&plan).await.unwrap();
+    // It has replayed as far as the primary and still refuses the password.
+    let err = w.verify(&plan, &pending).await.unwrap_err();
+    assert_eq!(err.name(), "LoginRejected", "{err}");
+    assert!(err.to_string().contains("replayed past"), "{err}");
+}
+
+#[tokio::test]
+async fn sessions_of_the_inactive_user_on_a_reader_count() {
+    let mut w = world();
+    w.config.readers = vec![ReaderEndpoint::parse("reader.internal:5433").unwrap()];
+    w.database.add_reader("reader.internal", 0);
+    w.database
+        .readers
+        .lock()
+        .unwrap()
+        .get_mut("reader.internal")
+        .unwrap()
+        .sessions
+        .insert("green".into(), 3);
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(
+        err,
+        RotationError::InactiveUserInUse {
+            user: "green".into(),
+            sessions: 3
+        }
+    );
+    w.assert_untouched();
+}
+
+#[tokio::test]
+async fn an_rds_proxy_must_know_both_secrets() {
+    let mut w = world();
+    w.config.proxy_name = Some("app-proxy".into());
+    w.proxies.add(
+        "app-proxy",
+        &["arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db/blue-AbCdEf"],
+    );
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "ProxyMissingSecret", "{err}");
+    assert!(err.to_string().contains(GREEN_SECRET), "{err}");
+    w.assert_untouched();
+    w.proxies.add(
+        "app-proxy",
+        &[
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db/blue-AbCdEf",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db/green-GhIjKl",
+        ],
+    );
+    assert!(w.select(json!({})).await.is_ok());
+    w.config.proxy_name = Some("no-such-proxy".into());
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "ConfigurationError"
+    );
+}
+
+#[tokio::test]
+async fn an_older_primary_after_ours_is_gone_is_a_rollback_not_a_success() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let rollout = w.redeploy(&plan).await.unwrap();
+    // ECS rolled web back: ours is no longer listed, the one before it is
+    // PRIMARY again and COMPLETED.
+    {
+        let mut all = w.deployments.services.lock().unwrap();
+        let web = all.get_mut("app").unwrap().get_mut("web").unwrap();
+        web.remove(0);
+        web[0].status = "PRIMARY".into();
+        web[0].rollout_state = Some("COMPLETED".into());
+    }
+    w.deployments
+        .services
+        .lock()
+        .unwrap()
+        .get_mut("app")
+        .unwrap()
+        .get_mut("worker")
+        .unwrap()[0]
+        .rollout_state = Some("COMPLETED".into());
+    let err = wait_for_stable(&rollout, &w.deployments, now_ms())
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "RolloutFailed", "{err}");
+    assert!(err.to_string().contains("web=FAILED(ROLLED_BACK"), "{err}");
+
+    // Ours still listed but no longer PRIMARY, an older one PRIMARY again.
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let rollout = w.redeploy(&plan).await.unwrap();
+    {
+        let mut all = w.deployments.services.lock().unwrap();
+        let web = all.get_mut("app").unwrap().get_mut("web").unwrap();
+        web[0].status = "ACTIVE".into();
+        web[1].status = "PRIMARY".into();
+        web[1].rollout_state = Some("COMPLETED".into());
+    }
+    let err = wait_for_stable(&rollout, &w.deployments, now_ms())
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "RolloutFailed", "{err}");
+}
+
+#[tokio::test]
+async fn a_rollout_found_in_progress_is_waited_for_and_never_rolled_back() {
+    // A release (not pgflip's) is rolling out after the last flip.
+    let w = world();
+    w.deployments
+        .force_new_deployment("app", "web")
+        .await
+        .unwrap();
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Wait);
+    let rollout = plan.rollout.clone().unwrap();
+    assert!(rollout.foreign);
+    assert_eq!(rollout.deployments[0].deployment_id, "ecs-svc/1");
+    assert!(rollout.deployments[0].created_ms.is_some());
+    // Still in progress at the deadline: a named error of its own, which the
+    // state machine does not roll back.
+    let err = wait_for_stable(&rollout, &w.deployments, rollout.deadline_ms)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "ForeignRolloutFailed", "{err}");
+    assert!(err.to_string().contains("not finished"), "{err}");
+    // It failed: the same.
+    w.deployments.set_primary_state("app", "FAILED");
+    let err = wait_for_stable(&rollout, &w.deployments, now_ms())
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "ForeignRolloutFailed", "{err}");
+    // It completed: done.
+    w.deployments.set_primary_state("app", "COMPLETED");
+    assert!(wait_for_stable(&rollout, &w.deployments, now_ms())
+        .await
+        .is_ok());
+    assert_eq!(w.parameters.value(PARAM).as_deref(), Some("blue"));
+}
+
+#[tokio::test]
+async fn a_service_named_twice_is_redeployed_and_watched_once() {
+    let w = world();
+    let plan = w
+        .select(json!({"services": ["web", "web", " worker", "worker"]}))
+        .await
+        .unwrap();
+    assert_eq!(plan.services, vec!["web", "worker"]);
+    let rollout = w.redeploy(&plan).await.unwrap();
+    assert_eq!(rollout.deployments.len(), 2);
+    assert_eq!(*w.deployments.forced.lock().unwrap(), vec!["web", "worker"]);
+    // A payload that names one twice anyway (an older plan): still once.
+    let mut twice = plan.clone();
+    twice.services = vec!["web".into(), "web".into()];
+    let again = w.redeploy(&twice).await.unwrap();
+    assert_eq!(again.deployments.len(), 1);
+}
+
+#[tokio::test]
+async fn looks_at_a_rollout_are_bounded_whatever_the_clock_says() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let mut rollout = w.redeploy(&plan).await.unwrap();
+    let first = wait_for_stable(&rollout, &w.deployments, now_ms())
+        .await
+        .unwrap_err();
+    assert_eq!(first.name(), "RolloutInProgress");
+    rollout.looks = crate::domain::MAX_LOOKS - 1;
+    let err = wait_for_stable(&rollout, &w.deployments, now_ms())
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "RolloutTimedOut", "{err}");
+}
+
+#[tokio::test]
+async fn a_user_who_may_not_change_its_own_password_is_told_to_configure_an_administrator() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    *w.database.alter_role_refusal.lock().unwrap() = Some(RotationError::PasswordChangeNotAllowed(
+        "must be a member of rds_password (42501); set DB_ADMIN_SECRET_ID".into(),
+    ));
+    let err = w.generate(&plan).await.unwrap_err();
+    assert_eq!(err.name(), "PasswordChangeNotAllowed");
+    assert!(err.to_string().contains("DB_ADMIN_SECRET_ID"), "{err}");
+    assert!(!err.is_retryable());
+    assert!(w.invariant_holds());
+}
+
+#[test]
+fn the_mode_is_a_pure_function_of_what_select_user_finds() {
+    let deployed = |created: i64, state: &str| ServiceState {
+        name: "web".into(),
+        controller: Some("ECS".into()),
+        strategy: None,
+        deployments: vec![DeploymentState {
+            id: "ecs-svc/1".into(),
+            status: "PRIMARY".into(),
+            rollout_state: Some(state.into()),
+            created_at_ms: Some(created),
+        }],
+        service_deployment: None,
+    };
+    let facts = |services: &[ServiceState], inactive: i64, rotated| {
+        choose_mode(&ModeFacts {
+            flipped_ms: Some(1000),
+            services,
+            inactive_current_ms: Some(inactive),
+            rotated,
+        })
+    };
+    let up_to_date = [deployed(2000, "COMPLETED")];
+    assert_eq!(facts(&up_to_date, 500, None), (Mode::Rotate, None));
+    assert_eq!(facts(&up_to_date, 1500, None).0, Mode::Flip);
+    assert_eq!(
+        facts(&up_to_date, 500, Some(Rotated::Inactive)).0,
+        Mode::Flip
+    );
+    let (mode, alert) = facts(&up_to_date, 500, Some(Rotated::Active));
+    assert_eq!(mode, Mode::Redeploy);
+    assert_eq!(alert.as_deref(), Some("ActiveUserRotatedExternally"));
+    assert_eq!(
+        facts(&[deployed(500, "COMPLETED")], 1500, None).0,
+        Mode::Redeploy
+    );
+    assert_eq!(
+        facts(&[deployed(2000, "IN_PROGRESS")], 1500, None).0,
+        Mode::Wait
+    );
+}
+
+#[test]
+fn settings_that_could_overflow_the_execution_history_are_refused() {
+    use crate::config::check_waits;
+    assert!(check_waits("x", 30, 1800).is_ok());
+    assert!(check_waits("x", 2, 1800).is_ok());
+    let err = check_waits("x", 0, 1800).unwrap_err();
+    assert_eq!(err.name(), "ConfigurationError");
+    assert!(err.to_string().contains("at least 2 s"), "{err}");
+    assert!(check_waits("x", 1, 1800).is_err());
 }

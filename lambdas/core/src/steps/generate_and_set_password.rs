@@ -1,0 +1,212 @@
+//! Step 2, `generate-and-set-password` (ASL state `GenerateAndSetPassword`).
+
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::read::{current_secret, plan_owner, read_stage, Owner};
+use crate::domain::*;
+use crate::errors::RotationError;
+use crate::password::PasswordPolicy;
+use crate::ports::{Database, SecretStore};
+
+/// The `ClientRequestToken` (32 hex characters) for an execution: the same for
+/// every retry and redrive of that execution, different for every other one.
+pub fn client_request_token(execution_id: &str) -> String {
+    let digest = Sha256::digest(execution_id.as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Step 2: stage a new password as `AWSPENDING` and set it in the database.
+/// An existing `AWSPENDING` version (an interrupted rotation) is resumed
+/// instead of generating another, but only while it is still right: every
+/// field but the password equals the `AWSCURRENT` version's (same user,
+/// server, port, database, form), and its password passes today's policy.
+/// A stale one is discarded first (see [`discard_stale`]).
+pub async fn generate_and_set_password(
+    plan: &Plan,
+    policy: &PasswordPolicy,
+    setter: &PasswordSetter,
+    secrets: &dyn SecretStore,
+    database: &dyn Database,
+) -> Result<PendingPassword, RotationError> {
+    let secret_id = &plan.target_secret_id;
+    let owner = plan_owner(plan, &plan.target_user);
+    let current = current_secret(secrets, secret_id, owner).await?;
+    let pending = read_stage(secrets, secret_id, AWSPENDING, owner)
+        .await?
+        .filter(|p| p.version_id != current.version_id);
+    let mut token = plan.client_request_token.clone();
+    let resumable = match pending {
+        None => None,
+        Some(p) => {
+            let mut stale = p.secret.differences_besides_password(&current.secret);
+            if !policy.accepts(p.secret.password().expose()) {
+                stale.push("password (it fails today's password policy)".into());
+            }
+            if stale.is_empty() {
+                Some(p)
+            } else {
+                discard_stale(plan, setter, secrets, database, &current, &p, &stale).await?;
+                if p.version_id == token {
+                    // That version was made by this execution: a new value
+                    // needs a new request token (the same token with another
+                    // value is refused). Derived, so a retry derives it again.
+                    token = client_request_token(&format!("{token}:{}", p.version_id));
+                }
+                None
+            }
+        }
+    };
+    let (version_id, staged, resumed) = match resumable {
+        Some(p) => {
+            info!(version_id = %p.version_id, "resuming the pending version");
+            (p.version_id, p.secret, true)
+        }
+        None => {
+            let staged = current.secret.with_password(policy.generate());
+            let version_id = secrets
+                .put_pending(secret_id, &token, &staged.to_secret_string())
+                .await?;
+            info!(%version_id, "staged a new version as AWSPENDING");
+            (version_id, staged, false)
+        }
+    };
+
+    let endpoint = current.secret.endpoint();
+    let user = current.secret.username();
+    if let PasswordSetter::Admin { .. } = setter {
+        // Setting the same verifier again is harmless: no resume logic needed.
+        let admin = admin_secret(plan, setter, secrets).await?;
+        database
+            .set_password_as(
+                &endpoint,
+                admin.username(),
+                admin.password(),
+                user,
+                staged.password(),
+            )
+            .await?;
+        info!(
+            user,
+            admin = admin.username(),
+            "set the new password in the database as the administrator"
+        );
+        return Ok(PendingPassword {
+            version_id,
+            resumed,
+        });
+    }
+    match database
+        .set_own_password(
+            &endpoint,
+            user,
+            current.secret.password(),
+            staged.password(),
+        )
+        .await
+    {
+        Ok(()) => info!(user, "set the new password in the database"),
+        Err(RotationError::LoginRejected { .. }) => {
+            // A replay after the password was already set: the current one no
+            // longer works, the staged one must.
+            database
+                .check_login(&endpoint, user, staged.password())
+                .await
+                .map_err(|e| match e {
+                    RotationError::LoginRejected { user, .. } => RotationError::LoginRejected {
+                        user,
+                        detail: "neither the AWSCURRENT nor the AWSPENDING password logs in".into(),
+                    },
+                    other => other,
+                })?;
+            warn!(user, "the pending password was already set; continuing");
+        }
+        Err(other) => return Err(other),
+    }
+    Ok(PendingPassword {
+        version_id,
+        resumed,
+    })
+}
+
+/// The administrator's secret (`DB_ADMIN_SECRET_ID`), in the same store as
+/// the users' passwords, as the RDS JSON shape (a bare password would not
+/// say whose it is).
+async fn admin_secret(
+    plan: &Plan,
+    setter: &PasswordSetter,
+    secrets: &dyn SecretStore,
+) -> Result<DbSecret, RotationError> {
+    let PasswordSetter::Admin { secret_id } = setter else {
+        unreachable!("only called with an administrator");
+    };
+    let owner = Owner {
+        user: None,
+        connection: &plan.connection,
+    };
+    Ok(current_secret(secrets, secret_id, owner).await?.secret)
+}
+
+/// Discards a pending version that is no longer right (`stale` names why:
+/// field names, never values) so that a fresh password is made instead.
+/// Its password may already be in the database (a run that stopped after
+/// setting it): then the user is first set back to its `AWSCURRENT`
+/// password, logged in with the stale one, so that at every instant the
+/// database holds a password one of the secret's labelled versions has. Only
+/// then is the label removed (the version stays, unlabelled). Neither
+/// password logging in is `LoginRejected`, with nothing discarded.
+async fn discard_stale(
+    plan: &Plan,
+    setter: &PasswordSetter,
+    secrets: &dyn SecretStore,
+    database: &dyn Database,
+    current: &SecretVersion,
+    stale: &SecretVersion,
+    why: &[String],
+) -> Result<(), RotationError> {
+    let (endpoint, user) = (current.secret.endpoint(), current.secret.username());
+    let restore = match setter {
+        // An administrator sets the new password without the old one.
+        PasswordSetter::Admin { .. } => false,
+        PasswordSetter::SelfService => match database
+            .check_login(&endpoint, user, current.secret.password())
+            .await
+        {
+            Ok(_) => false,
+            Err(RotationError::LoginRejected { .. }) => true,
+            Err(other) => return Err(other),
+        },
+    };
+    if restore {
+        database
+            .set_own_password(
+                &endpoint,
+                user,
+                stale.secret.password(),
+                current.secret.password(),
+            )
+            .await
+            .map_err(|e| match e {
+                RotationError::LoginRejected { user, .. } => RotationError::LoginRejected {
+                    user,
+                    detail: format!(
+                        "neither the {AWSCURRENT} version {} nor the stale {AWSPENDING} version {} logs in at {endpoint}; nothing was discarded",
+                        current.version_id, stale.version_id
+                    ),
+                },
+                other => other,
+            })?;
+        warn!(user, version_id = %current.version_id, "the stale pending password was set in the database: set the AWSCURRENT one back first");
+    }
+    secrets
+        .discard_pending(&plan.target_secret_id, &stale.version_id)
+        .await?;
+    warn!(
+        secret = %plan.target_secret_id,
+        discarded_version_id = %stale.version_id,
+        current_version_id = %current.version_id,
+        differs = %why.join(", "),
+        "discarded a stale pending version; a fresh password will be made"
+    );
+    Ok(())
+}

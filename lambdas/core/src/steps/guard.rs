@@ -1,0 +1,62 @@
+//! The concurrency guard of `select-user`: one rotation per target at a time.
+
+use serde_json::Value;
+
+use crate::errors::RotationError;
+use crate::input::ExecutionInput;
+use crate::ports::{Executions, RunningExecution};
+
+/// Executions older than the state machine's own timeout cannot be running.
+const GUARD_MAX_AGE_MS: i64 = 6 * 3600 * 1000;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(i64::MAX)
+}
+
+/// The concurrency guard, per target: of the running executions of the same
+/// target, the one that started first (then the smaller ARN) proceeds; every
+/// other fails fast. Every execution lists itself as running before it gets
+/// here, so two executions always agree on which one goes on. Executions of
+/// other targets, and sweeps (which only start executions), do not count.
+/// Only executions that started earlier are looked at more closely
+/// (`DescribeExecution` for their input): usually there are none.
+pub(crate) async fn guard(
+    executions: &dyn Executions,
+    me: &str,
+    my_target: Option<&str>,
+    now_ms: i64,
+) -> Result<(), RotationError> {
+    let running = executions.running(me).await?;
+    // Not listed yet (eventual consistency): then everyone listed started first.
+    let my_start = running
+        .iter()
+        .find(|e| e.arn == me)
+        .map_or(i64::MAX, |e| e.started_ms);
+    let mut earlier: Vec<&RunningExecution> = running
+        .iter()
+        .filter(|e| e.arn != me && now_ms.saturating_sub(e.started_ms) < GUARD_MAX_AGE_MS)
+        .filter(|e| (e.started_ms, e.arn.as_str()) < (my_start, me))
+        .collect();
+    earlier.sort_by_key(|e| (e.started_ms, e.arn.clone()));
+    for other in earlier {
+        let raw = executions.input(&other.arn).await?;
+        let value: Value = match raw.as_deref().map(serde_json::from_str).transpose() {
+            Ok(v) => v.unwrap_or(Value::Null),
+            // Not JSON: it fails at its first step, having changed nothing.
+            Err(_) => continue,
+        };
+        let Ok(theirs) = ExecutionInput::parse(&value) else {
+            continue; // the same: its select-user refuses that input
+        };
+        if theirs.targets.is_some() {
+            continue; // a sweep: its child executions are guarded themselves
+        }
+        if theirs.target.as_deref() == my_target {
+            return Err(RotationError::RotationInProgress(other.arn.clone()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! Step 1, `select-user` (ASL state `SelectUser`).
+
+use serde::Deserialize;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::generate_and_set_password::client_request_token;
+use super::guard::{guard, now_ms};
+use super::preflight::{
+    explain_rejection, preflight, proxy_knows_both, same_endpoint, writable, Checks,
+};
+use super::read::{current_secret, read_stage, Owner};
+use crate::config::{TargetConfig, Targets};
+use crate::domain::*;
+use crate::errors::RotationError;
+use crate::input::ExecutionInput;
+use crate::ports::*;
+use crate::rollout::{primary, rollout_mode};
+
+/// What the state machine passes to `select-user`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectRequest {
+    #[serde(default)]
+    pub input: Value,
+    pub execution_id: String,
+    pub execution_name: String,
+}
+
+/// The target an execution acts on: the one its input names in the targets
+/// document, or the environment's. A name the document does not define, or
+/// a name without a document, is `InvalidInput`; changes nothing.
+pub async fn resolve_target(
+    targets: &Targets,
+    default: &TargetConfig,
+    request: &SelectRequest,
+    parameters: &dyn ParameterStore,
+) -> Result<TargetConfig, RotationError> {
+    let input = ExecutionInput::parse(&request.input)?;
+    if input.targets.is_some() {
+        return Err(RotationError::InvalidInput(
+            "field \"targets\" starts a sweep, which the state machine runs before select-user; this step rotates one target".into(),
+        ));
+    }
+    let Some(name) = input.target else {
+        return Ok(default.clone());
+    };
+    let Some(document) = &targets.parameter_name else {
+        return Err(RotationError::InvalidInput(format!(
+            "field \"target\" names {name:?}, but no targets document is configured (TARGETS_PARAMETER)"
+        )));
+    };
+    let raw = parameters.get(document).await.map_err(|e| match e {
+        RotationError::ParameterNotFound(p) => {
+            RotationError::Configuration(format!("the targets document {p} does not exist"))
+        }
+        other => other,
+    })?;
+    let target = TargetConfig::from_document(document, &raw.value, &name, default)?;
+    if target.parameter_name == default.parameter_name {
+        return Err(RotationError::Configuration(format!(
+            "targets document {document}: target {name:?} uses the active-user parameter {} of the default target; each target needs its own",
+            target.parameter_name
+        )));
+    }
+    info!(target = %name, parameter = %target.parameter_name, "resolved the target");
+    Ok(target)
+}
+
+/// Whose secret Secrets Manager's own rotation just changed (the execution
+/// was started by its `RotationSucceeded` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotated {
+    Inactive,
+    Active,
+}
+
+/// What the mode is decided from; all of it read before anything changes.
+#[derive(Debug, Clone, Copy)]
+pub struct ModeFacts<'a> {
+    /// When the pointer last changed (milliseconds since the epoch).
+    pub flipped_ms: Option<i64>,
+    /// The services the execution redeploys, as ECS describes them.
+    pub services: &'a [ServiceState],
+    /// When the inactive user's `AWSCURRENT` version was created.
+    pub inactive_current_ms: Option<i64>,
+    pub rotated: Option<Rotated>,
+}
+
+/// What an execution does, from the state it finds (a pure function), and
+/// the error to raise once its rollout completes, if any:
+///
+/// - the services have not caught up with the last flip: finish that rollout
+///   (`redeploy` when some service's deployment predates the flip, `wait`
+///   when one made after it is still rolling out), whatever started it;
+/// - Secrets Manager rotated the **active** user: redeploy at once, then
+///   fail loudly (`ActiveUserRotatedExternally`);
+/// - the inactive user got a new `AWSCURRENT` after the flip (rotated and
+///   verified but not flipped, or rotated by Secrets Manager): `flip`;
+/// - otherwise `rotate`.
+pub fn choose_mode(facts: &ModeFacts<'_>) -> (Mode, Option<String>) {
+    if facts.rotated == Some(Rotated::Active) {
+        return (
+            Mode::Redeploy,
+            Some(crate::errors::ACTIVE_USER_ROTATED_EXTERNALLY.to_string()),
+        );
+    }
+    let mode = rollout_mode(facts.flipped_ms, facts.services);
+    if mode != Mode::Rotate {
+        return (mode, None);
+    }
+    let rotated_after_flip = matches!(
+        (facts.flipped_ms, facts.inactive_current_ms),
+        (Some(flipped), Some(created)) if created > flipped
+    );
+    if facts.rotated == Some(Rotated::Inactive) || rotated_after_flip {
+        return (Mode::Flip, None);
+    }
+    (Mode::Rotate, None)
+}
+
+/// Step 1: check no other execution is rotating, read the pointer, decide
+/// what to do (rotate, or finish an interrupted flip), and for a rotation
+/// check that rotating the inactive user is safe. Changes nothing.
+#[allow(clippy::too_many_arguments)]
+pub async fn select_user(
+    config: &TargetConfig,
+    request: &SelectRequest,
+    parameters: &dyn ParameterStore,
+    secrets: &dyn SecretStore,
+    database: &dyn Database,
+    deployments: &dyn Deployments,
+    executions: &dyn Executions,
+    proxies: &dyn Proxies,
+) -> Result<Plan, RotationError> {
+    let input = ExecutionInput::parse(&request.input)?;
+    if input.target != config.name {
+        return Err(RotationError::InvalidInput(format!(
+            "the input names target {:?}, the configuration given is {:?}",
+            input.target, config.name
+        )));
+    }
+    let now = now_ms();
+    guard(
+        executions,
+        &request.execution_id,
+        config.name.as_deref(),
+        now,
+    )
+    .await?;
+
+    let pointer = parameters.get(&config.parameter_name).await?;
+    let active = pointer.value.trim().to_string();
+    let shown = active.clone();
+    let invalid = || RotationError::InvalidActiveUser {
+        parameter: config.parameter_name.clone(),
+        value: shown.clone(),
+        blue: config.blue_user.clone(),
+        green: config.green_user.clone(),
+    };
+    let inactive = config.other(&active).ok_or_else(invalid)?.to_string();
+    let services = input.services.unwrap_or_else(|| config.services.clone());
+    let described = deployments.describe(&config.cluster, &services).await?;
+    // CodeDeploy or an external controller owns these services' deployments;
+    // a forced ECS deployment is refused there. Stop before changing anything.
+    let unsupported: Vec<String> = described
+        .iter()
+        .filter(|s| matches!(s.controller.as_deref(), Some(c) if c != "ECS"))
+        .map(|s| {
+            format!(
+                "{}/{} ({})",
+                config.cluster,
+                s.name,
+                s.controller.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(RotationError::UnsupportedDeploymentController(
+            unsupported.join(", "),
+        ));
+    }
+    let rotated = match &input.rotated_secret {
+        None => None,
+        Some(secret) => match config.owner_of_secret(secret) {
+            Some(owner) if owner == inactive => Some(Rotated::Inactive),
+            Some(_) => {
+                warn!(active_user = %active, %secret, "Secrets Manager rotated the ACTIVE user's password: running tasks may fail to open connections until they are replaced; redeploying now");
+                Some(Rotated::Active)
+            }
+            None => {
+                return Err(RotationError::InvalidInput(format!(
+                    "the RotationSucceeded event names {secret}, which is neither {:?} nor {:?}",
+                    config.blue_secret_id, config.green_secret_id
+                )))
+            }
+        },
+    };
+
+    let owner = |user| Owner {
+        user: Some(user),
+        connection: &config.connection,
+    };
+    let active_secret_id = config.secret_of(&active).ok_or_else(invalid)?;
+    let inactive_secret_id = config.secret_of(&inactive).ok_or_else(invalid)?;
+    let active_secret = current_secret(secrets, active_secret_id, owner(&active)).await?;
+    let inactive_secret = current_secret(secrets, inactive_secret_id, owner(&inactive)).await?;
+    if active_secret.secret.username() == inactive_secret.secret.username() {
+        return Err(RotationError::Configuration(format!(
+            "both secrets name the database user {:?}; blue and green must be two users",
+            active_secret.secret.username()
+        )));
+    }
+    let (mode, alert) = choose_mode(&ModeFacts {
+        flipped_ms: pointer.last_modified_ms,
+        services: &described,
+        inactive_current_ms: inactive_secret.created_ms,
+        rotated,
+    });
+
+    // Normally the inactive user is rotated. When an earlier rotation flipped
+    // the pointer but its rollout did not finish, that rotation is finished
+    // instead: its target is the user the pointer names now.
+    let (previous, target, previous_secret, target_secret) = match mode {
+        Mode::Redeploy | Mode::Wait => (
+            inactive.clone(),
+            active.clone(),
+            inactive_secret,
+            active_secret,
+        ),
+        Mode::Rotate | Mode::Flip => (
+            active.clone(),
+            inactive.clone(),
+            active_secret,
+            inactive_secret,
+        ),
+    };
+    let previous_secret_id = config.secret_of(&previous).ok_or_else(invalid)?;
+    let target_secret_id = config.secret_of(&target).ok_or_else(invalid)?;
+
+    match mode {
+        Mode::Rotate | Mode::Flip => {
+            same_endpoint(
+                &previous_secret.secret,
+                &target_secret.secret,
+                config.allow_different_endpoints,
+            )?;
+            if let Some(proxy) = &config.proxy_name {
+                proxy_knows_both(proxies, proxy, [previous_secret_id, target_secret_id]).await?;
+            }
+            preflight(
+                database,
+                &Checks {
+                    active: &previous_secret.secret,
+                    target: &target_secret.secret,
+                    sessions: mode == Mode::Rotate,
+                    readers: &config.readers,
+                    margin_days: config.valid_until_margin_days,
+                    now_ms: now,
+                },
+            )
+            .await?;
+            target_logs_in(
+                database,
+                secrets,
+                target_secret_id,
+                &target_secret,
+                &previous_secret.secret,
+                owner(&target),
+                now,
+            )
+            .await?;
+        }
+        Mode::Redeploy | Mode::Wait => {
+            // Nothing will be rotated; the user the pointer names must work,
+            // and so must the other one: a failed rollout flips back to it.
+            for (secret, other) in [
+                (&target_secret.secret, &previous_secret.secret),
+                (&previous_secret.secret, &target_secret.secret),
+            ] {
+                if let Err(e) = database
+                    .check_login(&secret.endpoint(), secret.username(), secret.password())
+                    .await
+                {
+                    return Err(explain_rejection(database, e, other, now).await);
+                }
+            }
+        }
+    }
+    if mode != Mode::Rotate {
+        warn!(?mode, active_user = %active_now(&mode, &previous, &target), "an earlier rotation did not finish: finishing it instead of starting another");
+    }
+
+    // A rollout found in progress is waited for, never rolled back: nothing
+    // this execution did started it.
+    let rollout = (mode == Mode::Wait).then(|| Rollout {
+        cluster: config.cluster.clone(),
+        deployments: services
+            .iter()
+            .zip(&described)
+            .map(|(service, d)| {
+                let p = primary(&d.deployments);
+                ServiceDeployment {
+                    service: service.clone(),
+                    deployment_id: p.map(|p| p.id.clone()).unwrap_or_default(),
+                    created_ms: p.and_then(|p| p.created_at_ms),
+                    rollout_state: None,
+                }
+            })
+            .collect(),
+        status: RolloutStatus::InProgress,
+        poll_seconds: config.stable_poll_seconds,
+        deadline_ms: now.saturating_add(config.stable_timeout_seconds as i64 * 1000),
+        alert: alert.clone(),
+        foreign: true,
+        looks: 0,
+    });
+    let plan = Plan {
+        execution_name: request.execution_name.clone(),
+        target: config.name.clone(),
+        client_request_token: client_request_token(&request.execution_id),
+        parameter_name: config.parameter_name.clone(),
+        users: config.users(),
+        password_store: config.password_store,
+        connection: config.connection.clone(),
+        previous_user: previous,
+        target_user: target,
+        target_secret_id: target_secret_id.to_string(),
+        previous_secret_id: previous_secret_id.to_string(),
+        cluster: config.cluster.clone(),
+        services,
+        dry_run: input.dry_run,
+        mode,
+        stable_poll_seconds: config.stable_poll_seconds,
+        stable_timeout_seconds: config.stable_timeout_seconds,
+        reason: input.reason,
+        rollout,
+        alert,
+        pending: (mode == Mode::Flip).then(|| PendingPassword {
+            version_id: target_secret.version_id.clone(),
+            resumed: true,
+        }),
+        readers: config.readers.clone(),
+    };
+    info!(
+        previous_user = %plan.previous_user,
+        target_user = %plan.target_user,
+        mode = ?plan.mode,
+        services = plan.services.len(),
+        dry_run = plan.dry_run,
+        "selected the inactive user"
+    );
+    Ok(plan)
+}
+
+fn active_now<'a>(mode: &Mode, previous: &'a str, target: &'a str) -> &'a str {
+    match mode {
+        Mode::Redeploy | Mode::Wait => target,
+        Mode::Rotate | Mode::Flip => previous,
+    }
+}
+
+/// The inactive user must log in before anything changes, on a server that
+/// takes writes: with its AWSCURRENT password, or (an interrupted rotation
+/// that already set it in the database) with its AWSPENDING one, tried at
+/// the AWSCURRENT version's server, where the new password will be set.
+async fn target_logs_in(
+    database: &dyn Database,
+    secrets: &dyn SecretStore,
+    secret_id: &str,
+    current: &SecretVersion,
+    active: &DbSecret,
+    owner: Owner<'_>,
+    now: i64,
+) -> Result<(), RotationError> {
+    let s = &current.secret;
+    let endpoint = s.endpoint();
+    let server = match database
+        .check_login(&endpoint, s.username(), s.password())
+        .await
+    {
+        Ok(server) => server,
+        Err(RotationError::LoginRejected { user, detail }) => {
+            let pending = read_stage(secrets, secret_id, AWSPENDING, owner)
+                .await?
+                .filter(|p| p.version_id != current.version_id);
+            let mut by_pending = None;
+            if let Some(p) = pending {
+                by_pending = database
+                    .check_login(&endpoint, s.username(), p.secret.password())
+                    .await
+                    .ok();
+            }
+            match by_pending {
+                Some(server) => server,
+                None => {
+                    let rejected = RotationError::LoginRejected {
+                        user,
+                        detail: format!("{detail}: the inactive user's {AWSCURRENT} password in {secret_id} does not log in (nor does an {AWSPENDING} one); fix the secret or the database password"),
+                    };
+                    return Err(explain_rejection(database, rejected, active, now).await);
+                }
+            }
+        }
+        Err(other) => return Err(other),
+    };
+    writable(&server, &endpoint, s.username())
+}
