@@ -4,8 +4,11 @@
 #
 #   ensure_tools     install what is missing (Debian postgresql, a Python venv
 #                    with moto and cargo-lambda, the npm runner's packages)
-#   start_stack      start the three servers in $STACK_DIR and write
-#                    $STACK_DIR/stack.env (endpoints for tests and scripts)
+#   start_stack      start the servers in $STACK_DIR and write
+#                    $STACK_DIR/stack.env (endpoints for tests and scripts):
+#                    PostgreSQL (the primary, a streaming hot standby of it,
+#                    and a second server that stores md5 passwords and asks
+#                    clients for md5), moto, cargo lambda watch
 #   stop_stack       stop what start_stack started, by pid
 #
 # Everything listens on 127.0.0.1 only, on free ports picked at start.
@@ -15,6 +18,8 @@ LOCAL="$ROOT/.local"
 VENV="$LOCAL/venv"
 MOTO_SPEC='moto[server]==5.2.5'
 CARGO_LAMBDA_SPEC='cargo-lambda==1.9.2'
+# The password tests run generated passwords through python-dotenv's parser.
+DOTENV_SPEC='python-dotenv==1.2.4'
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -42,10 +47,10 @@ ensure_tools() {
     pg_bin >/dev/null || die "PostgreSQL installed, but initdb is still missing"
   fi
 
-  if ! "$VENV/bin/python" -c 'import moto' 2>/dev/null || [ ! -x "$VENV/bin/cargo-lambda" ]; then
-    say "== installing moto and cargo-lambda into $VENV"
+  if ! "$VENV/bin/python" -c 'import moto, dotenv' 2>/dev/null || [ ! -x "$VENV/bin/cargo-lambda" ]; then
+    say "== installing moto, cargo-lambda and python-dotenv into $VENV"
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_SPEC" "$CARGO_LAMBDA_SPEC" >&2
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_SPEC" "$CARGO_LAMBDA_SPEC" "$DOTENV_SPEC" >&2
   fi
 
   if [ ! -d "$ROOT/scripts/sfn/node_modules/aws-local-stepfunctions" ]; then
@@ -86,13 +91,70 @@ build_lambdas() {
   (cd "$ROOT" && cargo build --workspace --bins --quiet)
 }
 
+# A streaming hot standby of the primary (a read replica, as RDS or Aurora
+# readers are): tests delay its replay with recovery_min_apply_delay.
+start_standby() { # start_standby BIN PRIMARY_DATA PRIMARY_PORT PORT
+  local bin=$1 primary=$2 primary_port=$3 port=$4 standby="$STACK_DIR/standby"
+  say "== starting a hot standby of it on 127.0.0.1:$port"
+  mkdir -p "$standby"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$standby"; fi
+  chmod 700 "$standby"
+  as_postgres "$bin/pg_basebackup" -h "$primary" -p "$primary_port" -U postgres -D "$standby" -R -X stream \
+    >"$STACK_DIR/basebackup.log" 2>&1 || die "pg_basebackup failed: see $STACK_DIR/basebackup.log"
+  {
+    echo "port = $port"
+    echo "unix_socket_directories = '$standby'"
+    echo "hot_standby = on"
+    echo "max_standby_streaming_delay = 5s"
+  } >>"$standby/postgresql.conf"
+  as_postgres "$bin/pg_ctl" -D "$standby" -l "$standby/server.log" -w -t 30 start >/dev/null ||
+    die "the standby did not start: see $standby/server.log"
+}
+
+# A second, separate server that stores md5 verifiers and asks clients for
+# md5 (pg_hba.conf), as older setups do.
+start_md5_server() { # start_md5_server BIN PORT
+  local bin=$1 port=$2 data="$STACK_DIR/md5data"
+  say "== starting an md5 server on 127.0.0.1:$port"
+  mkdir -p "$data"
+  printf '%s\n' "$PG_SUPERPASS" >"$STACK_DIR/pwfile-md5"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$data" "$STACK_DIR/pwfile-md5"; fi
+  chmod 700 "$data"
+  as_postgres "$bin/initdb" -D "$data" -U postgres --pwfile="$STACK_DIR/pwfile-md5" \
+    --auth-local=trust --auth-host=md5 -E UTF8 >"$STACK_DIR/initdb-md5.log" 2>&1 ||
+    die "initdb (md5 server) failed: see $STACK_DIR/initdb-md5.log"
+  rm -f "$STACK_DIR/pwfile-md5"
+  {
+    echo "listen_addresses = '127.0.0.1'"
+    echo "port = $port"
+    echo "unix_socket_directories = '$data'"
+    echo "password_encryption = 'md5'"
+    echo "fsync = off"
+    echo "full_page_writes = off"
+    echo "max_connections = 100"
+    echo "log_statement = 'all'"
+    echo "logging_collector = off"
+  } >>"$data/postgresql.conf"
+  as_postgres "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 30 start >/dev/null ||
+    die "the md5 server did not start: see $data/server.log"
+  # initdb stored the superuser's password as SCRAM: store it as md5 too,
+  # sending only the verifier (md5 of password and user name).
+  local verifier
+  verifier="md5$(printf '%s' "${PG_SUPERPASS}postgres" | md5sum | cut -d' ' -f1)"
+  as_postgres "$bin/psql" -X -q -h "$data" -p "$port" -U postgres -d postgres \
+    -c "ALTER ROLE postgres PASSWORD '$verifier'" >/dev/null ||
+    die "could not set the md5 server's superuser password"
+}
+
 start_stack() {
   STACK_DIR=${STACK_DIR:-$(mktemp -d /tmp/pgflip-stack.XXXXXX)}
   mkdir -p "$STACK_DIR"
   chmod 755 "$STACK_DIR"
-  local bin pg_port moto_port lambda_port
+  local bin pg_port standby_port md5_port moto_port lambda_port
   bin=$(pg_bin)
   pg_port=$(free_port)
+  standby_port=$(free_port)
+  md5_port=$(free_port)
   moto_port=$(free_port)
   lambda_port=$(free_port)
   PG_SUPERPASS=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
@@ -116,7 +178,6 @@ port = $pg_port
 unix_socket_directories = '$data'
 password_encryption = 'scram-sha-256'
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 max_connections = 200
 log_statement = 'all'
@@ -125,6 +186,8 @@ EOF
   as_postgres "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 30 start >/dev/null ||
     die "PostgreSQL did not start: see $data/server.log"
   printf '%s\n' "$bin/pg_ctl" >"$STACK_DIR/pg_ctl"
+  start_standby "$bin" "$data" "$pg_port" "$standby_port"
+  start_md5_server "$bin" "$md5_port"
 
   say "== starting moto on 127.0.0.1:$moto_port"
   # MOTO_ECS_SERVICE_RUNNING: moto reports a deployment COMPLETED when this
@@ -140,6 +203,10 @@ export PGFLIP_PG_PORT=$pg_port
 export PGFLIP_PG_SUPERUSER=postgres
 export PGFLIP_PG_SUPERPASS='$PG_SUPERPASS'
 export PGFLIP_PG_LOG='$data/server.log'
+export PGFLIP_PG_STANDBY_PORT=$standby_port
+export PGFLIP_PG_STANDBY_DIR='$STACK_DIR/standby'
+export PGFLIP_PG_MD5_PORT=$md5_port
+export PGFLIP_PG_MD5_LOG='$STACK_DIR/md5data/server.log'
 export PGFLIP_LAMBDA_ENDPOINT=http://127.0.0.1:$lambda_port
 export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
 export AWS_REGION=us-east-1
@@ -188,8 +255,11 @@ stop_stack() {
       rm -f "$STACK_DIR/$f.pid"
     fi
   done
-  if [ -f "$STACK_DIR/pg_ctl" ] && [ -d "$STACK_DIR/pgdata" ]; then
-    as_postgres "$(cat "$STACK_DIR/pg_ctl")" -D "$STACK_DIR/pgdata" -m immediate stop >/dev/null 2>&1 || true
+  if [ -f "$STACK_DIR/pg_ctl" ]; then
+    for f in standby md5data pgdata; do
+      [ -d "$STACK_DIR/$f" ] || continue
+      as_postgres "$(cat "$STACK_DIR/pg_ctl")" -D "$STACK_DIR/$f" -m immediate stop >/dev/null 2>&1 || true
+    done
     rm -f "$STACK_DIR/pg_ctl"
   fi
 }

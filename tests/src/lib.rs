@@ -48,6 +48,13 @@ pub struct Target {
     /// they are not `blue` and `green` (bare passwords: the database roles).
     #[serde(default)]
     pub keys: Option<(String, String)>,
+    /// The PostgreSQL server the target lives on (`None`: the stack's
+    /// primary; the md5 server's port for a target there).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// More fields of its entry in the targets document (readers, a proxy…).
+    #[serde(default)]
+    pub document: Value,
 }
 
 /// The SSM parameter holding the targets document (`TARGETS_PARAMETER` of
@@ -75,6 +82,8 @@ impl Target {
             services: vec!["web".into(), "worker".into()],
             name: None,
             keys: None,
+            port: None,
+            document: Value::Null,
         }
     }
 
@@ -93,6 +102,8 @@ impl Target {
             services: vec!["web".into(), "worker".into()],
             name: None,
             keys: None,
+            port: None,
+            document: Value::Null,
         }
     }
 
@@ -240,6 +251,10 @@ pub struct RunOptions {
 pub struct Stack {
     pub pg_host: String,
     pub pg_port: u16,
+    /// A streaming hot standby of the primary.
+    pub standby_port: u16,
+    /// A separate server with `password_encryption = md5` and md5 in pg_hba.conf.
+    pub md5_port: u16,
     superuser: String,
     superpass: String,
     pub pg_log: PathBuf,
@@ -256,6 +271,8 @@ impl Stack {
         Self {
             pg_host: env("PGFLIP_PG_HOST"),
             pg_port: env("PGFLIP_PG_PORT").parse().unwrap(),
+            standby_port: env("PGFLIP_PG_STANDBY_PORT").parse().unwrap(),
+            md5_port: env("PGFLIP_PG_MD5_PORT").parse().unwrap(),
             superuser: env("PGFLIP_PG_SUPERUSER"),
             superpass: env("PGFLIP_PG_SUPERPASS"),
             pg_log: env("PGFLIP_PG_LOG").into(),
@@ -266,11 +283,21 @@ impl Stack {
         }
     }
 
-    /// A superuser connection to `dbname`.
+    /// A superuser connection to `dbname` on the primary.
     pub async fn admin(&self, dbname: &str) -> tokio_postgres::Client {
+        self.admin_at(self.pg_port, dbname).await
+    }
+
+    /// The server `t` lives on.
+    pub fn port_of(&self, t: &Target) -> u16 {
+        t.port.unwrap_or(self.pg_port)
+    }
+
+    /// A superuser connection to `dbname` on the server at `port`.
+    pub async fn admin_at(&self, port: u16, dbname: &str) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::Config::new()
             .host(&self.pg_host)
-            .port(self.pg_port)
+            .port(port)
             .user(&self.superuser)
             .password(&self.superpass)
             .dbname(dbname)
@@ -281,15 +308,38 @@ impl Stack {
         client
     }
 
-    /// Creates (or re-creates) the target from scratch: roles, database, a
-    /// sample table owned by the shared owner role, the active-user
-    /// parameter (`blue`), the two secrets and the ECS services.
-    pub async fn seed(&self, t: &Target) {
+    /// The database part of [`Stack::seed`]: the two users (members of the
+    /// owner role), the database and its sample table, on the target's
+    /// server. Returns the users' passwords (blue, green).
+    pub async fn seed_database(
+        &self,
+        t: &Target,
+    ) -> (
+        pgflip_core::password::Password,
+        pgflip_core::password::Password,
+    ) {
         let policy = PasswordPolicy::default();
         let (blue_pw, green_pw) = (policy.generate(), policy.generate());
-        let admin = self.admin("postgres").await;
+        let port = self.port_of(t);
+        let admin = self.admin_at(port, "postgres").await;
+        // Stored the way that server stores passwords.
+        let verifier = |pw: &pgflip_core::password::Password, role: &str| {
+            if port == self.md5_port {
+                pw.verifier(pgflip_core::password::Verifier::Md5, role)
+            } else {
+                pw.scram_verifier()
+            }
+        };
         let statements = [
             format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", t.dbname),
+            // What a test granted them elsewhere (parameters, tablespaces).
+            format!(
+                "DO $$ DECLARE r name; BEGIN
+                   FOR r IN SELECT rolname FROM pg_roles WHERE rolname IN ('{}', '{}', '{}') LOOP
+                     EXECUTE format('DROP OWNED BY %I', r);
+                   END LOOP; END $$",
+                t.blue_role, t.green_role, t.owner_role
+            ),
             format!("DROP ROLE IF EXISTS \"{}\"", t.blue_role),
             format!("DROP ROLE IF EXISTS \"{}\"", t.green_role),
             format!("DROP ROLE IF EXISTS \"{}\"", t.owner_role),
@@ -298,13 +348,13 @@ impl Stack {
                 "CREATE ROLE \"{}\" LOGIN IN ROLE \"{}\" PASSWORD '{}'",
                 t.blue_role,
                 t.owner_role,
-                blue_pw.scram_verifier()
+                verifier(&blue_pw, &t.blue_role)
             ),
             format!(
                 "CREATE ROLE \"{}\" LOGIN IN ROLE \"{}\" PASSWORD '{}'",
                 t.green_role,
                 t.owner_role,
-                green_pw.scram_verifier()
+                verifier(&green_pw, &t.green_role)
             ),
             format!(
                 "CREATE DATABASE \"{}\" OWNER \"{}\"",
@@ -319,7 +369,7 @@ impl Stack {
                 )
             });
         }
-        let db = self.admin(&t.dbname).await;
+        let db = self.admin_at(port, &t.dbname).await;
         db.batch_execute(&format!(
             "SET ROLE \"{owner}\";
              CREATE TABLE orders (id bigserial PRIMARY KEY, item text NOT NULL, created timestamptz DEFAULT now());
@@ -328,6 +378,15 @@ impl Stack {
         ))
         .await
         .expect("create the sample table");
+        (blue_pw, green_pw)
+    }
+
+    /// Creates (or re-creates) the target from scratch: roles, database, a
+    /// sample table owned by the shared owner role, the active-user
+    /// parameter (`blue`), the two secrets and the ECS services.
+    pub async fn seed(&self, t: &Target) {
+        let (blue_pw, green_pw) = self.seed_database(t).await;
+        let port = self.port_of(t);
 
         for (secret, role, pw) in [
             (&t.blue_secret, &t.blue_role, &blue_pw),
@@ -359,7 +418,7 @@ impl Stack {
                 .send()
                 .await;
             let value = json!({
-                "engine": "postgres", "host": self.pg_host, "port": self.pg_port,
+                "engine": "postgres", "host": self.pg_host, "port": port,
                 "dbname": t.dbname, "username": role, "password": pw.expose(),
             });
             self.secrets
@@ -465,8 +524,13 @@ impl Stack {
             "greenSecretId": t.green_secret,
             "cluster": t.cluster,
             "services": t.services,
-            "stablePollSeconds": 0,
+            "stablePollSeconds": 1,
         });
+        if let Value::Object(extra) = &t.document {
+            for (k, v) in extra {
+                entry[k] = v.clone();
+            }
+        }
         if let Some((blue, green)) = &t.keys {
             entry["blueUser"] = json!(blue);
             entry["greenUser"] = json!(green);
@@ -474,7 +538,7 @@ impl Stack {
         if in_ssm(&t.blue_secret) {
             entry["passwordStore"] = json!("ssm");
             entry["dbHost"] = json!(self.pg_host);
-            entry["dbPort"] = json!(self.pg_port);
+            entry["dbPort"] = json!(self.port_of(t));
             entry["dbName"] = json!(t.dbname);
         }
         doc[name] = entry;
@@ -665,9 +729,21 @@ impl Stack {
     /// Logs in as the user `key` with the password at `stage` of its secret.
     pub async fn login(&self, t: &Target, key: &str, stage: &str) -> Result<(), String> {
         let password = self.password_at(t.secret_of(key), stage).await;
+        self.login_at(t, key, &password, self.port_of(t)).await
+    }
+
+    /// Logs in as the user `key` with `password` on the server at `port`
+    /// (the standby, say) and reads the sample table.
+    pub async fn login_at(
+        &self,
+        t: &Target,
+        key: &str,
+        password: &pgflip_core::password::Password,
+        port: u16,
+    ) -> Result<(), String> {
         let result = tokio_postgres::Config::new()
             .host(&self.pg_host)
-            .port(self.pg_port)
+            .port(port)
             .user(t.role_of(key))
             .password(password.expose())
             .dbname(&t.dbname)
@@ -692,7 +768,7 @@ impl Stack {
         let password = self.password_at(t.secret_of(key), AWSCURRENT).await;
         let out = Command::new("psql")
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h", &self.pg_host, "-p", &self.pg_port.to_string()])
+            .args(["-h", &self.pg_host, "-p", &self.port_of(t).to_string()])
             .args(["-U", t.role_of(key), "-d", &t.dbname])
             .args([
                 "-c",
@@ -793,4 +869,210 @@ fn tempfile_path(name: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
+}
+
+/// Logs in as a client that speaks only md5 (as old drivers do): the
+/// startup message, then an answer to `AuthenticationMD5Password` and
+/// nothing else. A server that asks for SCRAM (because the stored verifier
+/// is SCRAM) refuses such a client. libpq 15 has no `require_auth`, so this
+/// is a small raw-protocol client. Errors never hold the password.
+pub fn md5_only_login(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &pgflip_core::password::Password,
+    dbname: &str,
+) -> Result<(), String> {
+    use bytes::BytesMut;
+    use postgres_protocol::message::{backend::Message, frontend};
+    use std::io::{Read, Write};
+
+    let mut stream = std::net::TcpStream::connect((host, port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut out = BytesMut::new();
+    frontend::startup_message([("user", user), ("database", dbname)], &mut out).unwrap();
+    stream.write_all(&out).map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::new();
+    let mut next = |stream: &mut std::net::TcpStream| -> Result<Message, String> {
+        loop {
+            if let Some(m) = Message::parse(&mut buf).map_err(|e| e.to_string())? {
+                return Ok(m);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the server closed the connection".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let error_text = |body: postgres_protocol::message::backend::ErrorResponseBody| {
+        use fallible_iterator::FallibleIterator;
+        let mut fields = body.fields();
+        let mut text = vec![];
+        while let Ok(Some(f)) = fields.next() {
+            if matches!(f.type_(), b'C' | b'M') {
+                text.push(String::from_utf8_lossy(f.value_bytes()).to_string());
+            }
+        }
+        text.join(": ")
+    };
+    match next(&mut stream)? {
+        Message::AuthenticationMd5Password(body) => {
+            let hash = postgres_protocol::authentication::md5_hash(
+                user.as_bytes(),
+                password.expose().as_bytes(),
+                body.salt(),
+            );
+            let mut out = BytesMut::new();
+            frontend::password_message(hash.as_bytes(), &mut out).unwrap();
+            stream.write_all(&out).map_err(|e| e.to_string())?;
+        }
+        Message::AuthenticationSasl(_) => {
+            return Err("the server asks for SCRAM-SHA-256; this client speaks only md5".into())
+        }
+        Message::ErrorResponse(body) => return Err(error_text(body)),
+        _ => return Err("the server asked for another authentication method".into()),
+    }
+    match next(&mut stream)? {
+        Message::AuthenticationOk => Ok(()),
+        Message::ErrorResponse(body) => Err(error_text(body)),
+        _ => Err("unexpected answer to the md5 password".into()),
+    }
+}
+
+impl Stack {
+    /// Delays the standby's replay of everything it receives by `delay`
+    /// (`recovery_min_apply_delay`: `'0'`, `'3s'`, `'1h'`) and waits until
+    /// it is in effect.
+    pub async fn set_replay_delay(&self, delay: &str) {
+        let standby = self.admin_at(self.standby_port, "postgres").await;
+        for statement in [
+            format!("ALTER SYSTEM SET recovery_min_apply_delay = '{delay}'"),
+            "SELECT pg_reload_conf()".to_string(),
+        ] {
+            standby
+                .batch_execute(&statement)
+                .await
+                .expect("set recovery_min_apply_delay on the standby");
+        }
+        let want = match delay {
+            "0" => "0".to_string(),
+            d => d.to_string(),
+        };
+        for _ in 0..50 {
+            let now: String = self
+                .admin_at(self.standby_port, "postgres")
+                .await
+                .query_one("SHOW recovery_min_apply_delay", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if now == want || (want == "0" && now == "0") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the standby did not take recovery_min_apply_delay = {delay}");
+    }
+
+    /// Waits until the standby has replayed everything the primary has
+    /// written so far.
+    pub async fn standby_caught_up(&self) {
+        let primary: String = self
+            .admin("postgres")
+            .await
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let standby = self.admin_at(self.standby_port, "postgres").await;
+        for _ in 0..100 {
+            let caught: bool = standby
+                .query_one(
+                    "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                    &[&primary],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if caught {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the standby did not catch up");
+    }
+}
+
+/// Creates an RDS Proxy on moto that authenticates with `secrets` (ARNs),
+/// through `tests/fixtures/rds-proxy.py`.
+pub fn rds_proxy(name: &str, secrets: &[&str]) {
+    let root = repo_root();
+    let status = Command::new(root.join(".local/venv/bin/python"))
+        .arg(root.join("tests/fixtures/rds-proxy.py"))
+        .arg(name)
+        .args(secrets)
+        .status()
+        .expect("run tests/fixtures/rds-proxy.py");
+    assert!(status.success(), "rds-proxy.py {name} failed");
+}
+
+impl Stack {
+    /// Writes a new `AWSCURRENT` version of a secret (as an operator or
+    /// another tool would): the current value, changed by `edit`. Returns
+    /// the new version id.
+    pub async fn edit_secret(&self, secret_id: &str, edit: impl FnOnce(&mut Value)) -> String {
+        let raw = self
+            .secrets
+            .get_secret_value()
+            .secret_id(secret_id)
+            .version_stage(AWSCURRENT)
+            .send()
+            .await
+            .expect("read the secret")
+            .secret_string
+            .unwrap();
+        let mut value: Value = serde_json::from_str(&raw).unwrap();
+        edit(&mut value);
+        self.secrets
+            .put_secret_value()
+            .secret_id(secret_id)
+            .secret_string(value.to_string())
+            .version_stages(AWSCURRENT)
+            .send()
+            .await
+            .expect("write a new AWSCURRENT version")
+            .version_id
+            .unwrap()
+    }
+
+    /// Stages a version labelled `AWSPENDING` only (as a run that stopped,
+    /// or another tool, leaves one): the current value, changed by `edit`.
+    pub async fn stage_pending(&self, secret_id: &str, edit: impl FnOnce(&mut Value)) -> String {
+        let raw = self
+            .secrets
+            .get_secret_value()
+            .secret_id(secret_id)
+            .version_stage(AWSCURRENT)
+            .send()
+            .await
+            .expect("read the secret")
+            .secret_string
+            .unwrap();
+        let mut value: Value = serde_json::from_str(&raw).unwrap();
+        edit(&mut value);
+        self.secrets
+            .put_secret_value()
+            .secret_id(secret_id)
+            .secret_string(value.to_string())
+            .version_stages(AWSPENDING)
+            .send()
+            .await
+            .expect("write an AWSPENDING version")
+            .version_id
+            .unwrap()
+    }
 }

@@ -181,7 +181,7 @@ fn classify_alter_role(
 ) -> RotationError {
     if let Some(db) = e.as_db_error() {
         let message = db.message().to_ascii_lowercase();
-        let prehashed = ["encrypted", "hashed", "pre-hash", "verifier"]
+        let prehashed = ["encrypted", "hashed", "pre-hash"]
             .iter()
             .any(|w| message.contains(w));
         if *db.code() == SqlState::INSUFFICIENT_PRIVILEGE || prehashed {
@@ -251,23 +251,24 @@ fn server_facts(row: &tokio_postgres::Row) -> (ServerFacts, Verifier) {
 const ROLE_FACTS_SQL: &str = r#"
 WITH r AS (SELECT * FROM pg_roles WHERE rolname = $1),
      here AS (SELECT oid FROM pg_database WHERE datname = current_database())
-SELECT 'attribute' AS kind, a.key AS a, coalesce(a.value, 'null') AS b
+SELECT 'attribute'::text AS kind, a.key::text AS a, coalesce(a.value, 'null')::text AS b
   FROM r, jsonb_each_text(to_jsonb(r) - 'rolname' - 'oid' - 'rolpassword' - 'rolconfig') AS a
 UNION ALL
-SELECT 'setting', coalesce(d.datname, ''), c
+SELECT 'setting', coalesce(d.datname::text, ''), c::text
   FROM r JOIN pg_db_role_setting s ON s.setrole = r.oid
   LEFT JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) AS c
 UNION ALL
-SELECT 'member of', g.rolname,
+SELECT 'member of', g.rolname::text,
        (to_jsonb(m) - 'oid' - 'roleid' - 'member' - 'grantor')::text
   FROM r JOIN pg_auth_members m ON m.member = r.oid JOIN pg_roles g ON g.oid = m.roleid
 UNION ALL
-SELECT 'has member', g.rolname,
+SELECT 'has member', g.rolname::text,
        (to_jsonb(m) - 'oid' - 'roleid' - 'member' - 'grantor')::text
   FROM r JOIN pg_auth_members m ON m.roleid = r.oid JOIN pg_roles g ON g.oid = m.member
 UNION ALL
-SELECT 'depends ' || sd.deptype,
-       CASE WHEN sd.dbid IN (0, (SELECT oid FROM here)) THEN '' ELSE coalesce(d.datname, sd.dbid::text) END,
+SELECT 'depends ' || sd.deptype::text,
+       CASE WHEN sd.dbid IN (0, (SELECT oid FROM here)) THEN ''
+            ELSE coalesce(d.datname::text, sd.dbid::text) END,
        CASE WHEN sd.dbid IN (0, (SELECT oid FROM here))
             THEN coalesce(pg_describe_object(sd.classid, sd.objid, sd.objsubid), 'a dropped object')
             ELSE sd.classid::regclass::text END
@@ -303,7 +304,13 @@ fn acl_facts_sql(columns: &[(String, String, bool)]) -> Option<String> {
             let object = if catalog == "pg_attribute" {
                 "pg_describe_object('pg_class'::regclass, t.attrelid, t.attnum)".to_string()
             } else if *has_oid {
-                format!("pg_describe_object('pg_catalog.{catalog}'::regclass, t.oid, 0)")
+                // Large objects are described as objects of pg_largeobject,
+                // though their ACLs live in pg_largeobject_metadata.
+                let class = match catalog.as_str() {
+                    "pg_largeobject_metadata" => "pg_largeobject",
+                    other => other,
+                };
+                format!("pg_describe_object('pg_catalog.{class}'::regclass, t.oid, 0)")
             } else {
                 format!("'a row of {catalog}'")
             };
@@ -344,7 +351,7 @@ fn role_fact(role: &str, kind: &str, a: &str, b: &str) -> Option<String> {
         ("attribute", key) => attribute(key, b),
         ("setting", "") => format!("setting {b}"),
         ("setting", db) => format!("setting {b} in database {db}"),
-        ("member of" | "has member", other) => format!("{kind} {other} {b}"),
+        ("member of" | "has member", other) => format!("{kind} {other} ({})", options(b)),
         ("depends a", "") => return None,
         ("depends o", "") => format!("owner of {}", this(b)),
         ("depends r", "") => format!("named in {}", this(b)),
@@ -354,6 +361,20 @@ fn role_fact(role: &str, kind: &str, a: &str, b: &str) -> Option<String> {
         ("depends r", db) => format!("in database {db}: named in a {b} object"),
         (kind, db) => format!("in database {db}: {kind} on a {b} object"),
     })
+}
+
+/// A membership's options (every `pg_auth_members` column but the roles
+/// and the grantor: `admin_option`, and from PostgreSQL 16 `inherit_option`
+/// and `set_option`) as `admin_option=false, …`.
+fn options(json: &str) -> String {
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json) {
+        Ok(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(_) => json.to_string(),
+    }
 }
 
 /// A `pg_roles` column as the attribute clause of `CREATE ROLE` says it

@@ -83,9 +83,10 @@ pub(crate) async fn preflight(
     Ok(())
 }
 
-/// A login the server refused: if the role's `VALID UNTIL` has passed (read
-/// from `pg_roles` by logging in as `via`, the other user), that is what the
-/// error says, not that the secret is wrong. Anything else stays as it is.
+/// A login the server refused: if the role does not exist, or its `VALID
+/// UNTIL` has passed (read from `pg_roles` by logging in as `via`, the other
+/// user), that is what the error says, not that the secret is wrong.
+/// Anything else stays as it is.
 pub(crate) async fn explain_rejection(
     database: &dyn Database,
     error: RotationError,
@@ -98,15 +99,17 @@ pub(crate) async fn explain_rejection(
     let seen = database
         .user_facts(&via.endpoint(), via.username(), via.password(), &[user])
         .await;
-    match seen {
-        Ok(found) => match found.users[0].valid_until_ms {
-            Some(until) if until <= now_ms => RotationError::PasswordExpired {
-                user: user.clone(),
-                valid_until: timestamp(until),
-            },
-            _ => error,
+    let Ok(found) = seen else {
+        return error;
+    };
+    let facts = &found.users[0];
+    match facts.valid_until_ms {
+        _ if !facts.exists => RotationError::UserNotFound(user.clone()),
+        Some(until) if until <= now_ms => RotationError::PasswordExpired {
+            user: user.clone(),
+            valid_until: timestamp(until),
         },
-        Err(_) => error,
+        _ => error,
     }
 }
 

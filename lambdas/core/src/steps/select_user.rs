@@ -240,6 +240,19 @@ pub async fn select_user(
 
     match mode {
         Mode::Rotate | Mode::Flip => {
+            // Each secret on its own first (the inactive user logs in, on a
+            // writable primary), then the two together (the same server and
+            // database), then what the catalogs say about both.
+            target_logs_in(
+                database,
+                secrets,
+                target_secret_id,
+                &target_secret,
+                &previous_secret.secret,
+                owner(&target),
+                now,
+            )
+            .await?;
             same_endpoint(
                 &previous_secret.secret,
                 &target_secret.secret,
@@ -258,16 +271,6 @@ pub async fn select_user(
                     margin_days: config.valid_until_margin_days,
                     now_ms: now,
                 },
-            )
-            .await?;
-            target_logs_in(
-                database,
-                secrets,
-                target_secret_id,
-                &target_secret,
-                &previous_secret.secret,
-                owner(&target),
-                now,
             )
             .await?;
         }
