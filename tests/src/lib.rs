@@ -441,17 +441,8 @@ impl Stack {
             .send()
             .await
             .expect("put the active-user parameter");
-        // moto keeps a secret version's CreatedDate in whole seconds (AWS keeps
-        // milliseconds). select-user compares it with the parameter's
-        // LastModifiedDate, so let the next whole second begin: a version
-        // made from now on then compares as newer, as it would in AWS.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(
-            1000 - u64::from(now.subsec_millis()) + 10,
-        ))
-        .await;
+        // A version made from now on compares as newer than the parameter.
+        next_second().await;
 
         self.ecs
             .create_cluster()
@@ -949,15 +940,14 @@ impl Stack {
     /// it is in effect.
     pub async fn set_replay_delay(&self, delay: &str) {
         let standby = self.admin_at(self.standby_port, "postgres").await;
-        for statement in [
-            format!("ALTER SYSTEM SET recovery_min_apply_delay = '{delay}'"),
-            "SELECT pg_reload_conf()".to_string(),
-        ] {
-            standby
-                .batch_execute(&statement)
-                .await
-                .expect("set recovery_min_apply_delay on the standby");
-        }
+        execute_each(
+            &standby,
+            "the standby's replay delay",
+            &format!(
+                "ALTER SYSTEM SET recovery_min_apply_delay = '{delay}'; SELECT pg_reload_conf()"
+            ),
+        )
+        .await;
         let want = match delay {
             "0" => "0".to_string(),
             d => d.to_string(),
@@ -1025,33 +1015,22 @@ impl Stack {
     /// another tool would): the current value, changed by `edit`. Returns
     /// the new version id.
     pub async fn edit_secret(&self, secret_id: &str, edit: impl FnOnce(&mut Value)) -> String {
-        let raw = self
-            .secrets
-            .get_secret_value()
-            .secret_id(secret_id)
-            .version_stage(AWSCURRENT)
-            .send()
-            .await
-            .expect("read the secret")
-            .secret_string
-            .unwrap();
-        let mut value: Value = serde_json::from_str(&raw).unwrap();
-        edit(&mut value);
-        self.secrets
-            .put_secret_value()
-            .secret_id(secret_id)
-            .secret_string(value.to_string())
-            .version_stages(AWSCURRENT)
-            .send()
-            .await
-            .expect("write a new AWSCURRENT version")
-            .version_id
-            .unwrap()
+        self.put_version(secret_id, AWSCURRENT, edit).await
     }
 
     /// Stages a version labelled `AWSPENDING` only (as a run that stopped,
     /// or another tool, leaves one): the current value, changed by `edit`.
     pub async fn stage_pending(&self, secret_id: &str, edit: impl FnOnce(&mut Value)) -> String {
+        self.put_version(secret_id, AWSPENDING, edit).await
+    }
+
+    /// A new version labelled `stage`: the `AWSCURRENT` value, changed by `edit`.
+    async fn put_version(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> String {
         let raw = self
             .secrets
             .get_secret_value()
@@ -1068,11 +1047,70 @@ impl Stack {
             .put_secret_value()
             .secret_id(secret_id)
             .secret_string(value.to_string())
-            .version_stages(AWSPENDING)
+            .version_stages(stage)
             .send()
             .await
-            .expect("write an AWSPENDING version")
+            .unwrap_or_else(|e| panic!("write a new {stage} version: {e}"))
             .version_id
             .unwrap()
     }
+
+    /// The ARN of a secret (as events and RDS Proxy name it).
+    pub async fn secret_arn(&self, secret_id: &str) -> String {
+        self.secrets
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .expect("describe the secret")
+            .arn
+            .unwrap()
+    }
+
+    /// A session as the user `key` of `t` on the server at `port`, with the
+    /// password at `AWSCURRENT`, held open by the caller (a task that has
+    /// not drained yet).
+    pub async fn session(&self, t: &Target, key: &str, port: u16) -> tokio_postgres::Client {
+        let password = self.password_at(t.secret_of(key), AWSCURRENT).await;
+        let (client, conn) = tokio_postgres::Config::new()
+            .host(&self.pg_host)
+            .port(port)
+            .user(t.role_of(key))
+            .password(password.expose())
+            .dbname(&t.dbname)
+            .connect(NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("a session as {key} on port {port}: {e}"));
+        tokio::spawn(conn);
+        client
+    }
+}
+
+/// Runs `;`-separated SQL statements one by one (some, such as `DROP
+/// TABLESPACE` or `ALTER SYSTEM`, may not run in the transaction block that
+/// one multi-statement query is). `what` names the caller in a failure.
+pub async fn execute_each(db: &tokio_postgres::Client, what: &str, statements: &str) {
+    for statement in statements
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        db.batch_execute(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {statement}: {e}"));
+    }
+}
+
+/// Lets the next whole second begin: moto keeps a secret version's
+/// `CreatedDate` in whole seconds (AWS keeps milliseconds), and select-user
+/// compares it with the parameter's `LastModifiedDate`; what is written
+/// after this compares as later, as it would in AWS.
+pub async fn next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(
+        1000 - u64::from(now.subsec_millis()) + 10,
+    ))
+    .await;
 }

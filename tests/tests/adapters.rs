@@ -294,17 +294,7 @@ async fn postgres_reads_facts_sessions_expiry_and_the_server_for_the_preflight()
     assert!(found.server.wal_lsn.is_some());
 
     // A live session of green, and an expiry, show up.
-    let green_pw = stack.password_at(&t.green_secret, AWSCURRENT).await;
-    let (session, conn) = tokio_postgres::Config::new()
-        .host(&stack.pg_host)
-        .port(stack.pg_port)
-        .user(&t.green_role)
-        .password(green_pw.expose())
-        .dbname(&t.dbname)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let session = stack.session(&t, "green", stack.pg_port).await;
     stack
         .admin("postgres")
         .await
@@ -348,20 +338,6 @@ async fn postgres_reads_facts_sessions_expiry_and_the_server_for_the_preflight()
     assert!(!server.in_recovery && server.read_only, "{server:?}");
 }
 
-/// Runs each `;`-separated statement on its own (some may not run in a
-/// transaction block).
-async fn run_each(db: &tokio_postgres::Client, what: &str, statements: &str) {
-    for statement in statements
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        db.batch_execute(statement)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {statement}: {e}"));
-    }
-}
-
 /// The differences the preflight reports between blue and green after
 /// `here` ran in their database and `elsewhere` in another database of the
 /// server, as (only blue, only green). In both the statements and the
@@ -394,10 +370,10 @@ async fn drift_after(
             .replace("{d}", &format!("\"{}\"", t.dbname))
             .replace("{x}", x)
     };
-    run_each(&stack.admin(&t.dbname).await, tag, &fill(here)).await;
+    pgflip_tests::execute_each(&stack.admin(&t.dbname).await, tag, &fill(here)).await;
     if !elsewhere.is_empty() {
         let other = format!("{}_other", t.dbname);
-        run_each(
+        pgflip_tests::execute_each(
             &stack.admin("postgres").await,
             tag,
             &format!(
@@ -405,7 +381,7 @@ async fn drift_after(
             ),
         )
         .await;
-        run_each(&stack.admin(&other).await, tag, &fill(elsewhere)).await;
+        pgflip_tests::execute_each(&stack.admin(&other).await, tag, &fill(elsewhere)).await;
     }
     let after = pg
         .user_facts(&ep, &t.blue_role, &blue, &users)
@@ -445,7 +421,7 @@ async fn drift_of_every_kind_is_found_and_named() {
         chown(&ts_dir, Some(owner.uid()), Some(owner.gid())).unwrap();
     }
     // Cluster-wide objects some cases grant on.
-    run_each(
+    pgflip_tests::execute_each(
         &stack.admin("postgres").await,
         "setup",
         &format!(
@@ -505,7 +481,7 @@ async fn drift_of_every_kind_is_found_and_named() {
             ));
         }
     }
-    run_each(
+    pgflip_tests::execute_each(
         &stack.admin("postgres").await,
         "cleanup",
         &format!("DROP TABLESPACE IF EXISTS ts_{x}"),
@@ -958,15 +934,7 @@ async fn both_password_stores_discard_a_pending_version() {
 #[tokio::test]
 async fn rds_proxy_lists_the_secrets_it_authenticates_with() {
     let (stack, t) = seeded("proxy").await;
-    let blue_arn = stack
-        .secrets
-        .describe_secret()
-        .secret_id(&t.blue_secret)
-        .send()
-        .await
-        .unwrap()
-        .arn
-        .unwrap();
+    let blue_arn = stack.secret_arn(&t.blue_secret).await;
     let name = format!("proxy-{}", std::process::id());
     pgflip_tests::rds_proxy(&name, &[&blue_arn]);
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;

@@ -845,18 +845,7 @@ async fn bad_state_and_bad_input_get_named_errors_and_change_nothing() {
                 }
             }
             "green has a live session (retried)" => {
-                let password = c.stack.password_at(&green_secret, AWSCURRENT).await;
-                let (client, conn) = tokio_postgres::Config::new()
-                    .host(&c.stack.pg_host)
-                    .port(c.stack.pg_port)
-                    .user("green")
-                    .password(password.expose())
-                    .dbname(&c.target.dbname)
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                session = Some(client);
+                session = Some(c.stack.session(&c.target, "green", c.stack.pg_port).await);
             }
             _ => {}
         }
@@ -1063,15 +1052,7 @@ async fn rotate_externally(c: &Case, key: &str) -> String {
         ))
         .await
         .unwrap();
-    c.stack
-        .secrets
-        .describe_secret()
-        .secret_id(&secret)
-        .send()
-        .await
-        .unwrap()
-        .arn
-        .unwrap()
+    c.stack.secret_arn(&secret).await
 }
 
 fn rotation_succeeded_event(secret_arn: &str) -> Value {

@@ -5,19 +5,9 @@
 use super::*;
 use pgflip_core::password::{PasswordPolicy, Verifier};
 
-/// Runs `;`-separated statements as the superuser on the primary, each on
-/// its own.
+/// Runs `;`-separated statements as the superuser on the primary.
 async fn sql(stack: &Stack, dbname: &str, statements: &str) {
-    let db = stack.admin(dbname).await;
-    for s in statements
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        db.batch_execute(s)
-            .await
-            .unwrap_or_else(|e| panic!("{s}: {e}"));
-    }
+    pgflip_tests::execute_each(&stack.admin(dbname).await, "setup", statements).await;
 }
 
 /// The same users, with the passwords their secrets hold now, and the same
@@ -57,22 +47,10 @@ async fn mirror_on_md5_server(stack: &Stack, t: &Target) {
     .unwrap();
 }
 
-/// Lets moto's next whole second begin (it keeps version dates in whole
-/// seconds), so that what is written next compares as later.
-async fn next_second() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(
-        1000 - u64::from(now.subsec_millis()) + 20,
-    ))
-    .await;
-}
-
 /// The pointer is written again and the services redeployed after it, as a
 /// finished rotation leaves them: the next execution rotates.
 async fn settle(stack: &Stack, t: &Target) {
-    next_second().await;
+    pgflip_tests::next_second().await;
     let active = stack.active_user(t).await;
     stack.set_active_user(t, &active).await;
     for service in &t.services {
@@ -613,17 +591,7 @@ async fn sessions_on_a_reader_hold_the_rotation() {
     let stack = Stack::from_env().await;
     let t = reader_target(&stack, "reader_session").await;
     let before = stack.snapshot(&t).await;
-    let green = stack.password_at(&t.green_secret, AWSCURRENT).await;
-    let (session, conn) = tokio_postgres::Config::new()
-        .host(&stack.pg_host)
-        .port(stack.standby_port)
-        .user(&t.green_role)
-        .password(green.expose())
-        .dbname(&t.dbname)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("green logs in on the standby");
-    tokio::spawn(conn);
+    let session = stack.session(&t, "green", stack.standby_port).await;
     let e = run_quick(&stack, t.input(), json!({}), RunOptions::default());
     assert_eq!(
         e.error.as_deref(),
@@ -648,22 +616,10 @@ async fn an_rds_proxy_that_does_not_know_both_secrets_stops_the_rotation() {
     t.document = json!({"dbProxyName": proxy});
     stack.seed(&t).await;
     stack.register_target(&t).await;
-    let arn = |id: &str| {
-        let stack = stack.clone();
-        let id = id.to_string();
-        async move {
-            stack
-                .secrets
-                .describe_secret()
-                .secret_id(id)
-                .send()
-                .await
-                .unwrap()
-                .arn
-                .unwrap()
-        }
-    };
-    let (blue, green) = (arn(&t.blue_secret).await, arn(&t.green_secret).await);
+    let (blue, green) = (
+        stack.secret_arn(&t.blue_secret).await,
+        stack.secret_arn(&t.green_secret).await,
+    );
     pgflip_tests::rds_proxy(&proxy, &[&blue]);
     let before = stack.snapshot(&t).await;
     let e = run_quick(&stack, t.input(), json!({}), RunOptions::default());
