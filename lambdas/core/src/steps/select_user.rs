@@ -88,13 +88,13 @@ pub struct ModeFacts<'a> {
 }
 
 /// What an execution does, from the state it finds (a pure function), and
-/// the error to raise once its rollout completes, if any:
+/// the error to raise once its rollout completes, if any. In this order:
 ///
+/// - Secrets Manager rotated the **active** user: redeploy at once, then
+///   fail loudly (`ActiveUserRotatedExternally`);
 /// - the services have not caught up with the last flip: finish that rollout
 ///   (`redeploy` when some service's deployment predates the flip, `wait`
 ///   when one made after it is still rolling out), whatever started it;
-/// - Secrets Manager rotated the **active** user: redeploy at once, then
-///   fail loudly (`ActiveUserRotatedExternally`);
 /// - the inactive user got a new `AWSCURRENT` after the flip (rotated and
 ///   verified but not flipped, or rotated by Secrets Manager): `flip`;
 /// - otherwise `rotate`.
