@@ -41,7 +41,7 @@
 // concurrency guard in select-user) sees what runs locally. A redrive
 // (--start-at with the name of an earlier execution) reuses that record.
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -217,6 +217,7 @@ async function startChild(args, scenario, request, counts) {
     ['--require', resolve(here, 'polyfill.cjs'), resolve(here, 'run.mjs'), '--definition', ROTATION_DEFINITION,
       '--lambda-endpoint', args.lambdaEndpoint, '--name', name, '--input', JSON.stringify(input), '--scenario', scenarioFile],
   );
+  rmSync(scenarioFile, { force: true });
   if (!args.quiet) process.stderr.write(run.stderr.replace(/^/gm, `    [${target}] `));
   const line = run.stdout.trim().split('\n').pop();
   let summary;

@@ -799,7 +799,7 @@ impl Stack {
         if let Some(name) = &options.name {
             args.extend(["--name".into(), name.clone()]);
         }
-        let scenario_file;
+        let mut scenario_file = PathBuf::new();
         if let Some(scenario) = &options.scenario {
             scenario_file = tempfile_path("scenario.json");
             std::fs::write(&scenario_file, scenario.to_string()).unwrap();
@@ -823,6 +823,9 @@ impl Stack {
             .args(["--lambda-endpoint", &self.lambda_endpoint])
             .args(&args);
         let out = cmd.output().expect("run node scripts/sfn/run.mjs");
+        if let Some(dir) = options.scenario.as_ref().and(scenario_file.parent()) {
+            std::fs::remove_dir_all(dir).ok();
+        }
         let stdout = String::from_utf8_lossy(&out.stdout);
         let progress = String::from_utf8_lossy(&out.stderr).to_string();
         let line = stdout.lines().last().unwrap_or_else(|| {

@@ -165,7 +165,7 @@ pub(crate) fn writable(
     }
     if server.read_only {
         return Err(RotationError::DatabaseReadOnly(format!(
-            "sessions of {user:?} on {endpoint} are read-only (default_transaction_read_only is on for the server, the database or the role): a password cannot be set there"
+            "sessions of {user:?} on {endpoint} are read-only (default_transaction_read_only is on for the server, the database or the role {user:?}): both users' server must take writes (pgflip sets passwords there, the application writes there)"
         )));
     }
     Ok(())
