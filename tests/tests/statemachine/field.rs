@@ -83,8 +83,8 @@ async fn assert_nothing_changed(c: &Case, what: &str) {
 /// Each input from the field made a rotation succeed and the new active user
 /// fail with `permission denied`. Now each stops at SelectUser with
 /// `PrivilegeDrift` naming the difference on the right side, and nothing
-/// changes; so do two more cases of the kind (a row-level security policy
-/// naming one user, a per-database setting of one user).
+/// changes; so do more cases of the kind (a row-level security policy
+/// naming one user, a per-database setting of one user, an object one owns).
 #[tokio::test]
 async fn drift_from_the_field_stops_the_rotation_and_names_the_difference() {
     let cases = [
@@ -107,6 +107,10 @@ async fn drift_from_the_field_stops_the_rotation_and_names_the_difference() {
         (
             "ALTER ROLE blue IN DATABASE app SET statement_timeout = '1s'",
             "only \"blue\": setting statement_timeout=1s in database app",
+        ),
+        (
+            "CREATE TABLE owned (); ALTER TABLE owned OWNER TO green",
+            "only \"green\": owner of table owned",
         ),
     ];
     for (setup, named) in cases {
@@ -390,7 +394,8 @@ async fn leftover_pending_versions_are_discarded_on_either_store() {
 /// run stopped at GenerateAndSetPassword with DatabaseError after staging
 /// an AWSPENDING. Now SelectUser proves the server takes writes first:
 /// `DatabaseReadOnly` with nothing staged, for a hot standby, a database
-/// whose sessions are read-only, and a role whose sessions are.
+/// whose sessions are read-only, and the inactive user's sessions alone
+/// (found by its own login, before the drift that setting also is).
 #[tokio::test]
 async fn a_read_only_server_is_refused_before_anything_is_staged() {
     let cases = [
@@ -399,7 +404,10 @@ async fn a_read_only_server_is_refused_before_anything_is_staged() {
             "default_transaction_read_only for the database",
             "read-only",
         ),
-        ("default_transaction_read_only for both users", "read-only"),
+        (
+            "default_transaction_read_only for the inactive user",
+            "read-only",
+        ),
     ];
     for (what, says) in cases {
         let c = case().await;
@@ -423,7 +431,7 @@ async fn a_read_only_server_is_refused_before_anything_is_staged() {
                 sql(
                     &c.stack,
                     "postgres",
-                    "ALTER ROLE blue SET default_transaction_read_only = on; ALTER ROLE green SET default_transaction_read_only = on",
+                    "ALTER ROLE green SET default_transaction_read_only = on",
                 )
                 .await
             }
@@ -686,6 +694,27 @@ async fn a_release_still_rolling_out_is_waited_for_and_never_moves_the_pointer()
         );
         assert_eq!(c.assert_invariant().await, "blue");
     }
+    // Any other error while watching it (here ECS refusing the request)
+    // ends the same way: the original error, nothing rolled back.
+    let e = c.run(
+        json!({"services": ["web", "release"]}),
+        json!({"tasks": {"WaitForStable": [{"throw": {"error": "AwsRequestFailed", "cause": "AccessDeniedException (injected)"}}]}}),
+    );
+    assert_eq!(
+        e.error.as_deref(),
+        Some("AwsRequestFailed"),
+        "{:?}",
+        e.cause
+    );
+    assert!(
+        e.states.ends_with(&[
+            "ChooseRollback".to_string(),
+            "StoppedWithoutRollback".to_string()
+        ]),
+        "{:?}",
+        e.states
+    );
+    assert_eq!(c.stack.active_user(&c.target).await, "blue");
     // The release finished: the next run rotates.
     run_command(ecs_service(&c.target.cluster, "release", 2));
     let e = c.run(json!({"services": ["web", "release"]}), json!({}));
