@@ -2,9 +2,9 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use rand::seq::IndexedRandom;
-use rand::RngCore;
+use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
@@ -354,6 +354,40 @@ mod tests {
                 prop_assert!(PasswordPolicy::new(length, "").is_err());
             }
         }
+    }
+
+    /// Our SCRAM verifier (any iteration count) equals postgres-protocol's
+    /// for the same salt and 4096 iterations, and md5 is PostgreSQL's
+    /// `md5` + hex(md5(password ‖ role)).
+    #[test]
+    fn verifiers_match_postgres_protocol_and_postgresql() {
+        let p = Password::new("Correct-Horse.Battery~9".into());
+        let reference = p.scram_verifier();
+        let (head, keys) = reference
+            .split_once('$')
+            .unwrap()
+            .1
+            .split_once('$')
+            .unwrap();
+        let (iterations, salt) = head.split_once(':').unwrap();
+        assert_eq!(iterations, "4096");
+        let salt = STANDARD.decode(salt).unwrap();
+        assert_eq!(
+            scram_sha_256(p.expose(), &salt, 4096),
+            format!("SCRAM-SHA-256$4096:{}${keys}", STANDARD.encode(&salt))
+        );
+        let ours = p.verifier(Verifier::ScramSha256 { iterations: 10_000 }, "green");
+        assert!(ours.starts_with("SCRAM-SHA-256$10000:"), "{ours}");
+        assert_ne!(
+            ours,
+            p.verifier(Verifier::ScramSha256 { iterations: 10_000 }, "green"),
+            "salted"
+        );
+        // printf 'Correct-Horse.Battery~9green' | md5sum
+        assert_eq!(
+            p.verifier(Verifier::Md5, "green"),
+            "md542d80ab6b4fcf68648f7c4b6a46efa87"
+        );
     }
 
     #[test]
