@@ -713,6 +713,7 @@ fn a_ca_bundle_without_certificates_is_a_configuration_error() {
     })
     .err()
     .expect("refused");
+    std::fs::remove_file(&path).ok();
     assert_eq!(err.name(), "ConfigurationError");
 }
 

@@ -604,6 +604,7 @@ async fn fault_matrix_crash_after_each_step_then_replay_or_redrive() {
                 } else {
                     after.active_user == "green" && after.blue == c.before.blue
                 };
+            std::fs::remove_file(&history).ok();
             let mode = recovered.output["mode"].as_str().unwrap_or("-").to_string();
             rows.push(format!(
                 "| {step:<22} | {recovery:<7} | {:<9} | {:<8} | {:<9} | {:<9} | {:<5} |",
@@ -1013,6 +1014,8 @@ async fn no_password_reaches_logs_outputs_history_or_test_output() {
         .map(|(n, t)| format!("{n}: {} bytes", t.len()))
         .collect();
     eprintln!("searched {}", sizes.join(", "));
+    std::fs::remove_file(&history).ok();
+    std::fs::remove_dir_all(&dir).ok();
     assert!(found.is_empty(), "secrets leaked: {found:?}");
 }
 

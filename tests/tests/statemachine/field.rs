@@ -587,6 +587,7 @@ async fn the_new_password_must_log_in_on_every_reader_before_the_flip() {
             ..RunOptions::default()
         },
     );
+    std::fs::remove_file(&history).ok();
     assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
     assert_target_rotated(&stack, &t, &before).await;
 }
