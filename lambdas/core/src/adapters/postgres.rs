@@ -324,27 +324,31 @@ fn acl_facts_sql(columns: &[(String, String, bool)]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("\nUNION ALL\n"))
 }
 
+/// An object's description with mentions of `role` itself written `<self>`
+/// (`pg_describe_object` names them unquoted): the default privileges of
+/// objects it creates, its user mappings. Only the whole name counts, so
+/// `blue` does not touch `blue_owner`.
+fn of_self(role: &str, description: &str) -> String {
+    let mut out = description.to_string();
+    for (before, after) in [("belonging to role ", " "), ("user mapping for ", " on ")] {
+        let whole = format!("{before}{role}{after}");
+        out = out.replace(&whole, &format!("{before}<self>{after}"));
+        let at_end = format!("{before}{role}");
+        if out.ends_with(&at_end) {
+            out.truncate(out.len() - role.len());
+            out.push_str("<self>");
+        }
+    }
+    out
+}
+
 /// The comparable line of one `ROLE_FACTS_SQL` row of `role`, or `None` for
 /// rows described in more detail elsewhere (ACL dependencies here: the
 /// privileges themselves are facts). Mentions of the role itself in an
 /// object's description are written `<self>`, so that blue's "user mapping
 /// for blue" equals green's "user mapping for green".
 fn role_fact(role: &str, kind: &str, a: &str, b: &str) -> Option<String> {
-    let this = |object: &str| {
-        object
-            .replace(
-                &format!("belonging to role {role} "),
-                "belonging to role <self> ",
-            )
-            .replace(
-                &format!("belonging to role {role}"),
-                "belonging to role <self>",
-            )
-            .replace(
-                &format!("user mapping for {role} on"),
-                "user mapping for <self> on",
-            )
-    };
+    let this = |object: &str| of_self(role, object);
     Some(match (kind, a) {
         // NULL and 'infinity' both mean the password never expires.
         ("attribute", "rolvaliduntil") if b == "null" || b == "infinity" => return None,
@@ -528,10 +532,7 @@ impl Database for Postgres {
                         (r.get(0), r.get(1), r.get(2));
                     facts.push(format!(
                         "{privilege} on {}{}",
-                        object.replace(
-                            &format!("belonging to role {user}"),
-                            "belonging to role <self>"
-                        ),
+                        of_self(user, &object),
                         if grantable { " WITH GRANT OPTION" } else { "" }
                     ));
                 }
@@ -641,6 +642,27 @@ mod tests {
             Some("owner of user mapping for <self> on server s")
         );
         assert_eq!(role_fact("blue", "depends a", "", "table t"), None);
+        assert_eq!(
+            of_self(
+                "blue",
+                "default privileges on new relations belonging to role blue"
+            ),
+            "default privileges on new relations belonging to role <self>"
+        );
+        assert_eq!(
+            of_self(
+                "blue",
+                "default privileges on new relations belonging to role blue_owner in schema s"
+            ),
+            "default privileges on new relations belonging to role blue_owner in schema s"
+        );
+        assert_eq!(
+            of_self(
+                "blue",
+                "default privileges on new relations belonging to role blue in schema s"
+            ),
+            "default privileges on new relations belonging to role <self> in schema s"
+        );
         let other = role_fact("blue", "depends o", "other", "pg_class").unwrap();
         assert_eq!(
             summarise(vec![other.clone(), other]),
