@@ -479,14 +479,7 @@ impl Stack {
             if active {
                 // The parameter was just written: roll it out, as an operator
                 // would, so the target starts consistent (no unfinished flip).
-                self.ecs
-                    .update_service()
-                    .cluster(&t.cluster)
-                    .service(service)
-                    .force_new_deployment(true)
-                    .send()
-                    .await
-                    .expect("redeploy service");
+                self.redeploy(t, service).await;
             } else {
                 self.ecs
                     .create_service()
@@ -499,6 +492,19 @@ impl Stack {
                     .expect("create service");
             }
         }
+    }
+
+    /// Forces a new deployment of one of the target's services, as an
+    /// operator (or a finished rotation) would.
+    pub async fn redeploy(&self, t: &Target, service: &str) {
+        self.ecs
+            .update_service()
+            .cluster(&t.cluster)
+            .service(service)
+            .force_new_deployment(true)
+            .send()
+            .await
+            .expect("redeploy service");
     }
 
     /// Adds (or replaces) the target in the targets document the local
@@ -732,25 +738,34 @@ impl Stack {
         password: &pgflip_core::password::Password,
         port: u16,
     ) -> Result<(), String> {
-        let result = tokio_postgres::Config::new()
+        let client = self.connect_as(t, key, password, port).await?;
+        client
+            .query_one("SELECT count(*) FROM orders", &[])
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A connection as the user `key` of `t` with `password` on the server
+    /// at `port` (errors are the server's or the network's, never the password).
+    async fn connect_as(
+        &self,
+        t: &Target,
+        key: &str,
+        password: &pgflip_core::password::Password,
+        port: u16,
+    ) -> Result<tokio_postgres::Client, String> {
+        let (client, conn) = tokio_postgres::Config::new()
             .host(&self.pg_host)
             .port(port)
             .user(t.role_of(key))
             .password(password.expose())
             .dbname(&t.dbname)
             .connect(NoTls)
-            .await;
-        match result {
-            Ok((client, conn)) => {
-                tokio::spawn(conn);
-                client
-                    .query_one("SELECT count(*) FROM orders", &[])
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        }
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(client)
     }
 
     /// Logs in with `psql` as the user `key` with its AWSCURRENT password
@@ -1075,17 +1090,9 @@ impl Stack {
     /// not drained yet).
     pub async fn session(&self, t: &Target, key: &str, port: u16) -> tokio_postgres::Client {
         let password = self.password_at(t.secret_of(key), AWSCURRENT).await;
-        let (client, conn) = tokio_postgres::Config::new()
-            .host(&self.pg_host)
-            .port(port)
-            .user(t.role_of(key))
-            .password(password.expose())
-            .dbname(&t.dbname)
-            .connect(NoTls)
+        self.connect_as(t, key, &password, port)
             .await
-            .unwrap_or_else(|e| panic!("a session as {key} on port {port}: {e}"));
-        tokio::spawn(conn);
-        client
+            .unwrap_or_else(|e| panic!("a session as {key} on port {port}: {e}"))
     }
 }
 

@@ -54,15 +54,7 @@ async fn settle(stack: &Stack, t: &Target) {
     let active = stack.active_user(t).await;
     stack.set_active_user(t, &active).await;
     for service in &t.services {
-        stack
-            .ecs
-            .update_service()
-            .cluster(&t.cluster)
-            .service(service)
-            .force_new_deployment(true)
-            .send()
-            .await
-            .unwrap();
+        stack.redeploy(t, service).await;
     }
 }
 
