@@ -29,7 +29,12 @@ from samtranslator.yaml_helper import yaml_parse  # noqa: E402
 
 # Actions whose API cannot be scoped to a resource: "Resource": "*" is the
 # only thing IAM accepts for them.
+# ECS list calls that name no service or task: allowed on "*" only with an
+# ecs:cluster condition.
+HELD_TO_CLUSTER = {"ecs:ListServices", "ecs:ListTasks"}
+
 UNSCOPABLE = {
+    "ecs:DescribeTaskDefinition",
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
     "logs:UpdateLogDelivery",
@@ -136,7 +141,12 @@ def check_policies(template):
                     if isinstance(a, str) and "*" in a:
                         problems.append(f"{name}: wildcard action {a}")
                 if "*" in as_list(st.get("Resource", [])):
-                    scoped = [a for a in acts if a not in UNSCOPABLE]
+                    held = "ecs:cluster" in (st.get("Condition") or {}).get("ArnEquals", {})
+                    scoped = [
+                        a
+                        for a in acts
+                        if a not in UNSCOPABLE and not (held and a in HELD_TO_CLUSTER)
+                    ]
                     if scoped:
                         problems.append(f'{name}: Resource "*" for {", ".join(scoped)}')
         summary.append(

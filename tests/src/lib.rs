@@ -507,6 +507,87 @@ impl Stack {
             .expect("redeploy service");
     }
 
+    /// Makes `service` of `t`'s cluster a consumer of the target, the way a
+    /// task definition takes credentials it cannot choose between: ECS
+    /// injects the active-user parameter and both users' passwords
+    /// (`secrets[].valueFrom`: the parameter's ARN, each secret's ARN with
+    /// its JSON key), and the entry point picks one. The service is created
+    /// anew with that task definition (moto keeps a deployment's task
+    /// definition from the service's creation), deployed now.
+    pub async fn take_credentials(&self, t: &Target, service: &str) {
+        let family = self.register_consumer(t, service).await;
+        let _ = self
+            .ecs
+            .delete_service()
+            .cluster(&t.cluster)
+            .service(service)
+            .force(true)
+            .send()
+            .await;
+        self.ecs
+            .create_service()
+            .cluster(&t.cluster)
+            .service_name(service)
+            .task_definition(&family)
+            .desired_count(2)
+            .send()
+            .await
+            .expect("create the consumer service");
+    }
+
+    /// Registers the task definition family `<cluster>-<name>` that takes
+    /// the target's credentials (see [`Stack::take_credentials`]); returns
+    /// the family.
+    pub async fn register_consumer(&self, t: &Target, name: &str) -> String {
+        use aws_sdk_ecs::types::{ContainerDefinition, Secret};
+        let parameter = self
+            .ssm
+            .get_parameter()
+            .name(&t.parameter_name)
+            .send()
+            .await
+            .expect("read the active-user parameter")
+            .parameter
+            .and_then(|p| p.arn)
+            .expect("the parameter's ARN");
+        let mut secrets = vec![Secret::builder()
+            .name("DB_ACTIVE_USER")
+            .value_from(parameter)
+            .build()
+            .unwrap()];
+        for key in ["blue", "green"] {
+            let id = t.secret_of(key);
+            let value_from = if in_ssm(id) {
+                id.to_string()
+            } else {
+                format!("{}:password::", self.secret_arn(id).await)
+            };
+            secrets.push(
+                Secret::builder()
+                    .name(format!("{}_PASSWORD", key.to_uppercase()))
+                    .value_from(value_from)
+                    .build()
+                    .unwrap(),
+            );
+        }
+        let family = format!("{}-{name}", t.cluster);
+        self.ecs
+            .register_task_definition()
+            .family(&family)
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("app")
+                    .image("public.ecr.aws/docker/library/busybox:latest")
+                    .memory(128)
+                    .set_secrets(Some(secrets))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("register the consumer's task definition");
+        family
+    }
+
     /// Adds (or replaces) the target in the targets document the local
     /// Lambdas read. Not atomic: callers hold the state-machine tests' lock.
     pub async fn register_target(&self, t: &Target) {

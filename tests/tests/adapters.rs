@@ -171,6 +171,50 @@ async fn ecs_forces_new_deployments_and_reports_rollout() {
 }
 
 #[tokio::test]
+async fn ecs_lists_the_workloads_of_a_cluster_and_what_their_task_definitions_take() {
+    let (stack, t) = seeded("ecs_workloads").await;
+    let ecs = EcsDeployments::new(stack.ecs.clone());
+    stack.take_credentials(&t, "worker").await;
+    assert_eq!(ecs.services(&t.cluster).await.unwrap(), ["web", "worker"]);
+
+    // What a deployment runs, and what that task definition takes.
+    let worker = &ecs.describe(&t.cluster, &["worker".into()]).await.unwrap()[0];
+    let definition = worker.deployments[0]
+        .task_definition
+        .clone()
+        .expect("a deployment names its task definition");
+    let taken = ecs.references(&definition).await.unwrap();
+    assert_eq!(taken.len(), 3, "{taken:?}");
+    assert!(
+        taken[0].ends_with(&format!(":parameter{}", t.parameter_name)),
+        "{taken:?}"
+    );
+    let blue = stack.secret_arn(&t.blue_secret).await;
+    assert_eq!(taken[1], format!("{blue}:password::"));
+
+    // A job started by hand is listed; a task a service started is not.
+    let family = stack.register_consumer(&t, "nightly").await;
+    for group in [None, Some("service:web")] {
+        stack
+            .ecs
+            .run_task()
+            .cluster(&t.cluster)
+            .task_definition(&family)
+            .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+            .set_group(group.map(String::from))
+            .send()
+            .await
+            .unwrap();
+    }
+    let tasks = ecs.standalone_tasks(&t.cluster).await.unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert!(tasks[0].task_definition.contains(&family), "{tasks:?}");
+
+    let err = ecs.services("no-such-cluster").await.unwrap_err();
+    assert_eq!(err.name(), "ServiceNotFound");
+}
+
+#[tokio::test]
 async fn postgres_logs_in_and_rejects_wrong_passwords() {
     let (stack, t) = seeded("login").await;
     let pg = postgres();

@@ -11,6 +11,9 @@
 // Failures from the field (issue 12), in a file of their own.
 #[path = "statemachine/field.rs"]
 mod field;
+// Consumers found in the cluster (issue 16).
+#[path = "statemachine/consumers.rs"]
+mod consumers;
 
 use pgflip_core::domain::AWSCURRENT;
 use pgflip_tests::{Execution, RunOptions, Snapshot, Stack, Target};

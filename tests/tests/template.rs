@@ -548,9 +548,15 @@ fn port_params(signature: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// ECS list calls that name no service or task: `"*"` with the condition
+/// `ecs:cluster` equal to the target's cluster.
+const HELD_TO_CLUSTER: &[&str] = &["ecs:ListServices", "ecs:ListTasks"];
+
 /// Actions whose API has no resource-level permissions: `"*"` is the only
-/// Resource IAM accepts for them (state-machine log delivery, X-Ray).
+/// Resource IAM accepts for them (state-machine log delivery, X-Ray, what an
+/// ECS task definition takes).
 const UNSCOPABLE: &[&str] = &[
+    "ecs:DescribeTaskDefinition",
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
     "logs:UpdateLogDelivery",
@@ -1152,9 +1158,18 @@ fn iam_is_scoped_to_the_configured_resources() {
             );
             let service = *services.iter().next().unwrap();
             if s.resources.iter().any(|r| *r == "*") {
-                // Only the APIs that have no resource-level permissions.
+                // Only the APIs that have no resource-level permissions, or
+                // the ECS list calls, held to the cluster by a condition.
+                let cluster_arn = &s.value["Condition"]["ArnEquals"]["ecs:cluster"]["Fn::Sub"];
+                let held_to_cluster = cluster_arn.as_str().is_some_and(|c| {
+                    c.ends_with(&format!(":cluster/${{{}}}", param("ECS_CLUSTER")))
+                });
                 assert!(
-                    s.actions.iter().all(|a| UNSCOPABLE.contains(&a.as_str())),
+                    s.actions.iter().all(|a| UNSCOPABLE.contains(&a.as_str()))
+                        || (held_to_cluster
+                            && s.actions
+                                .iter()
+                                .all(|a| HELD_TO_CLUSTER.contains(&a.as_str()))),
                     "{owner}/{sid}: Resource \"*\" for {:?}, which can be scoped",
                     s.actions
                 );
@@ -1233,13 +1248,16 @@ fn iam_is_scoped_to_the_configured_resources() {
                     let p = param("ECS_CLUSTER");
                     // DescribeServiceDeployments authorizes the service
                     // deployment (`service-deployment/<cluster>/<service>/<id>`),
-                    // the other actions the service.
+                    // DescribeTasks the task (`task/<cluster>/<id>`), the
+                    // other actions the service.
                     let kind = if s
                         .actions
                         .iter()
                         .all(|a| a == "ecs:DescribeServiceDeployments")
                     {
                         "service-deployment"
+                    } else if s.actions.iter().all(|a| a == "ecs:DescribeTasks") {
+                        "task"
                     } else {
                         "service"
                     };
@@ -1409,6 +1427,22 @@ fn parameter_defaults_and_bounds_match_the_code() {
                     );
                     assert_eq!(number(&param["MinValue"]), Some(MIN_LENGTH as u64), "{p}");
                     assert_eq!(number(&param["MaxValue"]), Some(MAX_LENGTH as u64), "{p}");
+                }
+                "UNLISTED_CONSUMERS" => {
+                    assert_eq!(
+                        Some(pgflip_core::domain::UnlistedConsumers::default()),
+                        param["Default"]
+                            .as_str()
+                            .and_then(pgflip_core::domain::UnlistedConsumers::parse),
+                        "{p}: the code's default"
+                    );
+                    for v in as_list(&param["AllowedValues"]) {
+                        assert!(
+                            pgflip_core::domain::UnlistedConsumers::parse(v.as_str().unwrap())
+                                .is_some(),
+                            "{p}: {v} is not a value the code accepts"
+                        );
+                    }
                 }
                 "DB_SSLMODE" => {
                     assert_eq!(param["Default"], "verify-full", "{p}: TLS by default");

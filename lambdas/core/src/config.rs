@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::domain::{
-    dedup, same_secret, Connection, PasswordSetter, ReaderEndpoint, StoreKind, UserKeys, MAX_LOOKS,
+    dedup, same_secret, Connection, PasswordSetter, ReaderEndpoint, Services, StoreKind,
+    UnlistedConsumers, UserKeys, MAX_LOOKS,
 };
 use crate::errors::RotationError;
 use crate::password::{PasswordPolicy, DEFAULT_EXCLUDED};
@@ -102,7 +103,10 @@ pub struct TargetConfig {
     pub blue_secret_id: String,
     pub green_secret_id: String,
     pub cluster: String,
-    pub services: Vec<String>,
+    /// The services to redeploy: listed, or `auto` (discovered).
+    pub services: Services,
+    /// A service that reads the target but is not listed: refuse or warn.
+    pub unlisted_consumers: UnlistedConsumers,
     pub stable_poll_seconds: u64,
     pub stable_timeout_seconds: u64,
     pub password_store: StoreKind,
@@ -167,6 +171,26 @@ fn boolean(env: &dyn Env, key: &str) -> Result<bool, RotationError> {
     }
 }
 
+/// `services` in a targets document entry: `["web", …]` or `"auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ServicesEntry {
+    Listed(Vec<String>),
+    Word(String),
+}
+
+/// `UNLISTED_CONSUMERS`: `error` (the default) or `warn`.
+fn unlisted_from_env(env: &dyn Env) -> Result<UnlistedConsumers, RotationError> {
+    match env.var("UNLISTED_CONSUMERS") {
+        None => Ok(UnlistedConsumers::default()),
+        Some(raw) => UnlistedConsumers::parse(&raw).ok_or_else(|| {
+            RotationError::Configuration(format!(
+                "UNLISTED_CONSUMERS must be error or warn, got {raw:?}"
+            ))
+        }),
+    }
+}
+
 /// One entry of the targets document (see [`Targets`]).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -179,7 +203,10 @@ struct TargetEntry {
     blue_secret_id: String,
     green_secret_id: String,
     cluster: String,
-    services: Vec<String>,
+    /// A list of names, or `"auto"`.
+    services: ServicesEntry,
+    #[serde(default)]
+    unlisted_consumers: Option<UnlistedConsumers>,
     #[serde(default)]
     password_store: Option<StoreKind>,
     #[serde(default)]
@@ -205,10 +232,11 @@ struct TargetEntry {
 impl TargetConfig {
     pub fn from_env(env: &dyn Env) -> Result<Self, RotationError> {
         let users = UserKeys::from_env(env)?;
-        let services = split_list(&required(env, "ECS_SERVICES")?);
-        if services.is_empty() {
+        let listed = split_list(&required(env, "ECS_SERVICES")?);
+        let services = Services::parse_list(&listed.iter().map(String::as_str).collect::<Vec<_>>());
+        if services == Services::Listed(vec![]) {
             return Err(RotationError::Configuration(
-                "ECS_SERVICES must name at least one service".into(),
+                "ECS_SERVICES must name at least one service, or be auto".into(),
             ));
         }
         let stable_poll_seconds = number(env, "STABLE_POLL_SECONDS", 30, 1, 3600)?;
@@ -228,6 +256,7 @@ impl TargetConfig {
             green_secret_id: required(env, "GREEN_SECRET_ID")?,
             cluster: required(env, "ECS_CLUSTER")?,
             services,
+            unlisted_consumers: unlisted_from_env(env)?,
             stable_poll_seconds,
             stable_timeout_seconds,
             password_store: store_from_env(env)?,
@@ -292,10 +321,20 @@ impl TargetConfig {
                 "target {name:?}: blueUser and greenUser must differ"
             )));
         }
-        let services = dedup(entry.services.iter().map(String::as_str));
-        if services.is_empty() {
+        let services = match &entry.services {
+            ServicesEntry::Listed(names) => {
+                Services::Listed(dedup(names.iter().map(String::as_str)))
+            }
+            ServicesEntry::Word(word) if word.trim().eq_ignore_ascii_case("auto") => Services::Auto,
+            ServicesEntry::Word(other) => {
+                return Err(bad(format!(
+                    "target {name:?}: services must be a list of service names or \"auto\", got {other:?}"
+                )))
+            }
+        };
+        if services == Services::Listed(vec![]) {
             return Err(bad(format!(
-                "target {name:?}: services must name at least one service"
+                "target {name:?}: services must name at least one service, or be \"auto\""
             )));
         }
         let stable_poll_seconds = entry
@@ -320,6 +359,7 @@ impl TargetConfig {
             green_secret_id: non_empty("greenSecretId", &entry.green_secret_id)?,
             cluster: non_empty("cluster", &entry.cluster)?,
             services,
+            unlisted_consumers: entry.unlisted_consumers.unwrap_or_default(),
             stable_poll_seconds,
             stable_timeout_seconds,
             password_store: entry.password_store.unwrap_or_default(),
@@ -537,6 +577,7 @@ pub const ENV_VARS: &[(&str, &[&str])] = &[
             "GREEN_SECRET_ID",
             "ECS_CLUSTER",
             "ECS_SERVICES",
+            "UNLISTED_CONSUMERS",
             "STABLE_POLL_SECONDS",
             "STABLE_TIMEOUT_SECONDS",
             "PASSWORD_STORE",
@@ -584,7 +625,10 @@ mod tests {
     #[test]
     fn target_defaults() {
         let c = TargetConfig::from_env(&base()).unwrap();
-        assert_eq!(c.services, vec!["web", "worker"]);
+        assert_eq!(
+            c.services,
+            Services::Listed(vec!["web".into(), "worker".into()])
+        );
         assert_eq!(
             (c.blue_user.as_str(), c.green_user.as_str()),
             ("blue", "green")
@@ -652,13 +696,65 @@ mod tests {
     }
 
     #[test]
+    fn services_may_be_discovered_and_unlisted_consumers_tolerated() {
+        let mut env = base();
+        env.insert("ECS_SERVICES", " Auto ");
+        env.insert("UNLISTED_CONSUMERS", "warn");
+        let c = TargetConfig::from_env(&env).unwrap();
+        assert_eq!(c.services, Services::Auto);
+        assert_eq!(c.unlisted_consumers, UnlistedConsumers::Warn);
+        env.insert("UNLISTED_CONSUMERS", "ignore");
+        let err = TargetConfig::from_env(&env).unwrap_err();
+        assert!(err.to_string().contains("UNLISTED_CONSUMERS"), "{err}");
+        assert_eq!(
+            TargetConfig::from_env(&base()).unwrap().unlisted_consumers,
+            UnlistedConsumers::Error
+        );
+
+        let base = TargetConfig::from_env(&base()).unwrap();
+        let doc = |services: &str, extra: &str| {
+            format!(
+                r#"{{"orders": {{"activeUserParameter": "/orders/active", "blueSecretId": "ob",
+                "greenSecretId": "og", "cluster": "orders", "services": {services}{extra}}}}}"#
+            )
+        };
+        let t =
+            TargetConfig::from_document("/targets", &doc("\"auto\"", ""), "orders", &base).unwrap();
+        assert_eq!(t.services, Services::Auto);
+        assert_eq!(t.unlisted_consumers, UnlistedConsumers::Error);
+        let t = TargetConfig::from_document(
+            "/targets",
+            &doc("[\"api\"]", r#", "unlistedConsumers": "warn""#),
+            "orders",
+            &base,
+        )
+        .unwrap();
+        assert_eq!(t.unlisted_consumers, UnlistedConsumers::Warn);
+        for (services, extra, says) in [
+            ("\"all\"", "", "\"auto\""),
+            ("[]", "", "at least one"),
+            (
+                "[\"api\"]",
+                r#", "unlistedConsumers": "ignore""#,
+                "`error` or `warn`",
+            ),
+        ] {
+            let err =
+                TargetConfig::from_document("/targets", &doc(services, extra), "orders", &base)
+                    .unwrap_err();
+            assert_eq!(err.name(), "ConfigurationError");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+    }
+
+    #[test]
     fn a_target_of_the_document_inherits_only_the_waits() {
         let base = TargetConfig::from_env(&base()).unwrap();
         let doc = r#"{"orders": {"activeUserParameter": "/orders/active", "blueSecretId": "ob",
             "greenSecretId": "og", "cluster": "orders", "services": ["api", " "]}}"#;
         let t = TargetConfig::from_document("/targets", doc, "orders", &base).unwrap();
         assert_eq!(t.name.as_deref(), Some("orders"));
-        assert_eq!(t.services, vec!["api"]);
+        assert_eq!(t.services, Services::Listed(vec!["api".into()]));
         assert_eq!(
             (t.blue_user.as_str(), t.green_user.as_str()),
             ("blue", "green")
@@ -730,6 +826,7 @@ mod env_vars {
                 "ALLOW_DIFFERENT_ENDPOINTS" => "false",
                 "VALID_UNTIL_MARGIN_DAYS" => "45",
                 "DB_PASSWORD_ENCRYPTION" => "md5",
+                "UNLISTED_CONSUMERS" => "warn",
                 _ => "x",
             };
             Some(value.to_string())

@@ -252,6 +252,89 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     a == b || name_of(a) == name_of(b)
 }
 
+/// Whether `value` (a task definition's `secrets[].valueFrom`, or an
+/// `environment[].value`) names the resource `id` (a secret's or a
+/// parameter's name or ARN), the way ECS resolves it:
+///
+/// - a Secrets Manager ARN names `<name>-<6 characters>`, or a partial ARN
+///   `<name>`; what follows the name (`:<json-key>:<stage>:<version-id>`) is
+///   dropped;
+/// - a Parameter Store ARN `…:parameter/<name>` names `<name>` (with or
+///   without its leading `/`);
+/// - anything else is compared whole (trimmed), also without a leading `/`.
+///
+/// Never true for an empty value.
+pub fn names_resource(value: &str, id: &str) -> bool {
+    fn candidates(raw: &str) -> Vec<&str> {
+        let raw = raw.trim();
+        if let Some((_, rest)) = raw.split_once(":secret:") {
+            let name = rest.split(':').next().unwrap_or_default();
+            let mut out = vec![name];
+            if let Some((base, suffix)) = name.rsplit_once('-') {
+                if suffix.len() == 6 && suffix.bytes().all(|c| c.is_ascii_alphanumeric()) {
+                    out.push(base);
+                }
+            }
+            return out;
+        }
+        let name = match raw.split_once(":parameter") {
+            Some((prefix, rest)) if prefix.starts_with("arn:") => rest,
+            _ => raw,
+        };
+        vec![name.trim_start_matches('/')]
+    }
+    let (a, b) = (candidates(value), candidates(id));
+    a.iter().any(|x| !x.is_empty() && b.contains(x))
+}
+
+/// Which ECS services an execution redeploys: a list, or `auto` (every
+/// service of the cluster whose task definitions read the target's pointer
+/// or either user's secret; see `steps::consumers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Services {
+    Listed(Vec<String>),
+    Auto,
+}
+
+impl Services {
+    /// `auto` (any case), or the non-blank names, each once (empty: none).
+    pub fn parse_list(items: &[&str]) -> Self {
+        match items {
+            [one] if one.trim().eq_ignore_ascii_case("auto") => Self::Auto,
+            _ => Self::Listed(dedup(items.iter().copied())),
+        }
+    }
+
+    /// The listed names (empty for `auto`).
+    pub fn listed(&self) -> &[String] {
+        match self {
+            Self::Listed(names) => names,
+            Self::Auto => &[],
+        }
+    }
+}
+
+/// What to do about a service that reads the target but is not in the
+/// listed services (`UNLISTED_CONSUMERS`): refuse the rotation
+/// (`UnlistedConsumer`, the default) or only log a warning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnlistedConsumers {
+    #[default]
+    Error,
+    Warn,
+}
+
+impl UnlistedConsumers {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw.trim() {
+            "error" => Some(Self::Error),
+            "warn" => Some(Self::Warn),
+            _ => None,
+        }
+    }
+}
+
 /// The two values the active-user parameter may hold (`blue` and `green` by default).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserKeys {
@@ -565,6 +648,73 @@ pub const MAX_LOOKS: u32 = 1000;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_from_names_a_secret_or_parameter_the_way_ecs_resolves_it() {
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pgflip/blue-AbC123";
+        for (value, id, names) in [
+            // A secret's JSON key, stage and version id follow its name.
+            (format!("{arn}:password::"), "pgflip/blue", true),
+            (format!("{arn}:username:AWSCURRENT:"), arn, true),
+            (arn.to_string(), "pgflip/blue", true),
+            // A partial ARN (no random suffix) and a full one.
+            (
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pgflip/blue:password::"
+                    .into(),
+                arn,
+                true,
+            ),
+            ("pgflip/blue".into(), arn, true),
+            ("pgflip/blue".into(), "pgflip/blue", true),
+            // Not the same secret: a longer name, the other user, a prefix.
+            (
+                format!("{arn}:password::").replace("blue", "blue2"),
+                "pgflip/blue",
+                false,
+            ),
+            (format!("{arn}:password::"), "pgflip/green", false),
+            (
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pgflip/blue-green-AbC123"
+                    .into(),
+                "pgflip/blue",
+                false,
+            ),
+            ("pgflip".into(), "pgflip/blue", false),
+            // Parameters by ARN (no leading slash in it) or by name.
+            (
+                "arn:aws:ssm:eu-west-1:123456789012:parameter/pgflip/active-user".into(),
+                "/pgflip/active-user",
+                true,
+            ),
+            ("/pgflip/active-user".into(), "/pgflip/active-user", true),
+            (
+                "arn:aws:ssm:eu-west-1:123456789012:parameter/pgflip/active-user-2".into(),
+                "/pgflip/active-user",
+                false,
+            ),
+            (
+                " /pgflip/active-user ".into(),
+                "arn:aws:ssm:eu-west-1:123456789012:parameter/pgflip/active-user",
+                true,
+            ),
+            // An empty or unrelated value names nothing.
+            ("".into(), "", false),
+            ("postgres://app@db/app".into(), "pgflip/blue", false),
+        ] {
+            assert_eq!(names_resource(&value, id), names, "{value} names {id}?");
+        }
+    }
+
+    #[test]
+    fn services_are_a_list_or_auto() {
+        assert_eq!(Services::parse_list(&["AUTO"]), Services::Auto);
+        assert_eq!(
+            Services::parse_list(&["web", " worker", "web", ""]),
+            Services::Listed(vec!["web".into(), "worker".into()])
+        );
+        // "auto" among names is a service called auto.
+        assert_eq!(Services::parse_list(&["web", "auto"]).listed().len(), 2);
+    }
 
     const GOOD: &str = r#"{"engine":"postgres","host":"db.example","port":5433,"dbname":"app","username":"green","password":"s3cr3t-value","proxy":"keep-me"}"#;
 

@@ -57,6 +57,10 @@ pub const AWS_UNAVAILABLE: &str = "AwsUnavailable";
 pub const AWS_REQUEST_FAILED: &str = "AwsRequestFailed";
 /// A service's deployment controller cannot be force-deployed by ECS (`CODE_DEPLOY`, `EXTERNAL`).
 pub const UNSUPPORTED_DEPLOYMENT_CONTROLLER: &str = "UnsupportedDeploymentController";
+/// A service of the cluster reads the target's pointer or a user's secret
+/// but is not among the services listed for the rotation: it would never be
+/// redeployed, and its tasks would break at the next rotation.
+pub const UNLISTED_CONSUMER: &str = "UnlistedConsumer";
 /// Another execution of the state machine is rotating this target right now.
 pub const ROTATION_IN_PROGRESS: &str = "RotationInProgress";
 /// The ECS cluster or one of the services does not exist.
@@ -110,6 +114,7 @@ pub const ALL: &[(&str, bool)] = &[
     (SERVICE_NOT_FOUND, false),
     (ROTATION_IN_PROGRESS, false),
     (UNSUPPORTED_DEPLOYMENT_CONTROLLER, false),
+    (UNLISTED_CONSUMER, false),
     (ROLLOUT_IN_PROGRESS, false),
     (ROLLOUT_FAILED, false),
     (FOREIGN_ROLLOUT_FAILED, false),
@@ -168,8 +173,10 @@ pub enum RotationError {
     PasswordChangeNotAllowed(String),
     #[error("{0}")]
     TlsVerificationFailed(String),
-    #[error("inactive user {user:?} has {sessions} live session(s); old tasks are still draining")]
-    InactiveUserInUse { user: String, sessions: i64 },
+    /// `by`: what still uses it (live sessions, or consumers that have not
+    /// moved to the active user), for people.
+    #[error("inactive user {user:?} is still in use: {by}; nothing was changed")]
+    InactiveUserInUse { user: String, by: String },
     #[error("login as {user:?} rejected: {detail}")]
     LoginRejected { user: String, detail: String },
     #[error("database unavailable: {0}")]
@@ -196,6 +203,8 @@ pub enum RotationError {
     ActiveUserRotatedExternally(String),
     #[error("ECS cannot force a new deployment of {0}: remove it from the services pgflip redeploys, or move it to the ECS deployment controller (rolling or ECS blue/green); nothing was changed")]
     UnsupportedDeploymentController(String),
+    #[error("{0}; nothing was changed")]
+    UnlistedConsumer(String),
 }
 
 impl RotationError {
@@ -227,6 +236,7 @@ impl RotationError {
             Self::ServiceNotFound(_) => SERVICE_NOT_FOUND,
             Self::RotationInProgress(_) => ROTATION_IN_PROGRESS,
             Self::UnsupportedDeploymentController(_) => UNSUPPORTED_DEPLOYMENT_CONTROLLER,
+            Self::UnlistedConsumer(_) => UNLISTED_CONSUMER,
             Self::RolloutInProgress(_) => ROLLOUT_IN_PROGRESS,
             Self::RolloutFailed(_) => ROLLOUT_FAILED,
             Self::ForeignRolloutFailed(_) => FOREIGN_ROLLOUT_FAILED,
@@ -274,7 +284,7 @@ mod tests {
     fn diagnostic_carries_the_stable_name() {
         let d: Diagnostic = RotationError::InactiveUserInUse {
             user: "green".into(),
-            sessions: 3,
+            by: "3 live session(s) on db:5432/app".into(),
         }
         .into();
         assert_eq!(d.error_type, "InactiveUserInUse");

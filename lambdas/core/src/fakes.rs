@@ -533,6 +533,10 @@ pub struct FakeDeployments {
     /// What each traffic-shifting service's current service deployment goes
     /// through next: every `describe` moves it one step on.
     pub scripts: Mutex<HashMap<String, VecDeque<Step>>>,
+    /// cluster → its running tasks that no service started.
+    pub tasks: Mutex<HashMap<String, Vec<StandaloneTask>>>,
+    /// task definition → what it reads (`valueFrom`s and environment values).
+    pub references: Mutex<HashMap<String, Vec<String>>>,
     pub faults: Faults,
     counter: Mutex<u32>,
 }
@@ -543,6 +547,70 @@ fn revision_arn(cluster: &str, service: &str, deployment_id: &str) -> String {
 }
 
 impl FakeDeployments {
+    /// Makes every deployment of `service` run the task definition
+    /// `<service>-td:1`, which reads `references`.
+    pub fn reads(&self, cluster: &str, service: &str, references: &[&str]) {
+        let task_definition = format!("{service}-td:1");
+        for d in self
+            .services
+            .lock()
+            .unwrap()
+            .get_mut(cluster)
+            .and_then(|c| c.get_mut(service))
+            .expect("a service of the fake")
+        {
+            d.task_definition = Some(task_definition.clone());
+        }
+        self.references.lock().unwrap().insert(
+            task_definition,
+            references.iter().map(|r| r.to_string()).collect(),
+        );
+    }
+
+    /// Adds a service (deployed now) to the cluster.
+    pub fn add_service(&self, cluster: &str, service: &str) {
+        self.services
+            .lock()
+            .unwrap()
+            .entry(cluster.into())
+            .or_default()
+            .insert(
+                service.into(),
+                vec![DeploymentState {
+                    id: format!("ecs-svc/initial-{service}"),
+                    status: "PRIMARY".into(),
+                    rollout_state: Some("COMPLETED".into()),
+                    created_at_ms: Some(tick()),
+                    task_definition: Some(format!("{cluster}-app:1")),
+                }],
+            );
+    }
+
+    /// Starts a task outside any service, reading `references`.
+    pub fn run_task(
+        &self,
+        cluster: &str,
+        name: &str,
+        created_ms: Option<i64>,
+        references: &[&str],
+    ) {
+        let task_definition = format!("{name}-td:1");
+        self.references.lock().unwrap().insert(
+            task_definition.clone(),
+            references.iter().map(|r| r.to_string()).collect(),
+        );
+        self.tasks
+            .lock()
+            .unwrap()
+            .entry(cluster.into())
+            .or_default()
+            .push(StandaloneTask {
+                arn: format!("arn:aws:ecs:us-east-1:123456789012:task/{cluster}/{name}"),
+                task_definition,
+                created_ms,
+            });
+    }
+
     pub fn with_services(cluster: &str, services: &[&str]) -> Self {
         let d = Self::default();
         let mut map = HashMap::new();
@@ -554,6 +622,7 @@ impl FakeDeployments {
                     status: "PRIMARY".into(),
                     rollout_state: Some("COMPLETED".into()),
                     created_at_ms: Some(tick()),
+                    task_definition: Some(format!("{cluster}-app:1")),
                 }],
             );
         }
@@ -612,6 +681,44 @@ impl FakeDeployments {
 }
 
 #[async_trait]
+impl Workloads for FakeDeployments {
+    async fn services(&self, cluster: &str) -> Result<Vec<String>, RotationError> {
+        self.faults.take("services")?;
+        let all = self.services.lock().unwrap();
+        let mut names: Vec<String> = all
+            .get(cluster)
+            .ok_or_else(|| RotationError::ServiceNotFound(cluster.into()))?
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn standalone_tasks(&self, cluster: &str) -> Result<Vec<StandaloneTask>, RotationError> {
+        self.faults.take("standalone_tasks")?;
+        Ok(self
+            .tasks
+            .lock()
+            .unwrap()
+            .get(cluster)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn references(&self, task_definition: &str) -> Result<Vec<String>, RotationError> {
+        self.faults.take("references")?;
+        Ok(self
+            .references
+            .lock()
+            .unwrap()
+            .get(task_definition)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
 impl Deployments for FakeDeployments {
     async fn force_new_deployment(
         &self,
@@ -650,6 +757,7 @@ impl Deployments for FakeDeployments {
                     .into(),
                 ),
                 created_at_ms: Some(tick()),
+                task_definition: deployments.first().and_then(|d| d.task_definition.clone()),
             },
         );
         if shifts_traffic {
@@ -685,9 +793,10 @@ impl Deployments for FakeDeployments {
         services
             .iter()
             .map(|s| {
+                // Like ECS, a service may be named by its ARN.
                 let deployments = all
                     .get(cluster)
-                    .and_then(|c| c.get(s))
+                    .and_then(|c| c.get(s.rsplit('/').next().unwrap_or(s)))
                     .cloned()
                     .ok_or_else(|| RotationError::ServiceNotFound(format!("{cluster}/{s}")))?;
                 let mut state = ServiceState {

@@ -16,8 +16,10 @@ pub const DEFAULT_TARGET: &str = "default";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecutionInput {
     pub dry_run: bool,
-    /// Overrides the configured service list.
-    pub services: Option<Vec<String>>,
+    /// Overrides the configured services: a list, or `"auto"`.
+    pub services: Option<crate::domain::Services>,
+    /// Overrides the target's `unlistedConsumers` for this execution.
+    pub unlisted_consumers: Option<crate::domain::UnlistedConsumers>,
     pub reason: Option<String>,
     /// The secret (ARN) that Secrets Manager's own rotation just changed,
     /// when the execution was started by its `RotationSucceeded` event.
@@ -84,11 +86,26 @@ impl ExecutionInput {
                         "field \"services\" must name at least one service (omit it to use the configured list)".into(),
                     ));
                 }
-                Some(services)
+                Some(crate::domain::Services::Listed(services))
+            }
+            Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("auto") => {
+                Some(crate::domain::Services::Auto)
             }
             Some(other) => {
                 return Err(RotationError::InvalidInput(format!(
-                    "field \"services\" must be a list of service names, got {}",
+                    "field \"services\" must be a list of service names or \"auto\", got {}",
+                    kind(other)
+                )))
+            }
+        };
+        let unlisted_consumers = match field("unlistedConsumers") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if crate::domain::UnlistedConsumers::parse(s).is_some() => {
+                crate::domain::UnlistedConsumers::parse(s)
+            }
+            Some(other) => {
+                return Err(RotationError::InvalidInput(format!(
+                    "field \"unlistedConsumers\" must be \"error\" or \"warn\", got {}",
                     kind(other)
                 )))
             }
@@ -140,6 +157,7 @@ impl ExecutionInput {
         Ok(Self {
             dry_run,
             services,
+            unlisted_consumers,
             reason,
             rotated_secret: rotation_succeeded(top),
             target,
@@ -208,7 +226,17 @@ mod tests {
             ExecutionInput::parse(&json!({"dryRun": true, "services": ["web"], "reason": "audit"}))
                 .unwrap();
         assert!(i.dry_run);
-        assert_eq!(i.services, Some(vec!["web".to_string()]));
+        assert_eq!(
+            i.services,
+            Some(crate::domain::Services::Listed(vec!["web".to_string()]))
+        );
+        let auto = ExecutionInput::parse(&json!({"services": "auto", "unlistedConsumers": "warn"}))
+            .unwrap();
+        assert_eq!(auto.services, Some(crate::domain::Services::Auto));
+        assert_eq!(
+            auto.unlisted_consumers,
+            Some(crate::domain::UnlistedConsumers::Warn)
+        );
         assert_eq!(i.reason.as_deref(), Some("audit"));
         let e = ExecutionInput::parse(&json!({"detail-type": "x", "detail": {"dryRun": true}}))
             .unwrap();
@@ -254,6 +282,9 @@ mod tests {
             (json!({"services": "web"}), "services"),
             (json!({"services": ["web", 3]}), "services\"[1]"),
             (json!({"services": [""]}), "services\"[0]"),
+            (json!({"services": "everything"}), "services"),
+            (json!({"unlistedConsumers": "ignore"}), "unlistedConsumers"),
+            (json!({"unlistedConsumers": true}), "unlistedConsumers"),
             (json!({"reason": 5}), "reason"),
             (json!({"target": 5}), "target"),
             (json!({"target": " "}), "target"),

@@ -159,6 +159,8 @@ pub struct DeploymentState {
     pub rollout_state: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: Option<i64>,
+    /// The task definition (ARN) the deployment's tasks run.
+    pub task_definition: Option<String>,
 }
 
 /// A deployment `UpdateService` started.
@@ -231,6 +233,37 @@ pub trait Deployments: Send + Sync {
         cluster: &str,
         services: &[String],
     ) -> Result<Vec<ServiceState>, RotationError>;
+}
+
+/// A running task that no service started (`group` is not `service:…`): a
+/// worker or job run with `RunTask`, which no redeploy replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandaloneTask {
+    pub arn: String,
+    /// The task definition (ARN) it runs.
+    pub task_definition: String,
+    /// `createdAt`, milliseconds since the Unix epoch: the agent resolves
+    /// the task definition's secrets after this (`None`: ECS did not say).
+    pub created_ms: Option<i64>,
+}
+
+/// What runs in an ECS cluster, and what its task definitions read: the
+/// source of consumer discovery (`steps::consumers`).
+#[async_trait]
+pub trait Workloads: Send + Sync {
+    /// The names of every service of the cluster (`ecs:ListServices`,
+    /// paginated, 100 per page). A missing cluster is `ServiceNotFound`.
+    async fn services(&self, cluster: &str) -> Result<Vec<String>, RotationError>;
+
+    /// Every task of the cluster with desired status `RUNNING` that no
+    /// service started (`ecs:ListTasks`, paginated, then `ecs:DescribeTasks`,
+    /// 100 per call).
+    async fn standalone_tasks(&self, cluster: &str) -> Result<Vec<StandaloneTask>, RotationError>;
+
+    /// Every value the task definition takes from outside its image: each
+    /// container's `secrets[].valueFrom` and `environment[].value`
+    /// (`ecs:DescribeTaskDefinition`; `environmentFiles` in S3 are not read).
+    async fn references(&self, task_definition: &str) -> Result<Vec<String>, RotationError>;
 }
 
 /// Another execution of the same state machine that is running.

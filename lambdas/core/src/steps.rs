@@ -2,6 +2,7 @@
 //! ASL state. Each is a plain async function over the ports, so the Lambda
 //! binaries stay a few lines and unit tests run them on fakes.
 
+pub mod consumers;
 mod flip_parameter;
 mod generate_and_set_password;
 mod guard;

@@ -39,6 +39,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             &deployments,
             &executions,
             &proxies,
+            &deployments,
         )
         .await
     }))

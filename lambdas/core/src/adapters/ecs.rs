@@ -6,16 +6,19 @@ use async_trait::async_trait;
 use aws_sdk_ecs::Client;
 use tracing::warn;
 
-use super::aws::classify_or;
+use super::aws::{classify, classify_or};
 use crate::errors::RotationError;
 use crate::ports::{
-    DeploymentState, Deployments, ServiceDeploymentState, ServiceState, StartedDeployment,
+    DeploymentState, Deployments, ServiceDeploymentState, ServiceState, StandaloneTask,
+    StartedDeployment, Workloads,
 };
 
 /// `DescribeServices` takes at most 10 services per call.
 const DESCRIBE_BATCH: usize = 10;
 /// `DescribeServiceDeployments` takes at most 20 service deployments per call.
 const SERVICE_DEPLOYMENT_BATCH: usize = 20;
+/// `DescribeTasks` takes at most 100 tasks per call.
+const DESCRIBE_TASKS_BATCH: usize = 100;
 
 pub struct EcsDeployments {
     client: Client,
@@ -176,6 +179,7 @@ impl Deployments for EcsDeployments {
                             status: d.status.unwrap_or_default(),
                             rollout_state: d.rollout_state.map(|r| r.as_str().to_string()),
                             created_at_ms: d.created_at.and_then(|t| t.to_millis().ok()),
+                            task_definition: d.task_definition,
                         })
                         .collect(),
                     service_deployment: None,
@@ -201,5 +205,119 @@ impl Deployments for EcsDeployments {
             }
         }
         Ok(states.into_iter().map(|(state, _)| state).collect())
+    }
+}
+
+/// The last segment of an ARN (`…:service/<cluster>/<name>` → `<name>`).
+fn last_segment(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+#[async_trait]
+impl Workloads for EcsDeployments {
+    async fn services(&self, cluster: &str) -> Result<Vec<String>, RotationError> {
+        let arns: Vec<String> = self
+            .client
+            .list_services()
+            .cluster(cluster)
+            .max_results(100)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| {
+                classify_or("ecs:ListServices", e, |code| {
+                    NOT_FOUND
+                        .contains(&code)
+                        .then(|| RotationError::ServiceNotFound(format!("{cluster} ({code})")))
+                })
+            })?;
+        let mut names: Vec<String> = arns.iter().map(|a| last_segment(a).to_string()).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn standalone_tasks(&self, cluster: &str) -> Result<Vec<StandaloneTask>, RotationError> {
+        let not_found = |code: &str| {
+            NOT_FOUND
+                .contains(&code)
+                .then(|| RotationError::ServiceNotFound(format!("{cluster} ({code})")))
+        };
+        let arns: Vec<String> = self
+            .client
+            .list_tasks()
+            .cluster(cluster)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .max_results(100)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| classify_or("ecs:ListTasks", e, not_found))?;
+        let mut out = Vec::new();
+        for batch in arns.chunks(DESCRIBE_TASKS_BATCH) {
+            let described = self
+                .client
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify_or("ecs:DescribeTasks", e, not_found))?;
+            for task in described.tasks.unwrap_or_default() {
+                // A service's tasks are its deployments' concern.
+                if task
+                    .group
+                    .as_deref()
+                    .is_some_and(|g| g.starts_with("service:"))
+                {
+                    continue;
+                }
+                let (Some(arn), Some(task_definition)) = (task.task_arn, task.task_definition_arn)
+                else {
+                    continue;
+                };
+                out.push(StandaloneTask {
+                    arn,
+                    task_definition,
+                    created_ms: task.created_at.and_then(|t| t.to_millis().ok()),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn references(&self, task_definition: &str) -> Result<Vec<String>, RotationError> {
+        let out = self
+            .client
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(|e| classify("ecs:DescribeTaskDefinition", e))?;
+        let mut values = Vec::new();
+        for container in out
+            .task_definition
+            .and_then(|t| t.container_definitions)
+            .unwrap_or_default()
+        {
+            values.extend(
+                container
+                    .secrets
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| s.value_from),
+            );
+            values.extend(
+                container
+                    .environment
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|e| e.value),
+            );
+        }
+        Ok(values)
     }
 }

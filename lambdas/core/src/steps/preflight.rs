@@ -72,12 +72,12 @@ pub(crate) async fn preflight(
         let places: Vec<String> = sessions
             .iter()
             .filter(|(_, n)| *n > 0)
-            .map(|(at, n)| format!("{n} on {at}"))
+            .map(|(at, n)| format!("{n} live session(s) on {at}"))
             .collect();
         tracing::warn!(user = target_role, sessions = %places.join(", "), "the inactive user still has sessions");
         return Err(RotationError::InactiveUserInUse {
             user: target_role.to_string(),
-            sessions: total,
+            by: format!("{} (old tasks still draining)", places.join(", ")),
         });
     }
     Ok(())

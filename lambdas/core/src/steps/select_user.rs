@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
+use super::consumers::{discover, inactive_user_in_use, services_to_redeploy};
 use super::generate_and_set_password::client_request_token;
 use super::guard::{guard, now_ms};
 use super::preflight::{
@@ -119,9 +120,11 @@ pub fn choose_mode(facts: &ModeFacts<'_>) -> (Mode, Option<String>) {
     (Mode::Rotate, None)
 }
 
-/// Step 1: check no other execution is rotating, read the pointer, decide
-/// what to do (rotate, or finish an interrupted flip), and for a rotation
-/// check that rotating the inactive user is safe. Changes nothing.
+/// Step 1: check no other execution is rotating, read the pointer, find the
+/// target's consumers in its cluster (`steps::consumers`) and the services to
+/// redeploy, decide what to do (rotate, or finish an interrupted flip), and
+/// for a rotation check that rotating the inactive user is safe: no live
+/// session and no consumer still holds it. Changes nothing.
 #[allow(clippy::too_many_arguments)]
 pub async fn select_user(
     config: &TargetConfig,
@@ -132,6 +135,7 @@ pub async fn select_user(
     deployments: &dyn Deployments,
     executions: &dyn Executions,
     proxies: &dyn Proxies,
+    workloads: &dyn Workloads,
 ) -> Result<Plan, RotationError> {
     let input = ExecutionInput::parse(&request.input)?;
     if input.target != config.name {
@@ -159,7 +163,15 @@ pub async fn select_user(
         green: config.green_user.clone(),
     };
     let inactive = config.other(&active).ok_or_else(invalid)?.to_string();
-    let services = input.services.unwrap_or_else(|| config.services.clone());
+    let consumers = discover(workloads, deployments, config).await?;
+    let services = services_to_redeploy(
+        input.services.as_ref().unwrap_or(&config.services),
+        &consumers,
+        input
+            .unlisted_consumers
+            .unwrap_or(config.unlisted_consumers),
+        config,
+    )?;
     let described = deployments.describe(&config.cluster, &services).await?;
     // CodeDeploy or an external controller owns these services' deployments;
     // a forced ECS deployment is refused there. Stop before changing anything.
@@ -273,6 +285,17 @@ pub async fn select_user(
                 },
             )
             .await?;
+            // Like a live session, a consumer whose tasks may still hold the
+            // inactive user stops its rotation (a flip, whose password is
+            // already set, goes on).
+            if mode == Mode::Rotate {
+                if let Some(by) =
+                    inactive_user_in_use(&consumers, &target, &previous, pointer.last_modified_ms)
+                {
+                    warn!(user = %target, %by, "consumers may still hold the inactive user");
+                    return Err(RotationError::InactiveUserInUse { user: target, by });
+                }
+            }
         }
         Mode::Redeploy | Mode::Wait => {
             // Nothing will be rotated; the user the pointer names must work,

@@ -41,7 +41,8 @@ fn world() -> World {
         blue_secret_id: BLUE_SECRET.into(),
         green_secret_id: GREEN_SECRET.into(),
         cluster: "app".into(),
-        services: vec!["web".into(), "worker".into()],
+        services: Services::Listed(vec!["web".into(), "worker".into()]),
+        unlisted_consumers: UnlistedConsumers::Error,
         stable_poll_seconds: 10,
         stable_timeout_seconds: 95,
         name: None,
@@ -109,6 +110,7 @@ impl World {
             &self.deployments,
             &self.executions,
             &self.proxies,
+            &self.deployments,
         )
         .await
     }
@@ -1856,7 +1858,7 @@ async fn sessions_of_the_inactive_user_on_a_reader_count() {
         err,
         RotationError::InactiveUserInUse {
             user: "green".into(),
-            sessions: 3
+            by: "3 live session(s) on reader.internal:5433/app (old tasks still draining)".into()
         }
     );
     w.assert_untouched();
@@ -2029,6 +2031,7 @@ fn the_mode_is_a_pure_function_of_what_select_user_finds() {
             status: "PRIMARY".into(),
             rollout_state: Some(state.into()),
             created_at_ms: Some(created),
+            task_definition: None,
         }],
         service_deployment: None,
     };
@@ -2069,4 +2072,198 @@ fn settings_that_could_overflow_the_execution_history_are_refused() {
     assert_eq!(err.name(), "ConfigurationError");
     assert!(err.to_string().contains("at least 2 s"), "{err}");
     assert!(check_waits("x", 1, 1800).is_err());
+}
+
+// Consumers: what in the cluster takes the target's credentials.
+
+const PARAM_ARN: &str = "arn:aws:ssm:us-east-1:123456789012:parameter/app/db/active-user";
+const GREEN_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db/green-AbC123";
+
+/// The pointer moves now (after every deployment so far), then `services`
+/// are redeployed and finish: the others still run tasks from before.
+async fn flip_then_redeploy(w: &World, services: &[&str]) {
+    w.parameters.set(PARAM, "blue");
+    for s in services {
+        w.deployments.force_new_deployment("app", s).await.unwrap();
+    }
+    w.deployments.set_primary_state("app", "COMPLETED");
+    w.deployments.forced.lock().unwrap().clear();
+}
+
+#[tokio::test]
+async fn a_service_that_takes_the_credentials_but_is_not_listed_stops_the_rotation() {
+    let w = world();
+    w.deployments.add_service("app", "billing");
+    w.deployments.reads(
+        "app",
+        "billing",
+        &[&format!("{GREEN_ARN}:password::"), PARAM_ARN],
+    );
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "UnlistedConsumer");
+    assert!(err.to_string().contains("billing"), "{err}");
+    w.assert_untouched();
+    // The same for a run's own list, unless the run says it knows.
+    let err = w.select(json!({"services": ["web"]})).await.unwrap_err();
+    assert_eq!(err.name(), "UnlistedConsumer");
+    let plan = w
+        .select(json!({"services": ["web"], "unlistedConsumers": "warn"}))
+        .await
+        .unwrap();
+    assert_eq!(plan.services, vec!["web"]);
+    // Listed by ARN counts as listed.
+    let plan = w
+        .select(json!({"services": ["web", "worker", "arn:aws:ecs:us-east-1:123456789012:service/app/billing"]}))
+        .await
+        .unwrap();
+    assert_eq!(plan.services.len(), 3);
+}
+
+#[tokio::test]
+async fn services_auto_redeploys_every_consumer_and_only_those() {
+    let mut w = world();
+    w.config.services = Services::Auto;
+    w.deployments.add_service("app", "reports");
+    w.deployments.add_service("app", "unrelated");
+    // By environment value (the parameter's name), by both secrets.
+    w.deployments.reads("app", "web", &["/app/db/active-user"]);
+    w.deployments
+        .reads("app", "reports", &[BLUE_SECRET, GREEN_ARN]);
+    w.deployments.reads(
+        "app",
+        "unrelated",
+        &["other/db/blue", "/app/db/active-user-2"],
+    );
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.services, vec!["reports", "web"]);
+    assert_eq!(plan.mode, Mode::Rotate);
+    // A CodeDeploy service is its pipeline's to redeploy: neither redeployed
+    // nor unlisted.
+    w.deployments
+        .controllers
+        .lock()
+        .unwrap()
+        .insert("reports".into(), "CODE_DEPLOY".into());
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.services, vec!["web"]);
+    let plan = w.select(json!({"services": ["web"]})).await.unwrap();
+    assert_eq!(plan.services, vec!["web"]);
+
+    // Nothing takes them: a configuration error, nothing changed.
+    let mut w = world();
+    w.config.services = Services::Auto;
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "ConfigurationError");
+    assert!(err.to_string().contains("auto"), "{err}");
+    w.assert_untouched();
+}
+
+#[tokio::test]
+async fn a_consumer_left_on_the_old_user_blocks_the_rotation_of_that_user() {
+    let w = world();
+    for s in ["web", "worker"] {
+        w.deployments.reads("app", s, &[PARAM_ARN]);
+    }
+    // A partial run flipped and redeployed web only: worker's tasks hold
+    // the user that is inactive now.
+    flip_then_redeploy(&w, &["web"]).await;
+    let err = w
+        .select(json!({"services": ["web"], "unlistedConsumers": "warn"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "InactiveUserInUse");
+    assert!(err.to_string().contains("service worker"), "{err}");
+    assert!(!err.to_string().contains("service web"), "{err}");
+    w.assert_untouched();
+    // A run that includes worker finishes the earlier rollout instead.
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Redeploy);
+}
+
+#[tokio::test]
+async fn a_standalone_task_from_before_the_flip_blocks_the_rotation() {
+    let w = world();
+    w.deployments.run_task(
+        "app",
+        "nightly-before",
+        Some(now_ms() - DAY_MS),
+        &[PARAM_ARN],
+    );
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "InactiveUserInUse");
+    assert!(err.to_string().contains("task/app/nightly-before"), "{err}");
+    w.assert_untouched();
+
+    // One created after the flip holds the active user: no obstacle.
+    let w = world();
+    w.deployments.run_task(
+        "app",
+        "nightly-after",
+        Some(now_ms() + DAY_MS),
+        &[PARAM_ARN],
+    );
+    w.select(json!({})).await.unwrap();
+
+    // One whose creation time ECS does not give may hold either.
+    let w = world();
+    w.deployments.run_task("app", "unknown", None, &[PARAM_ARN]);
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "InactiveUserInUse"
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_pinned_to_one_user_blocks_only_that_users_rotation() {
+    // Takes green's secret alone: green is inactive, about to be rotated.
+    let w = world();
+    w.deployments
+        .reads("app", "worker", &[&format!("{GREEN_ARN}:password::")]);
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "InactiveUserInUse");
+    assert!(err.to_string().contains("never follows"), "{err}");
+    w.assert_untouched();
+    // Takes blue's (the active user's) alone: green may be rotated.
+    let w = world();
+    w.deployments.reads("app", "worker", &[BLUE_SECRET]);
+    w.select(json!({})).await.unwrap();
+}
+
+#[tokio::test]
+async fn consumers_do_not_stop_a_flip_whose_password_is_already_set() {
+    let w = world();
+    w.deployments.run_task("app", "unknown", None, &[PARAM_ARN]);
+    // Secrets Manager rotated green (the inactive user) after the flip.
+    let rotated = secret_json("green", "green-pass-2");
+    w.secrets
+        .put_pending(GREEN_SECRET, "sm-rotation", &Password::new(rotated))
+        .await
+        .unwrap();
+    w.secrets
+        .promote(GREEN_SECRET, "sm-rotation")
+        .await
+        .unwrap();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .password = "green-pass-2".into();
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Flip);
+}
+
+#[tokio::test]
+async fn discovery_failures_stop_before_anything_changes() {
+    for op in ["services", "standalone_tasks", "references"] {
+        let w = world();
+        w.deployments.reads("app", "web", &[PARAM_ARN]);
+        w.deployments
+            .faults
+            .push(op, RotationError::AwsUnavailable("ecs: throttled".into()));
+        let err = w.select(json!({})).await.unwrap_err();
+        assert_eq!(err.name(), "AwsUnavailable", "{op}");
+        w.assert_untouched();
+    }
 }
