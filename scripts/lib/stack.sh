@@ -10,8 +10,12 @@
 #                    and a second server that stores md5 passwords and asks
 #                    clients for md5), moto, cargo lambda watch
 #   stop_stack       stop what start_stack started, by pid
+#   remove_stack     stop_stack, then delete $STACK_DIR (only a stack's dir)
 #
 # Everything listens on 127.0.0.1 only, on free ports picked at start.
+# $STACK_DIR and stack.env (which holds the superuser password) are private
+# to the invoking user; as root, the directory is also traversable by the
+# group postgres, whose servers keep their data directories in it.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LOCAL="$ROOT/.local"
@@ -75,10 +79,17 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
   die "$what did not come up within ${limit}s (logs in $STACK_DIR)"
 }
 
+ensure_postgres_user() {
+  id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+}
+
+# Runs a PostgreSQL tool as the postgres OS user when we are root (the server
+# refuses to run as root). From / : postgres may not enter the caller's
+# working directory (the checkout), and the tools chdir back into it.
 as_postgres() {
   if [ "$(id -u)" = 0 ]; then
-    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
-    runuser -u postgres -- "$@"
+    ensure_postgres_user
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
@@ -117,7 +128,7 @@ start_md5_server() { # start_md5_server BIN PORT
   local bin=$1 port=$2 data="$STACK_DIR/md5data"
   say "== starting an md5 server on 127.0.0.1:$port"
   mkdir -p "$data"
-  printf '%s\n' "$PG_SUPERPASS" >"$STACK_DIR/pwfile-md5"
+  (umask 077 && printf '%s\n' "$PG_SUPERPASS" >"$STACK_DIR/pwfile-md5")
   if [ "$(id -u)" = 0 ]; then chown postgres "$data" "$STACK_DIR/pwfile-md5"; fi
   chmod 700 "$data"
   as_postgres "$bin/initdb" -D "$data" -U postgres --pwfile="$STACK_DIR/pwfile-md5" \
@@ -149,7 +160,16 @@ start_md5_server() { # start_md5_server BIN PORT
 start_stack() {
   STACK_DIR=${STACK_DIR:-$(mktemp -d /tmp/pgflip-stack.XXXXXX)}
   mkdir -p "$STACK_DIR"
-  chmod 755 "$STACK_DIR"
+  STACK_DIR=$(cd "$STACK_DIR" && pwd) # absolute: the tools run from /
+  if [ "$(id -u)" = 0 ]; then
+    # The servers (user postgres) only need to pass through to their own
+    # directories: group postgres may traverse, nobody else may enter.
+    ensure_postgres_user
+    chgrp "$(id -gn postgres)" "$STACK_DIR"
+    chmod 710 "$STACK_DIR"
+  else
+    chmod 700 "$STACK_DIR"
+  fi
   local bin pg_port standby_port md5_port moto_port lambda_port
   bin=$(pg_bin)
   pg_port=$(free_port)
@@ -162,11 +182,8 @@ start_stack() {
   say "== starting PostgreSQL on 127.0.0.1:$pg_port"
   local data="$STACK_DIR/pgdata"
   mkdir -p "$data"
-  printf '%s\n' "$PG_SUPERPASS" >"$STACK_DIR/pwfile"
-  if [ "$(id -u)" = 0 ]; then
-    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
-    chown postgres "$data" "$STACK_DIR/pwfile"
-  fi
+  (umask 077 && printf '%s\n' "$PG_SUPERPASS" >"$STACK_DIR/pwfile")
+  if [ "$(id -u)" = 0 ]; then chown postgres "$data" "$STACK_DIR/pwfile"; fi
   chmod 700 "$data"
   as_postgres "$bin/initdb" -D "$data" -U postgres --pwfile="$STACK_DIR/pwfile" \
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >"$STACK_DIR/initdb.log" 2>&1 ||
@@ -196,6 +213,10 @@ EOF
   echo $! >"$STACK_DIR/moto.pid"
   wait_for 30 moto port_open "$moto_port"
 
+  # Holds the superuser password: readable by the invoking user only (the
+  # scripts and tests source it; PostgreSQL's tools never read it).
+  (umask 077 && : >"$STACK_DIR/stack.env")
+  chmod 600 "$STACK_DIR/stack.env"
   cat >"$STACK_DIR/stack.env" <<EOF
 export PGFLIP_STACK_DIR='$STACK_DIR'
 export PGFLIP_PG_HOST=127.0.0.1
@@ -245,21 +266,61 @@ EOF
 
 stop_stack() {
   [ -n "${STACK_DIR:-}" ] && [ -d "$STACK_DIR" ] || return 0
-  local f pid
+  local f pid program i kids cmdline
   for f in lambda moto; do
-    if [ -f "$STACK_DIR/$f.pid" ]; then
-      pid=$(cat "$STACK_DIR/$f.pid")
-      # Started with setsid: stop the whole process group (cargo lambda
-      # watch runs the function binaries as its children).
+    [ -f "$STACK_DIR/$f.pid" ] || continue
+    pid=$(cat "$STACK_DIR/$f.pid")
+    program=moto_server
+    [ "$f" = lambda ] && program=cargo-lambda
+    if [[ ! "$pid" =~ ^[1-9][0-9]*$ ]]; then
+      say "== $STACK_DIR/$f.pid holds no pid; skipping it"
+    elif [ -r "/proc/$pid/cmdline" ] && ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$program"; then
+      # A stack kept for a while: the pid may belong to someone else by now.
+      say "== pid $pid is no longer $program; leaving it alone"
+    else
+      # Started with setsid: stop the whole process group, and wait for it.
+      # cargo lambda watch runs each function binary in a session of its
+      # own and stops them itself; should it not, they are stopped after it.
+      kids=$(pgrep -a -P "$pid" || true) # "pid command line", one a line
       kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-      rm -f "$STACK_DIR/$f.pid"
+      for ((i = 0; i < 100; i++)); do
+        kill -0 -- "-$pid" 2>/dev/null || kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      if kill -0 -- "-$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
+      while read -r i cmdline; do # only if still the same program
+        if [ -n "$i" ] && [ "$(ps -o args= -p "$i" 2>/dev/null)" = "$cmdline" ]; then
+          kill -TERM "$i" 2>/dev/null || true
+        fi
+      done <<<"$kids"
     fi
+    rm -f "$STACK_DIR/$f.pid"
   done
   if [ -f "$STACK_DIR/pg_ctl" ]; then
     for f in standby md5data pgdata; do
       [ -d "$STACK_DIR/$f" ] || continue
-      as_postgres "$(cat "$STACK_DIR/pg_ctl")" -D "$STACK_DIR/$f" -m immediate stop >/dev/null 2>&1 || true
+      as_postgres "$(cat "$STACK_DIR/pg_ctl")" -D "$STACK_DIR/$f" -m immediate -w stop >/dev/null 2>&1 || true
     done
     rm -f "$STACK_DIR/pg_ctl"
   fi
+}
+
+# Stops a stack and deletes its directory: for a stack kept running
+# (scripts/rotate-local --keep) or the logs a failed run kept. Refuses a
+# directory that start_stack did not make.
+remove_stack() {
+  [ -n "${STACK_DIR:-}" ] || die "no stack directory given"
+  [ -d "$STACK_DIR" ] || die "$STACK_DIR: no such directory"
+  STACK_DIR=$(cd "$STACK_DIR" && pwd)
+  local mark found=0
+  for mark in stack.env pg_ctl moto.pid lambda.pid pgdata initdb.log; do
+    [ -e "$STACK_DIR/$mark" ] && found=1
+  done
+  if [ "$found" = 0 ] || [ "$STACK_DIR" = / ]; then
+    die "$STACK_DIR does not look like a local stack (no stack.env, pid files or pgdata): not touching it"
+  fi
+  say "== stopping the local stack in $STACK_DIR"
+  stop_stack
+  rm -rf "${STACK_DIR:?}"
+  say "== removed $STACK_DIR"
 }

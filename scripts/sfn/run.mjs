@@ -42,6 +42,7 @@
 // (--start-at with the name of an earlier execution) reuses that record.
 
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { spawn, spawnSync } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -172,6 +173,16 @@ async function unregister(executionArn) {
 let currentExecution = null;
 let aborted = null;
 
+// The child executions' scenario files: in the local stack's directory when
+// there is one (deleted with the stack), each removed when its child ends,
+// and any still there when this runner exits (process.exit included).
+const scenarioDir = process.env.PGFLIP_STACK_DIR || process.env.TMPDIR || tmpdir();
+const scenarioFiles = new Set();
+let scenarioSeq = 0;
+process.on('exit', () => {
+  for (const file of scenarioFiles) rmSync(file, { force: true });
+});
+
 /// Every state, those inside Map and Parallel states included.
 function allStates(states) {
   const out = [];
@@ -207,17 +218,23 @@ async function startChild(args, scenario, request, counts) {
     retryIntervalMs: scenario.retryIntervalMs,
     ...(scenario.children?.[target] ?? {}),
   };
-  const scenarioFile = `${process.env.TMPDIR || '/tmp'}/pgflip-child-${process.pid}-${Date.now()}.json`;
-  writeFileSync(scenarioFile, JSON.stringify(childScenario));
+  const scenarioFile = resolve(scenarioDir, `pgflip-child-${process.pid}-${Date.now()}-${++scenarioSeq}.json`);
   const name = `${args.name}-${target}`.slice(0, 80);
   counts['startExecution'] = (counts['startExecution'] || 0) + 1;
   const startedMs = Date.now();
-  const run = await runAsync(
-    process.execPath,
-    ['--require', resolve(here, 'polyfill.cjs'), resolve(here, 'run.mjs'), '--definition', ROTATION_DEFINITION,
-      '--lambda-endpoint', args.lambdaEndpoint, '--name', name, '--input', JSON.stringify(input), '--scenario', scenarioFile],
-  );
-  rmSync(scenarioFile, { force: true });
+  let run;
+  scenarioFiles.add(scenarioFile);
+  try {
+    writeFileSync(scenarioFile, JSON.stringify(childScenario), { mode: 0o600 });
+    run = await runAsync(
+      process.execPath,
+      ['--require', resolve(here, 'polyfill.cjs'), resolve(here, 'run.mjs'), '--definition', ROTATION_DEFINITION,
+        '--lambda-endpoint', args.lambdaEndpoint, '--name', name, '--input', JSON.stringify(input), '--scenario', scenarioFile],
+    );
+  } finally {
+    rmSync(scenarioFile, { force: true });
+    scenarioFiles.delete(scenarioFile);
+  }
   if (!args.quiet) process.stderr.write(run.stderr.replace(/^/gm, `    [${target}] `));
   const line = run.stdout.trim().split('\n').pop();
   let summary;

@@ -895,9 +895,10 @@ impl Stack {
         if let Some(name) = &options.name {
             args.extend(["--name".into(), name.clone()]);
         }
-        let mut scenario_file = PathBuf::new();
+        // Removed when this function returns or panics.
+        let scratch = TempDir::new();
         if let Some(scenario) = &options.scenario {
-            scenario_file = tempfile_path("scenario.json");
+            let scenario_file = scratch.path().join("scenario.json");
             std::fs::write(&scenario_file, scenario.to_string()).unwrap();
             args.extend(["--scenario".into(), scenario_file.display().to_string()]);
         }
@@ -919,9 +920,7 @@ impl Stack {
             .args(["--lambda-endpoint", &self.lambda_endpoint])
             .args(&args);
         let out = cmd.output().expect("run node scripts/sfn/run.mjs");
-        if let Some(dir) = options.scenario.as_ref().and(scenario_file.parent()) {
-            std::fs::remove_dir_all(dir).ok();
-        }
+        drop(scratch);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let progress = String::from_utf8_lossy(&out.stderr).to_string();
         let line = stdout.lines().last().unwrap_or_else(|| {
@@ -948,17 +947,47 @@ pub fn primary_deployment_id(service: &aws_sdk_ecs::types::Service) -> String {
         .to_string()
 }
 
-fn tempfile_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "pgflip-test-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A fresh directory `pgflip-test-<pid>-<n>-<ns>`, private to this user
+/// (0700), removed with its contents when dropped: when the run ends, and
+/// when a test panics on the way (unwinding). It is made in the local
+/// stack's directory when there is one, so that even a test killed on a
+/// timeout (no unwinding) leaves nothing behind once the stack is removed;
+/// else in the temporary folder.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        use std::os::unix::fs::DirBuilderExt;
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let base = std::env::var_os("PGFLIP_STACK_DIR")
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!(
+            "pgflip-test-{}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Logs in as a client that speaks only md5 (as old drivers do): the
