@@ -128,7 +128,7 @@ fn every_task_retries_and_only_post_flip_tasks_catch() {
                 .flatten()
                 .flat_map(|c| c["ErrorEquals"].as_array().unwrap())
                 .collect();
-            let allowed = ["RolloutInProgress", "RolloutFailed", "RolloutTimedOut"];
+            let allowed = ["RolloutFailed", "RolloutTimedOut"];
             assert!(
                 caught
                     .iter()
@@ -170,7 +170,6 @@ fn error_names_are_the_ones_the_lambdas_raise() {
         "RotationRolledBack",
         "RollbackFailed",
         "ActiveUserRotatedExternally",
-        "RolloutInProgress",
         "RolloutFailed",
         "RolloutTimedOut",
         "InactiveUserInUse",
@@ -285,23 +284,50 @@ fn the_readme_error_table_lists_every_error() {
 }
 
 #[test]
-fn each_extra_look_at_the_rollout_costs_two_transitions() {
-    // The loop is WaitBeforePoll -> WaitForStable -> (RolloutInProgress) -> WaitBeforePoll.
+fn a_rollout_in_progress_is_no_error_and_each_extra_look_costs_three_transitions() {
+    // WaitForStable returns the rollout with its status; a Choice loops while
+    // it is IN_PROGRESS: Wait -> Task -> Choice -> Wait, no error raised.
     let d = definition();
     let s = states(&d);
-    assert_eq!(s["WaitBeforePoll"]["Next"], "WaitForStable");
-    let back: Vec<&Value> = s["WaitForStable"]["Catch"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["Next"] == "WaitBeforePoll")
-        .collect();
-    assert_eq!(back.len(), 1);
-    assert_eq!(
-        back[0]["ErrorEquals"],
-        serde_json::json!(["RolloutInProgress"])
-    );
-    assert_eq!(s["WaitForStable"]["Next"], "RotationSucceeded");
+    for (wait, task, choice, done, path) in [
+        (
+            "WaitBeforePoll",
+            "WaitForStable",
+            "RolloutDone",
+            "RotationSucceeded",
+            "$.rollout",
+        ),
+        (
+            "RollbackWaitBeforePoll",
+            "RollbackWaitForStable",
+            "RollbackRolloutDone",
+            "DescribeRollback",
+            "$.rollbackRollout",
+        ),
+    ] {
+        assert_eq!(s[wait]["Type"], "Wait");
+        assert_eq!(s[wait]["Next"], task);
+        assert_eq!(s[task]["ResultPath"], path, "{task} records the look");
+        assert_eq!(s[task]["Next"], choice);
+        assert!(
+            s[task]["Catch"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["Next"] != wait),
+            "{task}: no error leads back to the wait"
+        );
+        assert_eq!(s[choice]["Type"], "Choice");
+        let choices = s[choice]["Choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 1, "{choice}");
+        assert_eq!(choices[0]["Variable"], format!("{path}.status"));
+        assert_eq!(
+            choices[0]["StringEquals"],
+            serde_json::to_value(pgflip_core::domain::RolloutStatus::InProgress).unwrap()
+        );
+        assert_eq!(choices[0]["Next"], wait);
+        assert_eq!(s[choice]["Default"], done);
+    }
 }
 
 #[test]

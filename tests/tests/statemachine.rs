@@ -130,10 +130,11 @@ async fn happy_path_from_the_console_default_input() {
             "RedeployEcs",
             "WaitBeforePoll",
             "WaitForStable",
+            "RolloutDone",
             "RotationSucceeded"
         ]
     );
-    assert_eq!(e.transitions, 9);
+    assert_eq!(e.transitions, 10);
     assert_eq!(e.output["rollout"]["status"], "COMPLETED");
     assert_eq!(e.output["pending"]["resumed"], false);
     let after = c.after().await;
@@ -186,7 +187,7 @@ async fn a_transient_error_is_retried_then_succeeds() {
         e.progress
     );
     // Retries are not new states: the path is the happy path.
-    assert_eq!(e.transitions, 9);
+    assert_eq!(e.transitions, 10);
     c.assert_rotated(&c.after().await).await;
 }
 
@@ -299,7 +300,9 @@ async fn a_rollout_that_never_finishes_hits_the_deadline_and_rolls_back() {
         "gave up after {} ms, before the deadline",
         e.duration_ms
     );
-    // Each extra look cost two transitions: a Wait and a WaitForStable.
+    // Each extra look costs three transitions: a Wait, a WaitForStable and
+    // the Choice that found it still in progress (none after the last look,
+    // which timed out).
     let main: Vec<&String> = e
         .states
         .iter()
@@ -311,8 +314,10 @@ async fn a_rollout_that_never_finishes_hits_the_deadline_and_rolls_back() {
     let looks = main.iter().filter(|s| **s == "WaitForStable").count();
     let waits = main.iter().filter(|s| **s == "WaitBeforePoll").count();
     assert!(looks >= 3, "looked only {looks} times");
+    let choices = main.iter().filter(|s| **s == "RolloutDone").count();
     assert_eq!(waits, looks);
-    assert_eq!(main.len(), 6 + 2 * looks, "{main:?}");
+    assert_eq!(choices, looks - 1);
+    assert_eq!(main.len(), 6 + 3 * looks - 1, "{main:?}");
     let after = c.after().await;
     assert_eq!(after.active_user, "blue");
     assert_eq!(after.blue, c.before.blue);

@@ -637,12 +637,33 @@ pub struct Rollout {
     pub looks: u32,
 }
 
-/// The most looks at one rollout. Each costs about 7 history events (a
-/// `Wait` entered and exited, a Task entered, scheduled, started, failed and
-/// exited); a rollout and its rollback's rollout at 1,000 looks each stay
-/// near 14,000 of Step Functions' 25,000 events per execution, leaving room
-/// for retries. Configurations whose deadline allows more looks than this
-/// are refused at cold start.
+impl Rollout {
+    /// `cluster <name>: web=COMPLETED, worker=IN_PROGRESS(BAKE_TIME)`: what
+    /// the last look saw of each service (`?` before the first look).
+    pub fn summary(&self) -> String {
+        let services = self
+            .deployments
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}={}",
+                    d.service,
+                    d.rollout_state.as_deref().unwrap_or("?")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("cluster {}: {services}", self.cluster)
+    }
+}
+
+/// The most looks at one rollout. Each costs 9 history events (a `Wait`
+/// entered and exited, a Task entered, scheduled, started, succeeded and
+/// exited, a `Choice` entered and exited) and 3 state transitions; a rollout
+/// and its rollback's rollout at 1,000 looks each stay near 18,000 of Step
+/// Functions' 25,000 events per execution, leaving room for retries.
+/// Configurations whose deadline allows more looks than this are refused at
+/// cold start.
 pub const MAX_LOOKS: u32 = 1000;
 
 #[cfg(test)]

@@ -65,9 +65,6 @@ pub const UNLISTED_CONSUMER: &str = "UnlistedConsumer";
 pub const ROTATION_IN_PROGRESS: &str = "RotationInProgress";
 /// The ECS cluster or one of the services does not exist.
 pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
-/// The deployments are still rolling out: the state machine waits and looks
-/// again (caught, not retried: the wait is a `Wait` state).
-pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";
 /// An ECS deployment reported `FAILED`, or ECS rolled back to an older one.
 pub const ROLLOUT_FAILED: &str = "RolloutFailed";
 /// A rollout this execution did not start (found in progress by
@@ -115,7 +112,6 @@ pub const ALL: &[(&str, bool)] = &[
     (ROTATION_IN_PROGRESS, false),
     (UNSUPPORTED_DEPLOYMENT_CONTROLLER, false),
     (UNLISTED_CONSUMER, false),
-    (ROLLOUT_IN_PROGRESS, false),
     (ROLLOUT_FAILED, false),
     (FOREIGN_ROLLOUT_FAILED, false),
     (ROLLOUT_TIMED_OUT, false),
@@ -191,8 +187,6 @@ pub enum RotationError {
     ServiceNotFound(String),
     #[error("execution {0} is rotating this target right now; nothing was changed")]
     RotationInProgress(String),
-    #[error("still rolling out: {0}")]
-    RolloutInProgress(String),
     #[error("the rollout failed: {0}")]
     RolloutFailed(String),
     #[error("a rollout this execution did not start failed or did not finish by the deadline ({0}); the active-user parameter was not moved, nothing was changed")]
@@ -237,7 +231,6 @@ impl RotationError {
             Self::RotationInProgress(_) => ROTATION_IN_PROGRESS,
             Self::UnsupportedDeploymentController(_) => UNSUPPORTED_DEPLOYMENT_CONTROLLER,
             Self::UnlistedConsumer(_) => UNLISTED_CONSUMER,
-            Self::RolloutInProgress(_) => ROLLOUT_IN_PROGRESS,
             Self::RolloutFailed(_) => ROLLOUT_FAILED,
             Self::ForeignRolloutFailed(_) => FOREIGN_ROLLOUT_FAILED,
             Self::RolloutTimedOut(_) => ROLLOUT_TIMED_OUT,

@@ -84,6 +84,14 @@ fn world() -> World {
     }
 }
 
+/// A look that found the rollout still rolling out (a normal outcome, not
+/// an error): what it saw.
+fn in_progress(look: Result<Rollout, RotationError>) -> String {
+    let rollout = look.expect("a rollout in progress is not an error");
+    assert_eq!(rollout.status, RolloutStatus::InProgress);
+    rollout.summary()
+}
+
 fn request(input: serde_json::Value) -> SelectRequest {
     SelectRequest {
         input,
@@ -221,10 +229,7 @@ async fn a_full_rotation_changes_only_the_inactive_user() {
     assert_eq!(*w.deployments.forced.lock().unwrap(), vec!["web", "worker"]);
     let now = crate::steps::now_ms();
     assert!(rollout.deadline_ms >= now + 94_000 && rollout.deadline_ms <= now + 95_000);
-    let err = wait_for_stable(&rollout, &w.deployments, now)
-        .await
-        .unwrap_err();
-    assert_eq!(err.name(), "RolloutInProgress");
+    let err = in_progress(wait_for_stable(&rollout, &w.deployments, now).await);
     assert!(err.to_string().contains("web=IN_PROGRESS"), "{err}");
     w.deployments.set_primary_state("app", "COMPLETED");
     let polled = wait_for_stable(&rollout, &w.deployments, now)
@@ -1245,8 +1250,7 @@ async fn a_blue_green_rollout_completes_when_its_service_deployment_succeeds() {
     script.push(("SUCCESSFUL", Some("CLEAN_UP")));
     w.deployments.script("web", &script);
 
-    let err = look(&w, &rollout).await.unwrap_err();
-    assert_eq!(err.name(), "RolloutInProgress");
+    let err = in_progress(look(&w, &rollout).await);
     assert!(
         err.to_string().contains("web=IN_PROGRESS(PENDING)"),
         "{err}"
@@ -1254,8 +1258,7 @@ async fn a_blue_green_rollout_completes_when_its_service_deployment_succeeds() {
     for stage in stages {
         // ECS's rolloutState for the blue/green deployment says COMPLETED
         // all along: only the service deployment counts.
-        let err = look(&w, &rollout).await.unwrap_err();
-        assert_eq!(err.name(), "RolloutInProgress", "{stage}: {err}");
+        let err = in_progress(look(&w, &rollout).await);
         assert!(
             err.to_string()
                 .contains(&format!("web=IN_PROGRESS({stage}), worker=COMPLETED")),
@@ -1291,8 +1294,7 @@ async fn a_blue_green_rollout_that_ecs_rolls_back_or_stops_fails() {
                 (status, Some("BAKE_TIME")),
             ],
         );
-        let err = look(&w, &rollout).await.unwrap_err();
-        assert_eq!(err.name(), "RolloutInProgress", "{status}: {err}");
+        in_progress(look(&w, &rollout).await);
         let err = look(&w, &rollout).await.unwrap_err();
         assert_eq!(err.name(), "RolloutFailed", "{status}: {err}");
         assert!(
@@ -1311,10 +1313,7 @@ async fn a_blue_green_rollout_stuck_in_bake_time_times_out() {
     w.deployments
         .script("web", &[("IN_PROGRESS", Some("BAKE_TIME"))]);
     let before = rollout.deadline_ms - 1;
-    let err = wait_for_stable(&rollout, &w.deployments, before)
-        .await
-        .unwrap_err();
-    assert_eq!(err.name(), "RolloutInProgress");
+    in_progress(wait_for_stable(&rollout, &w.deployments, before).await);
     let err = wait_for_stable(&rollout, &w.deployments, rollout.deadline_ms)
         .await
         .unwrap_err();
@@ -1333,8 +1332,7 @@ async fn rolling_and_blue_green_services_are_watched_together() {
     // Blue/green done, rolling still going.
     w.deployments
         .script("web", &[("SUCCESSFUL", Some("CLEAN_UP"))]);
-    let err = look(&w, &rollout).await.unwrap_err();
-    assert_eq!(err.name(), "RolloutInProgress");
+    let err = in_progress(look(&w, &rollout).await);
     assert!(
         err.to_string()
             .contains("web=COMPLETED, worker=IN_PROGRESS"),
@@ -1344,7 +1342,7 @@ async fn rolling_and_blue_green_services_are_watched_together() {
     w.deployments
         .script("web", &[("IN_PROGRESS", Some("BAKE_TIME"))]);
     worker_completes(&w);
-    let err = look(&w, &rollout).await.unwrap_err();
+    let err = in_progress(look(&w, &rollout).await);
     assert!(
         err.to_string()
             .contains("web=IN_PROGRESS(BAKE_TIME), worker=COMPLETED"),
@@ -1384,8 +1382,7 @@ async fn an_older_service_deployment_does_not_complete_ours() {
         .lock()
         .unwrap()
         .insert("web".into(), before);
-    let err = look(&w, &rollout).await.unwrap_err();
-    assert_eq!(err.name(), "RolloutInProgress");
+    let err = in_progress(look(&w, &rollout).await);
     assert!(
         err.to_string()
             .contains("web=IN_PROGRESS(AWAITING_SERVICE_DEPLOYMENT)"),
@@ -1995,10 +1992,7 @@ async fn looks_at_a_rollout_are_bounded_whatever_the_clock_says() {
     let w = world();
     let plan = w.select(json!({})).await.unwrap();
     let mut rollout = w.redeploy(&plan).await.unwrap();
-    let first = wait_for_stable(&rollout, &w.deployments, now_ms())
-        .await
-        .unwrap_err();
-    assert_eq!(first.name(), "RolloutInProgress");
+    in_progress(wait_for_stable(&rollout, &w.deployments, now_ms()).await);
     rollout.looks = crate::domain::MAX_LOOKS - 1;
     let err = wait_for_stable(&rollout, &w.deployments, now_ms())
         .await

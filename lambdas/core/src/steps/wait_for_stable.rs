@@ -7,14 +7,17 @@ use crate::errors::RotationError;
 use crate::ports::Deployments;
 use crate::rollout::{service_state, state_name};
 
-/// Step 6: look at the deployments once. Completed: the rollout comes back.
-/// Otherwise an error the state machine acts on: `RolloutInProgress` (it
-/// waits and looks again), `RolloutFailed` or `RolloutTimedOut` (it rolls
-/// back), `ActiveUserRotatedExternally` (completed, but the execution must
-/// still fail loudly). A rollout this execution did not start (mode `wait`)
-/// that fails or runs out of time is `ForeignRolloutFailed` instead: the
-/// state machine stops without moving the pointer. Two state transitions per
-/// look: the Wait and this; at most [`MAX_LOOKS`] looks, whatever the clock.
+/// Step 6: look at the deployments once. Completed or still in progress
+/// (a normal outcome, not an error): the rollout comes back with its
+/// `status` (`COMPLETED`, `IN_PROGRESS`), which the state machine's `Choice`
+/// reads to wait and look again. Otherwise an error the state machine acts
+/// on: `RolloutFailed` or `RolloutTimedOut` (it rolls back),
+/// `ActiveUserRotatedExternally` (completed, but the execution must still
+/// fail loudly). A rollout this execution did not start (mode `wait`) that
+/// fails or runs out of time is `ForeignRolloutFailed` instead: the state
+/// machine stops without moving the pointer. Three state transitions per
+/// look: the Wait, this and the Choice; at most [`MAX_LOOKS`] looks,
+/// whatever the clock.
 pub async fn wait_for_stable(
     rollout: &Rollout,
     deployments: &dyn Deployments,
@@ -44,19 +47,7 @@ pub async fn wait_for_stable(
     } else {
         RolloutStatus::InProgress
     };
-    let summary = next
-        .deployments
-        .iter()
-        .map(|d| {
-            format!(
-                "{}={}",
-                d.service,
-                d.rollout_state.as_deref().unwrap_or("?")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let summary = format!("cluster {}: {summary}", next.cluster);
+    let summary = next.summary();
     info!(status = ?next.status, %summary, "looked at the rollout");
     let out_of_time = next.status == RolloutStatus::InProgress
         && (now_ms >= rollout.deadline_ms || next.looks >= MAX_LOOKS);
@@ -76,7 +67,7 @@ pub async fn wait_for_stable(
             "{summary} (after {} looks)",
             next.looks
         ))),
-        RolloutStatus::InProgress => Err(RotationError::RolloutInProgress(summary)),
+        RolloutStatus::InProgress => Ok(next),
         RolloutStatus::Completed => match &rollout.alert {
             Some(_) => Err(RotationError::ActiveUserRotatedExternally(summary)),
             None => Ok(next),
