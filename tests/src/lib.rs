@@ -1138,6 +1138,90 @@ pub fn rds_proxy(name: &str, secrets: &[&str]) {
     assert!(status.success(), "rds-proxy.py {name} failed");
 }
 
+/// Runs `tests/fixtures/sns-inbox.py` with `args`; its JSON answer.
+fn sns_inbox(args: &[&str]) -> Value {
+    let root = repo_root();
+    let out = Command::new(root.join(".local/venv/bin/python"))
+        .arg(root.join("tests/fixtures/sns-inbox.py"))
+        .args(args)
+        .output()
+        .expect("run tests/fixtures/sns-inbox.py");
+    assert!(
+        out.status.success(),
+        "sns-inbox.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("sns-inbox.py prints JSON")
+}
+
+/// An SNS topic on moto whose messages can be read back: (topic ARN, queue URL).
+pub fn sns_topic_with_inbox(name: &str) -> (String, String) {
+    let v = sns_inbox(&["create", name]);
+    (
+        v["topicArn"].as_str().unwrap().to_string(),
+        v["queueUrl"].as_str().unwrap().to_string(),
+    )
+}
+
+/// What was published to the topic of [`sns_topic_with_inbox`] since the
+/// last read: (subject, message) pairs.
+pub fn sns_read(queue_url: &str) -> Vec<(String, String)> {
+    sns_inbox(&["read", queue_url])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["subject"].as_str().unwrap_or_default().to_string(),
+                m["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A run's history (`RunOptions::history`, aws-local-stepfunctions' events)
+/// as the events `report-outcome` reads from Step Functions' history.
+pub fn history_events(path: &std::path::Path) -> Vec<pgflip_core::ports::HistoryEvent> {
+    use pgflip_core::ports::HistoryEvent;
+    let events: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read the history"))
+            .expect("the history is JSON");
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    events
+        .iter()
+        .filter_map(|e| {
+            let state = || e["state"]["name"].as_str().unwrap_or_default().to_string();
+            Some(match e["type"].as_str()? {
+                "StateEntered" => HistoryEvent::Entered { state: state() },
+                "StateExited" => HistoryEvent::Exited {
+                    state: state(),
+                    output: Some(e["state"]["output"].clone()),
+                },
+                "StateFailed" => HistoryEvent::Failed {
+                    error: text(&e["Error"]).unwrap_or_default(),
+                    cause: text(&e["Cause"]).unwrap_or_default(),
+                },
+                "ExecutionSucceeded" => HistoryEvent::Ended {
+                    status: "SUCCEEDED".into(),
+                    error: None,
+                    cause: None,
+                },
+                "ExecutionFailed" => HistoryEvent::Ended {
+                    status: "FAILED".into(),
+                    error: text(&e["Error"]),
+                    cause: text(&e["Cause"]),
+                },
+                "ExecutionAborted" => HistoryEvent::Ended {
+                    status: "ABORTED".into(),
+                    error: None,
+                    cause: None,
+                },
+                _ => return None,
+            })
+        })
+        .collect()
+}
+
 impl Stack {
     /// Writes a new `AWSCURRENT` version of a secret (as an operator or
     /// another tool would): the current value, changed by `edit`. Returns

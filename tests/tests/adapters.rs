@@ -11,7 +11,7 @@ use pgflip_core::domain::{Endpoint, AWSCURRENT, AWSPENDING};
 use pgflip_core::password::{Password, PasswordPolicy, Verifier};
 use pgflip_core::ports::*;
 use pgflip_core::steps::client_request_token;
-use pgflip_tests::{Stack, Target};
+use pgflip_tests::{in_ssm, Stack, Target};
 
 async fn seeded(tag: &str) -> (Stack, Target) {
     let stack = Stack::from_env().await;
@@ -976,6 +976,62 @@ async fn both_password_stores_discard_a_pending_version() {
 
 /// moto models RDS Proxy: the adapter reads the secrets of its Auth list,
 /// and names a proxy that does not exist.
+#[tokio::test]
+async fn both_password_stores_tell_when_the_current_password_was_set_without_reading_it() {
+    let stack = Stack::from_env().await;
+    let sm = SecretsManager::new(stack.secrets.clone());
+    let ssm = SsmPasswordStore::new(stack.ssm.clone());
+    for (t, store) in [
+        (Target::unique("ages_sm"), &sm as &dyn SecretStore),
+        (
+            Target::unique_in_ssm("ages_ssm", "ages-ssm"),
+            &ssm as &dyn SecretStore,
+        ),
+    ] {
+        let before = pgflip_core::steps::now_ms() - 1000;
+        stack.seed(&t).await;
+        let created = store
+            .current_created_ms(&t.green_secret)
+            .await
+            .unwrap()
+            .expect("a current version");
+        assert!(
+            created >= before,
+            "{}: {created} < {before}",
+            t.green_secret
+        );
+        // A pending version is not the current one.
+        store
+            .put_pending(
+                &t.green_secret,
+                &client_request_token("ages"),
+                &Password::new(
+                    if in_ssm(&t.green_secret) {
+                        "Pending-password-0123456789abcdef".to_string()
+                    } else {
+                        serde_json::json!({"engine": "postgres", "host": "h", "port": 5432, "dbname": "d", "username": t.green_role, "password": "Pending-password-0123456789abcdef"}).to_string()
+                    },
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.current_created_ms(&t.green_secret).await.unwrap(),
+            Some(created)
+        );
+        // (moto 5.2.5 answers ListSecretVersionIds on a missing secret with
+        // a 500, where AWS says ResourceNotFoundException, which the adapter
+        // maps like every other call: only the SSM store is checked here.)
+        if in_ssm(&t.green_secret) {
+            let err = store
+                .current_created_ms("/pgflip-test/no-such-parameter")
+                .await
+                .unwrap_err();
+            assert_eq!(err.name(), "SecretNotFound");
+        }
+    }
+}
+
 #[tokio::test]
 async fn rds_proxy_lists_the_secrets_it_authenticates_with() {
     let (stack, t) = seeded("proxy").await;

@@ -14,6 +14,9 @@ mod field;
 // Consumers found in the cluster (issue 16).
 #[path = "statemachine/consumers.rs"]
 mod consumers;
+// What report-outcome says after real executions (issue 16).
+#[path = "statemachine/report.rs"]
+mod report;
 
 use pgflip_core::domain::AWSCURRENT;
 use pgflip_tests::{Execution, RunOptions, Snapshot, Stack, Target};

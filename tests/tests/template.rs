@@ -230,8 +230,9 @@ fn statements<'a>(owner: &str, policies: &'a Value) -> Vec<Statement<'a>> {
 /// The template conditions that choose the password store.
 const STORE_CONDITIONS: &[&str] = &["UsesSecretsManagerStore", "UsesSsmStore"];
 /// Conditions of optional features whose calls the code makes only when the
-/// feature is configured (an RDS Proxy to check): granted under them alone.
-const FEATURE_CONDITIONS: &[&str] = &["HasDbProxy"];
+/// feature is configured (an RDS Proxy to check, a targets document to
+/// read): granted under them alone.
+const FEATURE_CONDITIONS: &[&str] = &["HasDbProxy", "HasTargetsDocument"];
 
 // ------------------------------------------------------------ the Lambdas
 
@@ -296,7 +297,8 @@ fn lambdas() -> Vec<Lambda> {
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    assert_eq!(out.len(), 6, "six Lambda crates under lambdas/");
+    // The six steps and report-outcome.
+    assert_eq!(out.len(), 7, "seven Lambda crates under lambdas/");
     out
 }
 
@@ -784,6 +786,18 @@ fn actions_of(lambda: &Lambda, adapters: &BTreeMap<String, Vec<Adapter>>) -> BTr
     actions
 }
 
+/// The `SecretStore` methods a Lambda's steps reach.
+fn secret_store_methods(lambda: &Lambda) -> BTreeSet<String> {
+    let main = code_only(&lambda.main);
+    main.match_indices("steps::")
+        .filter_map(|(i, _)| ident_at(main.as_bytes(), i + 7).map(|(n, _)| n))
+        .filter(|n| n.chars().next().is_some_and(|c| c.is_lowercase()))
+        .flat_map(|step| port_calls_of_step(&step))
+        .filter(|(tr, _)| tr == "SecretStore")
+        .map(|(_, method)| method)
+        .collect()
+}
+
 /// The config parsers a Lambda's `main.rs` calls, and the variables they read.
 fn env_vars_of(lambda: &Lambda) -> BTreeSet<String> {
     let main = code_only(&lambda.main);
@@ -1005,8 +1019,26 @@ fn every_task_calls_a_function_of_the_template() {
         );
         called.insert(logical);
     }
-    let all: BTreeSet<&str> = functions.keys().copied().collect();
-    assert_eq!(called, all, "every function is called by a Task");
+    // Every function but report-outcome, which EventBridge invokes once an
+    // execution has ended (and a schedule).
+    let all: BTreeSet<&str> = functions
+        .keys()
+        .copied()
+        .filter(|f| *f != "ReportOutcomeFunction")
+        .collect();
+    assert_eq!(called, all, "every step's function is called by a Task");
+    let report = functions["ReportOutcomeFunction"];
+    let events = &report["Properties"]["Events"];
+    assert_eq!(
+        events["ExecutionEnded"]["Properties"]["Pattern"]["detail"]["stateMachineArn"][0]["Ref"],
+        id,
+        "report-outcome hears of this state machine's executions"
+    );
+    assert_eq!(
+        as_list(&events["ExecutionEnded"]["Properties"]["Pattern"]["detail"]["status"]).len(),
+        4,
+        "every terminal status"
+    );
 
     // The state machine may invoke exactly these functions.
     let invoke: Vec<Statement> = statements(id, &props["Policies"])
@@ -1033,17 +1065,15 @@ fn each_function_may_make_exactly_the_aws_calls_its_code_makes() {
     for l in lambdas() {
         let f = functions[l.logical_id.as_str()];
         let code = actions_of(&l, &adapters);
-        // A customer managed KMS key (optional) is used through Secrets
-        // Manager: reading needs Decrypt, writing a version GenerateDataKey.
+        // A customer managed KMS key (optional) is used through the password
+        // store: reading a password needs Decrypt, writing a version also
+        // GenerateDataKey. Dates and labels (report-outcome) need neither.
+        let store = secret_store_methods(&l);
         let mut kms = BTreeSet::new();
-        if code.contains("secretsmanager:GetSecretValue")
-            || code.contains("ssm:GetParameterHistory")
-        {
+        if store.contains("get_stage") {
             kms.insert("kms:Decrypt".to_string());
         }
-        if code.contains("secretsmanager:PutSecretValue")
-            || (code.contains("ssm:PutParameter") && code.contains("ssm:GetParameterHistory"))
-        {
+        if store.contains("put_pending") {
             kms.insert("kms:Decrypt".to_string());
             kms.insert("kms:GenerateDataKey".to_string());
         }
@@ -1324,6 +1354,18 @@ fn iam_is_scoped_to_the_configured_resources() {
                         s.resources
                     );
                 }
+                "sns" => {
+                    // Only the stack's own alert topic.
+                    assert!(
+                        s.actions == ["sns:Publish"]
+                            && s.resources.len() == 1
+                            && s.resources[0]["Ref"]
+                                .as_str()
+                                .is_some_and(|r| t["Resources"][r]["Type"] == "AWS::SNS::Topic"),
+                        "{owner}/{sid}: sns:Publish to the stack's topic, got {:?}",
+                        s.resources
+                    );
+                }
                 other => {
                     assert!(
                         referred.iter().all(|r| !r.is_empty()),
@@ -1357,7 +1399,16 @@ fn each_function_gets_exactly_the_environment_its_code_reads() {
             ));
         }
         for (var, v) in env {
-            if ref_param(&t, &v).is_none() {
+            // A parameter, or something of the stack itself (its alert
+            // topic, a name made of its own name): never a literal.
+            let of_the_stack = v["Ref"]
+                .as_str()
+                .is_some_and(|r| resources(&t).contains_key(r))
+                || v["Fn::Sub"].as_str().is_some_and(|sub| {
+                    placeholders(sub).iter().all(|p| p.starts_with("AWS::"))
+                        && !placeholders(sub).is_empty()
+                });
+            if ref_param(&t, &v).is_none() && !of_the_stack {
                 errors.push(format!(
                     "{id}: {var} should come from a template parameter, got {v}"
                 ));
@@ -1569,6 +1620,31 @@ fn the_rotation_is_scheduled_logged_and_alarmed() {
         watched,
         "an alarm on the state machine's ExecutionsFailed notifies an SNS topic"
     );
+    // Staleness: the metric report-outcome emits, missing data breaching,
+    // within CloudWatch's 7-day evaluation range, notifying the topic.
+    let stale = &alarms["RotationStalenessAlarm"]["Properties"];
+    assert_eq!(stale["MetricName"], "DaysSinceLastRotation");
+    assert_eq!(stale["TreatMissingData"], "breaching");
+    assert_eq!(stale["Threshold"]["Ref"], "StaleAfterDays");
+    let range = stale["Period"].as_u64().unwrap() * stale["EvaluationPeriods"].as_u64().unwrap();
+    assert!(range <= 7 * 86_400, "evaluation range {range} s");
+    let code = read(repo_root().join("lambdas/core/src/steps/report_outcome.rs"));
+    let dashboard = of_type(&t, "AWS::CloudWatch::Dashboard")["Dashboard"]["Properties"]
+        ["DashboardBody"]
+        .to_string();
+    for metric in [
+        "DaysSinceLastRotation",
+        "PasswordAgeDays",
+        "Executions",
+        "DurationSeconds",
+        "StateTransitions",
+    ] {
+        assert!(
+            code.contains(&format!("\"{metric}\"")),
+            "report-outcome emits {metric}"
+        );
+        assert!(dashboard.contains(metric), "the dashboard shows {metric}");
+    }
     let outputs = t["Outputs"].as_object().unwrap();
     assert_eq!(outputs["StateMachineArn"]["Value"], json!({ "Ref": id }));
     assert!(outputs["StateMachineConsoleUrl"]["Value"]["Fn::Sub"]

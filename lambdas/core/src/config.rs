@@ -470,6 +470,28 @@ impl Targets {
     }
 }
 
+/// What `report-outcome` reports to: `ALERT_TOPIC_ARN` (required: the SNS
+/// topic of notifications) and `METRICS_NAMESPACE` (default `pgflip`: the
+/// CloudWatch namespace of its metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportConfig {
+    pub alert_topic_arn: String,
+    pub metrics_namespace: String,
+}
+
+impl ReportConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Self, RotationError> {
+        Ok(Self {
+            alert_topic_arn: required(env, "ALERT_TOPIC_ARN")?,
+            metrics_namespace: env
+                .var("METRICS_NAMESPACE")
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "pgflip".into()),
+        })
+    }
+}
+
 /// How to reach the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
@@ -591,6 +613,10 @@ pub const ENV_VARS: &[(&str, &[&str])] = &[
         ],
     ),
     ("Targets::from_env", &["TARGETS_PARAMETER"]),
+    (
+        "ReportConfig::from_env",
+        &["ALERT_TOPIC_ARN", "METRICS_NAMESPACE"],
+    ),
     ("UserKeys::from_env", &["BLUE_USER", "GREEN_USER"]),
     (
         "DbConfig::from_env",
@@ -846,6 +872,7 @@ mod env_vars {
                     Ok(())
                 }
                 "UserKeys::from_env" => UserKeys::from_env(&env).map(drop),
+                "ReportConfig::from_env" => ReportConfig::from_env(&env).map(drop),
                 "DbConfig::from_env" => DbConfig::from_env(&env).map(drop),
                 "password_policy_from_env" => password_policy_from_env(&env).map(drop),
                 "password_setter_from_env" => {

@@ -271,6 +271,18 @@ impl SecretStore for FakeSecrets {
         }
         Ok(())
     }
+
+    async fn current_created_ms(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+        self.faults.take("current_created_ms")?;
+        let secrets = self.secrets.lock().unwrap();
+        let versions = secrets
+            .get(secret_id)
+            .ok_or_else(|| RotationError::SecretNotFound(secret_id.into()))?;
+        Ok(versions
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == AWSCURRENT))
+            .map(|v| v.created_ms))
+    }
 }
 
 #[derive(Clone, Default)]
@@ -898,5 +910,45 @@ impl Proxies for FakeProxies {
             .ok_or_else(|| {
                 RotationError::Configuration(format!("the RDS Proxy {proxy} does not exist"))
             })
+    }
+}
+
+/// Execution histories by execution ARN.
+#[derive(Default)]
+pub struct FakeHistory {
+    pub events: Mutex<HashMap<String, Vec<HistoryEvent>>>,
+    pub faults: Faults,
+}
+
+#[async_trait]
+impl ExecutionHistory for FakeHistory {
+    async fn history(&self, execution_arn: &str) -> Result<Vec<HistoryEvent>, RotationError> {
+        self.faults.take("history")?;
+        Ok(self
+            .events
+            .lock()
+            .unwrap()
+            .get(execution_arn)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// The messages published, in order (subject, message).
+#[derive(Default)]
+pub struct FakeNotifier {
+    pub published: Mutex<Vec<(String, String)>>,
+    pub faults: Faults,
+}
+
+#[async_trait]
+impl Notifier for FakeNotifier {
+    async fn publish(&self, subject: &str, message: &str) -> Result<(), RotationError> {
+        self.faults.take("publish")?;
+        self.published
+            .lock()
+            .unwrap()
+            .push((subject.into(), message.into()));
+        Ok(())
     }
 }

@@ -55,6 +55,12 @@ pub trait SecretStore: Send + Sync {
     /// as it is.
     async fn discard_pending(&self, secret_id: &str, version_id: &str)
         -> Result<(), RotationError>;
+
+    /// When the version carrying `AWSCURRENT` was created (milliseconds since
+    /// the epoch; `None` when no version carries it), read without any value:
+    /// `secretsmanager:ListSecretVersionIds`, or the parameter's history
+    /// without decryption. A missing secret is `SecretNotFound`.
+    async fn current_created_ms(&self, secret_id: &str) -> Result<Option<i64>, RotationError>;
 }
 
 /// What one login learns about the server it reached.
@@ -264,6 +270,47 @@ pub trait Workloads: Send + Sync {
     /// container's `secrets[].valueFrom` and `environment[].value`
     /// (`ecs:DescribeTaskDefinition`; `environmentFiles` in S3 are not read).
     async fn references(&self, task_definition: &str) -> Result<Vec<String>, RotationError>;
+}
+
+/// One event of an execution's history, as much of it as a report needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryEvent {
+    /// A state was entered (`…StateEntered`).
+    Entered { state: String },
+    /// A state was left (`…StateExited`), with its output when the history
+    /// carries it.
+    Exited {
+        state: String,
+        output: Option<serde_json::Value>,
+    },
+    /// A Task, or the Lambda it invoked, failed or timed out (retried,
+    /// caught or final).
+    Failed { error: String, cause: String },
+    /// The execution ended: `SUCCEEDED`, `FAILED`, `TIMED_OUT` or `ABORTED`,
+    /// with the error and cause it failed with.
+    Ended {
+        status: String,
+        error: Option<String>,
+        cause: Option<String>,
+    },
+    /// The execution was redriven after it ended (`ExecutionRedriven`).
+    Redriven,
+}
+
+/// What an execution went through (Step Functions' execution history).
+#[async_trait]
+pub trait ExecutionHistory: Send + Sync {
+    /// Every event of the execution, oldest first
+    /// (`states:GetExecutionHistory`, paginated, with the states' outputs).
+    async fn history(&self, execution_arn: &str) -> Result<Vec<HistoryEvent>, RotationError>;
+}
+
+/// Where people hear about an execution that needs them.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Publishes one message (`sns:Publish` to the alert topic); `subject`
+    /// is at most 100 characters.
+    async fn publish(&self, subject: &str, message: &str) -> Result<(), RotationError>;
 }
 
 /// Another execution of the same state machine that is running.

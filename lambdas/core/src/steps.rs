@@ -1,5 +1,6 @@
 //! The six rotation steps, one module each, named like its Lambda crate and
-//! ASL state. Each is a plain async function over the ports, so the Lambda
+//! ASL state, and `report_outcome`, which reports an execution once it
+//! ended. Each is a plain async function over the ports, so the Lambda
 //! binaries stay a few lines and unit tests run them on fakes.
 
 pub mod consumers;
@@ -9,6 +10,7 @@ mod guard;
 mod preflight;
 mod read;
 mod redeploy_ecs;
+pub mod report_outcome;
 mod select_user;
 mod verify_login;
 mod wait_for_stable;
@@ -17,6 +19,7 @@ pub use flip_parameter::flip_parameter;
 pub use generate_and_set_password::{client_request_token, generate_and_set_password};
 pub use guard::now_ms;
 pub use redeploy_ecs::redeploy_ecs;
+pub use report_outcome::{report_outcome, report_password_ages, ReportRequest};
 pub use select_user::{
     choose_mode, resolve_target, select_user, ModeFacts, Rotated, SelectRequest,
 };

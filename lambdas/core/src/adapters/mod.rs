@@ -5,7 +5,8 @@
     feature = "secretsmanager",
     feature = "ecs",
     feature = "sfn",
-    feature = "rds"
+    feature = "rds",
+    feature = "sns"
 ))]
 mod aws;
 #[cfg(feature = "ecs")]
@@ -18,6 +19,8 @@ pub mod rds;
 pub mod secrets;
 #[cfg(feature = "sfn")]
 pub mod sfn;
+#[cfg(feature = "sns")]
+pub mod sns;
 #[cfg(feature = "ssm")]
 pub mod ssm;
 #[cfg(feature = "ssm")]

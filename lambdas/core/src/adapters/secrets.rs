@@ -171,4 +171,34 @@ impl SecretStore for SecretsManager {
         }
         Ok(())
     }
+
+    async fn current_created_ms(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+        let pages: Vec<_> = self
+            .client
+            .list_secret_version_ids()
+            .secret_id(secret_id)
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| {
+                classify_or("secretsmanager:ListSecretVersionIds", e, |c| {
+                    missing(secret_id, c)
+                })
+            })?;
+        let versions = pages
+            .into_iter()
+            .flat_map(|p| p.versions.unwrap_or_default());
+        Ok(versions
+            .into_iter()
+            .find(|v| {
+                v.version_stages
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|s| s == AWSCURRENT)
+            })
+            .and_then(|v| v.created_date)
+            .and_then(|d| d.to_millis().ok()))
+    }
 }

@@ -11,7 +11,7 @@ use aws_sdk_sfn::Client;
 
 use super::aws::classify;
 use crate::errors::RotationError;
-use crate::ports::{Executions, RunningExecution};
+use crate::ports::{ExecutionHistory, Executions, HistoryEvent, RunningExecution};
 
 pub struct StepFunctions {
     client: Client,
@@ -72,9 +72,167 @@ impl Executions for StepFunctions {
     }
 }
 
+#[async_trait]
+impl ExecutionHistory for StepFunctions {
+    async fn history(&self, execution_arn: &str) -> Result<Vec<HistoryEvent>, RotationError> {
+        let mut pages = self
+            .client
+            .get_execution_history()
+            .execution_arn(execution_arn)
+            .include_execution_data(true)
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify("states:GetExecutionHistory", e))?;
+            out.extend(page.events.into_iter().filter_map(event_of));
+        }
+        Ok(out)
+    }
+}
+
+/// The part of a history event a report reads (`None`: one it does not).
+fn event_of(e: aws_sdk_sfn::types::HistoryEvent) -> Option<HistoryEvent> {
+    let kind = e.r#type.as_str();
+    let failed = |error: Option<String>, cause: Option<String>| HistoryEvent::Failed {
+        error: error.unwrap_or_default(),
+        cause: cause.unwrap_or_default(),
+    };
+    let ended = |status: &str, error: Option<String>, cause: Option<String>| HistoryEvent::Ended {
+        status: status.into(),
+        error,
+        cause,
+    };
+    Some(match kind {
+        k if k.ends_with("StateEntered") => HistoryEvent::Entered {
+            state: e.state_entered_event_details?.name,
+        },
+        k if k.ends_with("StateExited") => {
+            let d = e.state_exited_event_details?;
+            HistoryEvent::Exited {
+                state: d.name,
+                output: d.output.and_then(|o| serde_json::from_str(&o).ok()),
+            }
+        }
+        "TaskFailed" => {
+            let d = e.task_failed_event_details?;
+            failed(d.error, d.cause)
+        }
+        "TaskTimedOut" => {
+            let d = e.task_timed_out_event_details?;
+            failed(d.error, d.cause)
+        }
+        "LambdaFunctionFailed" => {
+            let d = e.lambda_function_failed_event_details?;
+            failed(d.error, d.cause)
+        }
+        "LambdaFunctionTimedOut" => {
+            let d = e.lambda_function_timed_out_event_details?;
+            failed(d.error, d.cause)
+        }
+        "ExecutionSucceeded" => ended("SUCCEEDED", None, None),
+        "ExecutionFailed" => {
+            let d = e.execution_failed_event_details;
+            let (error, cause) = d.map(|d| (d.error, d.cause)).unwrap_or_default();
+            ended("FAILED", error, cause)
+        }
+        "ExecutionTimedOut" => {
+            let d = e.execution_timed_out_event_details;
+            let (error, cause) = d.map(|d| (d.error, d.cause)).unwrap_or_default();
+            ended("TIMED_OUT", error, cause)
+        }
+        "ExecutionAborted" => {
+            let d = e.execution_aborted_event_details;
+            let (error, cause) = d.map(|d| (d.error, d.cause)).unwrap_or_default();
+            ended("ABORTED", error, cause)
+        }
+        "ExecutionRedriven" => HistoryEvent::Redriven,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_events_become_what_a_report_reads() {
+        use aws_sdk_sfn::types::{
+            ExecutionFailedEventDetails, HistoryEvent as Sdk, HistoryEventType as T,
+            LambdaFunctionFailedEventDetails, StateEnteredEventDetails, StateExitedEventDetails,
+        };
+        let at = |t: T| {
+            Sdk::builder()
+                .timestamp(aws_smithy_types::DateTime::from_secs(0))
+                .id(1)
+                .r#type(t)
+        };
+        let events = vec![
+            at(T::TaskStateEntered)
+                .state_entered_event_details(
+                    StateEnteredEventDetails::builder()
+                        .name("SelectUser")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+            at(T::LambdaFunctionFailed)
+                .lambda_function_failed_event_details(
+                    LambdaFunctionFailedEventDetails::builder()
+                        .error("PrivilegeDrift")
+                        .cause("differ")
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+            at(T::ChoiceStateExited)
+                .state_exited_event_details(
+                    StateExitedEventDetails::builder()
+                        .name("ChooseMode")
+                        .output("{\"mode\": \"rotate\"}")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+            at(T::TaskScheduled).build().unwrap(),
+            at(T::ExecutionRedriven).build().unwrap(),
+            at(T::ExecutionFailed)
+                .execution_failed_event_details(
+                    ExecutionFailedEventDetails::builder()
+                        .error("PrivilegeDrift")
+                        .cause("differ")
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        ];
+        let mapped: Vec<HistoryEvent> = events.into_iter().filter_map(event_of).collect();
+        assert_eq!(
+            mapped,
+            vec![
+                HistoryEvent::Entered {
+                    state: "SelectUser".into()
+                },
+                HistoryEvent::Failed {
+                    error: "PrivilegeDrift".into(),
+                    cause: "differ".into()
+                },
+                HistoryEvent::Exited {
+                    state: "ChooseMode".into(),
+                    output: Some(serde_json::json!({"mode": "rotate"}))
+                },
+                HistoryEvent::Redriven,
+                HistoryEvent::Ended {
+                    status: "FAILED".into(),
+                    error: Some("PrivilegeDrift".into()),
+                    cause: Some("differ".into())
+                },
+            ]
+        );
+    }
 
     #[test]
     fn derives_the_state_machine_from_the_execution() {

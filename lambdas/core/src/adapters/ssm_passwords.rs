@@ -250,4 +250,9 @@ impl SecretStore for SsmPasswordStore {
         }
         Ok(())
     }
+
+    async fn current_created_ms(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+        let history = self.history(secret_id).await?;
+        Ok(current_of(&history).and_then(|v| v.modified_ms))
+    }
 }

@@ -2261,3 +2261,341 @@ async fn discovery_failures_stop_before_anything_changes() {
         w.assert_untouched();
     }
 }
+
+// report-outcome: metrics and notifications after an execution.
+
+mod report {
+    use super::*;
+    use crate::steps::report_outcome::{
+        failed_steps, notification, outcome, report_outcome, report_password_ages, EndedExecution,
+        ReportRequest,
+    };
+
+    const EXEC: &str = "arn:aws:states:eu-west-1:123456789012:execution:pgflip-rotation:run-7";
+
+    fn entered(s: &str) -> HistoryEvent {
+        HistoryEvent::Entered { state: s.into() }
+    }
+    fn exited(s: &str, output: Option<serde_json::Value>) -> HistoryEvent {
+        HistoryEvent::Exited {
+            state: s.into(),
+            output,
+        }
+    }
+    fn ran(s: &str) -> Vec<HistoryEvent> {
+        vec![entered(s), exited(s, None)]
+    }
+    fn plan() -> serde_json::Value {
+        json!({"previousUser": "blue", "targetUser": "green", "parameterName": PARAM,
+               "services": ["web", "worker"], "mode": "rotate"})
+    }
+    fn ended(status: &str, error: Option<&str>, cause: Option<&str>) -> HistoryEvent {
+        HistoryEvent::Ended {
+            status: status.into(),
+            error: error.map(Into::into),
+            cause: cause.map(Into::into),
+        }
+    }
+
+    /// A rotation whose rollout failed, then rolled back to a stable blue.
+    fn rolled_back() -> Vec<HistoryEvent> {
+        let mut h = vec![entered("SelectUser"), exited("SelectUser", Some(plan()))];
+        h.extend(ran("ChooseMode"));
+        for s in [
+            "GenerateAndSetPassword",
+            "VerifyLogin",
+            "FlipParameter",
+            "RedeployEcs",
+            "WaitBeforePoll",
+        ] {
+            h.extend(ran(s));
+        }
+        h.push(entered("WaitForStable"));
+        h.push(HistoryEvent::Failed {
+            error: "RolloutFailed".into(),
+            cause: "cluster app: web=FAILED".into(),
+        });
+        h.extend(ran("ChooseRollback"));
+        for s in [
+            "RollbackFlipParameter",
+            "RollbackRedeployEcs",
+            "RollbackWaitBeforePoll",
+        ] {
+            h.extend(ran(s));
+        }
+        h.push(entered("RollbackWaitForStable"));
+        h.push(exited(
+            "RollbackWaitForStable",
+            Some(json!({"rollbackRollout": {"status": "COMPLETED"}})),
+        ));
+        h.extend(ran("RollbackRolloutDone"));
+        h.extend(ran("DescribeRollback"));
+        h.push(entered("RotationRolledBack"));
+        h.push(ended(
+            "FAILED",
+            Some("RotationRolledBack"),
+            Some("Rolled back: the parameter /app/db/active-user names blue again, whose password never changed. Original error RolloutFailed: cluster app: web=FAILED"),
+        ));
+        h
+    }
+
+    fn execution(status: &str, input: serde_json::Value) -> EndedExecution {
+        EndedExecution {
+            execution_arn: EXEC.into(),
+            name: "run-7".into(),
+            status: status.into(),
+            start_ms: Some(1_000_000),
+            stop_ms: Some(1_042_500),
+            input: Some(input.to_string()),
+        }
+    }
+
+    async fn report(
+        w: &World,
+        e: &EndedExecution,
+        events: Vec<HistoryEvent>,
+    ) -> (crate::steps::report_outcome::Report, Vec<(String, String)>) {
+        let history = FakeHistory::default();
+        history.events.lock().unwrap().insert(EXEC.into(), events);
+        let notifier = FakeNotifier::default();
+        let r = report_outcome(
+            e,
+            &w.targets,
+            &w.config,
+            &w.parameters,
+            &w.secrets,
+            &w.secrets,
+            &history,
+            &notifier,
+            "pgflip/test",
+            now_ms(),
+        )
+        .await
+        .unwrap();
+        let published = notifier.published.lock().unwrap().clone();
+        (r, published)
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_rotation_is_reported_with_its_step_cause_and_what_was_done() {
+        let w = world();
+        let (r, published) = report(&w, &execution("FAILED", json!({})), rolled_back()).await;
+        assert_eq!(published.len(), 1);
+        let (subject, message) = &published[0];
+        assert_eq!(
+            subject,
+            "pgflip default: RotationRolledBack at WaitForStable"
+        );
+        for needle in [
+            "target default ended FAILED with RotationRolledBack",
+            "Step: WaitForStable\n",
+            "Error: RotationRolledBack",
+            "Original error RolloutFailed: cluster app: web=FAILED",
+            "flipped /app/db/active-user to green, redeployed web, worker, flipped back to blue, redeployed web, worker again, stable.",
+            "https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1#/v2/executions/details/arn:aws:states:eu-west-1:123456789012:execution:pgflip-rotation:run-7",
+        ] {
+            assert!(message.contains(needle), "{needle:?} not in:\n{message}");
+        }
+        // Metrics: the outcome with duration and transitions, then each
+        // user's password age and the days since the last rotation.
+        let m = &r.metrics[0];
+        assert_eq!(m["Outcome"], "RotationRolledBack");
+        assert_eq!(m["Target"], "default");
+        assert_eq!(m["Executions"], 1.0);
+        assert_eq!(m["DurationSeconds"], 42.5);
+        let entered_states = rolled_back()
+            .iter()
+            .filter(|e| matches!(e, HistoryEvent::Entered { .. }))
+            .count();
+        assert_eq!(m["StateTransitions"], entered_states as f64);
+        let cw = &m["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cw["Namespace"], "pgflip/test");
+        assert_eq!(
+            cw["Dimensions"],
+            json!([["Target", "Outcome"], ["Outcome"]])
+        );
+        let ages: Vec<&serde_json::Value> = r.metrics[1..].iter().collect();
+        assert_eq!(ages.len(), 3, "{ages:?}");
+        assert_eq!(ages[0]["User"], "blue");
+        assert!(ages[0]["PasswordAgeDays"].as_f64().unwrap() >= 0.0);
+        assert!(ages[2]["DaysSinceLastRotation"].is_number());
+        // Nothing secret anywhere.
+        let all = format!("{r:?}{published:?}");
+        for secret in ["blue-pass-1", "green-pass-1"] {
+            assert!(!all.contains(secret));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_before_any_change_names_the_step_and_says_nothing_changed() {
+        let w = world();
+        let h = vec![
+            entered("SelectUser"),
+            HistoryEvent::Failed {
+                error: "PrivilegeDrift".into(),
+                cause: "privileges of \"blue\" and \"green\" differ".into(),
+            },
+            ended("FAILED", Some("PrivilegeDrift"), Some("privileges of \"blue\" and \"green\" differ: only \"blue\": SELECT on table audit")),
+        ];
+        let (_, published) = report(&w, &execution("FAILED", json!({})), h).await;
+        let message = &published[0].1;
+        assert!(message.contains("Step: SelectUser\n"), "{message}");
+        assert!(message.contains("Error: PrivilegeDrift"), "{message}");
+        assert!(
+            message.contains("What pgflip already did: nothing was changed."),
+            "{message}"
+        );
+        assert!(
+            message.contains("only \"blue\": SELECT on table audit"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_success_is_counted_but_not_notified_and_a_dry_run_counts_apart() {
+        let w = world();
+        let mut h = vec![entered("SelectUser"), exited("SelectUser", Some(plan()))];
+        h.extend(ran("RotationSucceeded"));
+        h.push(ended("SUCCEEDED", None, None));
+        let (r, published) = report(&w, &execution("SUCCEEDED", json!({})), h).await;
+        assert!(published.is_empty());
+        assert_eq!(r.metrics[0]["Outcome"], "Succeeded");
+        let dry = vec![
+            entered("SelectUser"),
+            entered("DryRunSucceeded"),
+            ended("SUCCEEDED", None, None),
+        ];
+        assert_eq!(outcome("SUCCEEDED", &dry), "DryRun");
+        assert_eq!(outcome("TIMED_OUT", &dry), "TimedOut");
+        assert_eq!(outcome("ABORTED", &[]), "Aborted");
+    }
+
+    #[tokio::test]
+    async fn a_failed_rollback_names_both_steps() {
+        let mut h = rolled_back();
+        h.truncate(
+            h.iter()
+                .position(|e| *e == entered("RollbackWaitForStable"))
+                .unwrap()
+                + 1,
+        );
+        h.push(HistoryEvent::Failed {
+            error: "RolloutTimedOut".into(),
+            cause: "web=IN_PROGRESS".into(),
+        });
+        h.extend(ran("DescribeRollbackFailure"));
+        h.push(entered("RollbackFailed"));
+        h.push(ended(
+            "FAILED",
+            Some("RollbackFailed"),
+            Some("Rollback failed (RolloutTimedOut: web=IN_PROGRESS) after RolloutFailed"),
+        ));
+        assert_eq!(
+            failed_steps(&h),
+            (
+                Some("WaitForStable".to_string()),
+                Some("RollbackWaitForStable".to_string())
+            )
+        );
+        let n = notification(&execution("FAILED", json!({})), "default", &h).unwrap();
+        assert!(
+            n.message.contains(
+                "Step: WaitForStable (then the rollback stopped in RollbackWaitForStable)"
+            ),
+            "{}",
+            n.message
+        );
+        assert!(
+            n.message
+                .contains("flipped back to blue, redeployed web, worker again."),
+            "{}",
+            n.message
+        );
+    }
+
+    #[test]
+    fn after_a_redrive_the_step_is_where_it_failed_last() {
+        // Failed at VerifyLogin, redriven there, failed at it again later.
+        let mut h = vec![entered("SelectUser"), exited("SelectUser", Some(plan()))];
+        h.extend(ran("GenerateAndSetPassword"));
+        h.push(entered("VerifyLogin"));
+        h.push(ended("FAILED", Some("LoginRejected"), None));
+        h.push(HistoryEvent::Redriven);
+        h.push(entered("VerifyLogin"));
+        h.push(ended("FAILED", Some("ReaderLagging"), None));
+        assert_eq!(failed_steps(&h).0.as_deref(), Some("VerifyLogin"));
+        assert_eq!(outcome("FAILED", &h), "ReaderLagging");
+    }
+
+    #[test]
+    fn the_payload_is_an_execution_status_change_or_the_schedule() {
+        let event = json!({
+            "version": "0", "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+            "detail": {"executionArn": EXEC, "stateMachineArn": "arn:aws:states:eu-west-1:123456789012:stateMachine:pgflip-rotation",
+                       "name": "run-7", "status": "FAILED", "startDate": 1000, "stopDate": 2000,
+                       "input": "{\"target\": \"orders\"}"}
+        });
+        let ReportRequest::Ended(e) = ReportRequest::parse(&event).unwrap() else {
+            panic!("an ended execution")
+        };
+        assert_eq!(
+            (e.status.as_str(), e.start_ms, e.stop_ms),
+            ("FAILED", Some(1000), Some(2000))
+        );
+        assert_eq!(e.input.as_deref(), Some("{\"target\": \"orders\"}"));
+        assert_eq!(
+            ReportRequest::parse(&json!({"report": "passwordAges"})).unwrap(),
+            ReportRequest::PasswordAges
+        );
+        for bad in [
+            json!({}),
+            json!({"detail-type": "Other", "detail": {}}),
+            json!({"detail-type": "Step Functions Execution Status Change", "detail": {}}),
+        ] {
+            assert_eq!(
+                ReportRequest::parse(&bad).unwrap_err().name(),
+                "InvalidInput",
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_schedule_reports_every_targets_password_ages_and_skips_a_bad_one() {
+        let mut w = world();
+        w.targets.parameter_name = Some(TARGETS_DOC.into());
+        w.parameters.set(
+            TARGETS_DOC,
+            &json!({
+                "orders": {"activeUserParameter": "/orders/active", "blueSecretId": BLUE_SECRET,
+                           "greenSecretId": GREEN_SECRET, "cluster": "orders", "services": ["api"]},
+                "broken": {"activeUserParameter": "/b/active", "blueSecretId": "missing/blue",
+                           "greenSecretId": "missing/green", "cluster": "b", "services": ["x"]},
+            })
+            .to_string(),
+        );
+        let docs = report_password_ages(
+            &w.targets,
+            &w.config,
+            &w.parameters,
+            &w.secrets,
+            &w.secrets,
+            "pgflip",
+            now_ms(),
+        )
+        .await
+        .unwrap();
+        let targets: Vec<&str> = docs.iter().filter_map(|d| d["Target"].as_str()).collect();
+        assert_eq!(targets.iter().filter(|t| **t == "default").count(), 3);
+        assert_eq!(targets.iter().filter(|t| **t == "orders").count(), 3);
+        assert!(!targets.contains(&"broken"), "{targets:?}");
+        let fleet = docs
+            .iter()
+            .find(|d| d["DaysSinceLastRotation"].is_number())
+            .unwrap();
+        assert_eq!(
+            fleet["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Target"], []])
+        );
+    }
+}
