@@ -215,7 +215,8 @@ fn tasks_call_the_six_functions_through_substitutions() {
     let crates: BTreeSet<String> = std::fs::read_dir(repo_root().join("lambdas"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .filter(|n| n != "core")
+        // report-outcome runs after an execution, not as one of its states.
+        .filter(|n| n != "core" && n != "report-outcome")
         .collect();
     assert_eq!(crates.len(), 6);
     let mut resources: HashMap<String, Vec<String>> = HashMap::new();
