@@ -41,7 +41,7 @@
 // concurrency guard in select-user) sees what runs locally. A redrive
 // (--start-at with the name of an earlier execution) reuses that record.
 
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawn, spawnSync } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
@@ -168,6 +168,26 @@ async function register(definitionText, name, input) {
 async function unregister(executionArn) {
   if (!executionArn) return;
   await sfnCall('StopExecution', { executionArn }).catch(() => {});
+}
+
+/// The local stack's record of finished executions (moto's Step Functions
+/// only knows them as stopped): one JSON line each in
+/// $PGFLIP_STACK_DIR/executions.jsonl, read by `pgflip status` and
+/// `pgflip history`. Names, states and errors only, as the history holds.
+function journal(summary, started, input) {
+  if (!process.env.PGFLIP_STACK_DIR) return;
+  const record = {
+    stateMachine: MACHINE,
+    executionArn: summary.executionArn,
+    name: summary.name,
+    status: summary.status,
+    startMs: started,
+    stopMs: Date.now(),
+    input,
+    ...(summary.output !== undefined ? { output: JSON.stringify(summary.output) } : {}),
+    ...(summary.error ? { error: summary.error, cause: summary.cause } : {}),
+  };
+  appendFileSync(`${process.env.PGFLIP_STACK_DIR}/executions.jsonl`, `${JSON.stringify(record)}\n`, { mode: 0o600 });
 }
 
 let currentExecution = null;
@@ -403,6 +423,7 @@ async function main() {
     durationMs: Date.now() - started,
   };
   if (args.history) writeFileSync(args.history, JSON.stringify(events, null, 1));
+  journal(summary, started, args.input);
   log(`  == ${summary.status}${summary.error ? ` (${summary.error})` : ''} after ${summary.transitions} state transitions in ${summary.durationMs} ms`);
   process.stdout.write(`${JSON.stringify(summary)}\n`);
   // Exit now: an aborted execution leaves the interpreter's task timeout

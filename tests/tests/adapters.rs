@@ -990,11 +990,12 @@ async fn both_password_stores_tell_when_the_current_password_was_set_without_rea
     ] {
         let before = pgflip_core::steps::now_ms() - 1000;
         stack.seed(&t).await;
-        let created = store
-            .current_created_ms(&t.green_secret)
+        let current = store
+            .current_version(&t.green_secret)
             .await
             .unwrap()
             .expect("a current version");
+        let created = current.created_ms.expect("a creation time");
         assert!(
             created >= before,
             "{}: {created} < {before}",
@@ -1015,16 +1016,22 @@ async fn both_password_stores_tell_when_the_current_password_was_set_without_rea
             )
             .await
             .unwrap();
+        // (moto answers the time of the call as a secret version's
+        // CreatedDate: the version id is what is compared.)
         assert_eq!(
-            store.current_created_ms(&t.green_secret).await.unwrap(),
-            Some(created)
+            store
+                .current_version(&t.green_secret)
+                .await
+                .unwrap()
+                .map(|v| v.version_id),
+            Some(current.version_id.clone())
         );
         // (moto 5.2.5 answers ListSecretVersionIds on a missing secret with
         // a 500, where AWS says ResourceNotFoundException, which the adapter
         // maps like every other call: only the SSM store is checked here.)
         if in_ssm(&t.green_secret) {
             let err = store
-                .current_created_ms("/pgflip-test/no-such-parameter")
+                .current_version("/pgflip-test/no-such-parameter")
                 .await
                 .unwrap_err();
             assert_eq!(err.name(), "SecretNotFound");

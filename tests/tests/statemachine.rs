@@ -17,6 +17,9 @@ mod consumers;
 // What report-outcome says after real executions (issue 16).
 #[path = "statemachine/report.rs"]
 mod report;
+// The pgflip command line against the local stack (issue 16).
+#[path = "statemachine/cli.rs"]
+mod cli;
 
 use pgflip_core::domain::AWSCURRENT;
 use pgflip_tests::{Execution, RunOptions, Snapshot, Stack, Target};

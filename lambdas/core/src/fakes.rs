@@ -272,8 +272,11 @@ impl SecretStore for FakeSecrets {
         Ok(())
     }
 
-    async fn current_created_ms(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
-        self.faults.take("current_created_ms")?;
+    async fn current_version(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<CurrentVersion>, RotationError> {
+        self.faults.take("current_version")?;
         let secrets = self.secrets.lock().unwrap();
         let versions = secrets
             .get(secret_id)
@@ -281,7 +284,10 @@ impl SecretStore for FakeSecrets {
         Ok(versions
             .iter()
             .find(|v| v.stages.iter().any(|s| s == AWSCURRENT))
-            .map(|v| v.created_ms))
+            .map(|v| CurrentVersion {
+                version_id: v.id.clone(),
+                created_ms: Some(v.created_ms),
+            }))
     }
 }
 

@@ -56,11 +56,24 @@ pub trait SecretStore: Send + Sync {
     async fn discard_pending(&self, secret_id: &str, version_id: &str)
         -> Result<(), RotationError>;
 
-    /// When the version carrying `AWSCURRENT` was created (milliseconds since
-    /// the epoch; `None` when no version carries it), read without any value:
+    /// The version carrying `AWSCURRENT` (`None` when none does): its id
+    /// and when it was created, read without any value:
     /// `secretsmanager:ListSecretVersionIds`, or the parameter's history
     /// without decryption. A missing secret is `SecretNotFound`.
-    async fn current_created_ms(&self, secret_id: &str) -> Result<Option<i64>, RotationError>;
+    async fn current_version(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<CurrentVersion>, RotationError>;
+}
+
+/// The `AWSCURRENT` version of a secret, without its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentVersion {
+    /// The version id (a parameter's version number).
+    pub version_id: String,
+    /// Milliseconds since the epoch. (moto 5.2.5 answers the time of the
+    /// call for a secret's version; AWS the version's creation.)
+    pub created_ms: Option<i64>,
 }
 
 /// What one login learns about the server it reached.
@@ -303,6 +316,38 @@ pub trait ExecutionHistory: Send + Sync {
     /// Every event of the execution, oldest first
     /// (`states:GetExecutionHistory`, paginated, with the states' outputs).
     async fn history(&self, execution_arn: &str) -> Result<Vec<HistoryEvent>, RotationError>;
+}
+
+/// One execution of the rotation state machine, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionRecord {
+    pub execution_arn: String,
+    pub name: String,
+    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `ABORTED`, …
+    pub status: String,
+    /// Milliseconds since the epoch.
+    pub start_ms: i64,
+    pub stop_ms: Option<i64>,
+    /// The input, a JSON string.
+    pub input: Option<String>,
+    /// The output (the plan and what followed), for one that succeeded.
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+/// The executions of a state machine, newest first (operators' view).
+#[async_trait]
+pub trait ExecutionRecords: Send + Sync {
+    /// At most `max` executions of `state_machine_arn`, newest first, each
+    /// described (`states:ListExecutions`, then `states:DescribeExecution`
+    /// per execution).
+    async fn recent(
+        &self,
+        state_machine_arn: &str,
+        max: usize,
+    ) -> Result<Vec<ExecutionRecord>, RotationError>;
 }
 
 /// Where people hear about an execution that needs them.

@@ -9,7 +9,7 @@ use super::aws::{classify, classify_or, error_code};
 use crate::domain::{DbSecret, SecretVersion, AWSCURRENT, AWSPENDING};
 use crate::errors::RotationError;
 use crate::password::Password;
-use crate::ports::SecretStore;
+use crate::ports::{CurrentVersion, SecretStore};
 
 pub struct SecretsManager {
     client: Client,
@@ -172,7 +172,10 @@ impl SecretStore for SecretsManager {
         Ok(())
     }
 
-    async fn current_created_ms(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+    async fn current_version(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<CurrentVersion>, RotationError> {
         let pages: Vec<_> = self
             .client
             .list_secret_version_ids()
@@ -186,11 +189,9 @@ impl SecretStore for SecretsManager {
                     missing(secret_id, c)
                 })
             })?;
-        let versions = pages
+        Ok(pages
             .into_iter()
-            .flat_map(|p| p.versions.unwrap_or_default());
-        Ok(versions
-            .into_iter()
+            .flat_map(|p| p.versions.unwrap_or_default())
             .find(|v| {
                 v.version_stages
                     .as_deref()
@@ -198,7 +199,9 @@ impl SecretStore for SecretsManager {
                     .iter()
                     .any(|s| s == AWSCURRENT)
             })
-            .and_then(|v| v.created_date)
-            .and_then(|d| d.to_millis().ok()))
+            .map(|v| CurrentVersion {
+                created_ms: v.created_date.and_then(|d| d.to_millis().ok()),
+                version_id: v.version_id.unwrap_or_default(),
+            }))
     }
 }

@@ -11,7 +11,9 @@ use aws_sdk_sfn::Client;
 
 use super::aws::classify;
 use crate::errors::RotationError;
-use crate::ports::{ExecutionHistory, Executions, HistoryEvent, RunningExecution};
+use crate::ports::{
+    ExecutionHistory, ExecutionRecord, ExecutionRecords, Executions, HistoryEvent, RunningExecution,
+};
 
 pub struct StepFunctions {
     client: Client,
@@ -87,6 +89,54 @@ impl ExecutionHistory for StepFunctions {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| classify("states:GetExecutionHistory", e))?;
             out.extend(page.events.into_iter().filter_map(event_of));
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ExecutionRecords for StepFunctions {
+    async fn recent(
+        &self,
+        state_machine_arn: &str,
+        max: usize,
+    ) -> Result<Vec<ExecutionRecord>, RotationError> {
+        let mut pages = self
+            .client
+            .list_executions()
+            .state_machine_arn(state_machine_arn)
+            .max_results(max.clamp(1, 1000) as i32)
+            .into_paginator()
+            .send();
+        let mut listed = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify("states:ListExecutions", e))?;
+            listed.extend(page.executions);
+            if listed.len() >= max {
+                break;
+            }
+        }
+        listed.truncate(max);
+        let mut out = Vec::with_capacity(listed.len());
+        for e in listed {
+            let d = self
+                .client
+                .describe_execution()
+                .execution_arn(&e.execution_arn)
+                .send()
+                .await
+                .map_err(|e| classify("states:DescribeExecution", e))?;
+            out.push(ExecutionRecord {
+                execution_arn: e.execution_arn,
+                name: e.name,
+                status: d.status.as_str().to_string(),
+                start_ms: d.start_date.to_millis().unwrap_or_default(),
+                stop_ms: d.stop_date.and_then(|t| t.to_millis().ok()),
+                input: d.input,
+                output: d.output,
+                error: d.error,
+                cause: d.cause,
+            });
         }
         Ok(out)
     }

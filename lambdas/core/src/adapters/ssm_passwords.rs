@@ -23,7 +23,7 @@ use super::aws::classify_or;
 use crate::domain::{DbSecret, SecretVersion, AWSCURRENT, AWSPENDING};
 use crate::errors::RotationError;
 use crate::password::Password;
-use crate::ports::SecretStore;
+use crate::ports::{CurrentVersion, SecretStore};
 
 pub const CURRENT_LABEL: &str = "pgflip-current";
 pub const PENDING_LABEL: &str = "pgflip-pending";
@@ -251,8 +251,14 @@ impl SecretStore for SsmPasswordStore {
         Ok(())
     }
 
-    async fn current_created_ms(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+    async fn current_version(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<CurrentVersion>, RotationError> {
         let history = self.history(secret_id).await?;
-        Ok(current_of(&history).and_then(|v| v.modified_ms))
+        Ok(current_of(&history).map(|v| CurrentVersion {
+            version_id: v.number.to_string(),
+            created_ms: v.modified_ms,
+        }))
     }
 }

@@ -349,7 +349,7 @@ fn target_name(config: &TargetConfig) -> String {
 }
 
 /// Each user's password age, from when its `AWSCURRENT` version was created
-/// (`SecretStore::current_created_ms`): `PasswordAgeDays` per user and per
+/// (`SecretStore::current_version`): `PasswordAgeDays` per user and per
 /// target (the oldest), and `DaysSinceLastRotation` (the newest password's
 /// age) per target and for the whole stack, which the staleness alarm
 /// watches.
@@ -366,7 +366,11 @@ pub async fn password_age_metrics(
         (&config.blue_user, &config.blue_secret_id),
         (&config.green_user, &config.green_secret_id),
     ] {
-        let Some(created) = secrets.current_created_ms(secret).await? else {
+        let Some(created) = secrets
+            .current_version(secret)
+            .await?
+            .and_then(|v| v.created_ms)
+        else {
             warn!(%secret, "no AWSCURRENT version: no password age to report");
             continue;
         };

@@ -1,0 +1,123 @@
+//! The `pgflip` command line (issue 16) against the local stack: rotate and
+//! follow, status (table and JSON), history, a dry run, a bad target, and
+//! no password in anything it prints.
+
+use super::*;
+
+/// Runs the built `pgflip` binary (scripts/test builds every binary of the
+/// workspace first) with the stack's environment: (exit code, stdout, stderr).
+fn pgflip(args: &[&str]) -> (i32, String, String) {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| pgflip_tests::repo_root().join("target"));
+    let bin = target_dir.join("debug/pgflip");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build -p pgflip-cli",
+        bin.display()
+    );
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run pgflip");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn the_command_line_rotates_follows_and_reports_without_a_password() {
+    let c = case().await;
+    let mut printed = String::new();
+
+    // A dry run changes nothing and says what a rotation would do.
+    let (code, out, err) = pgflip(&["rotate", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("would rotate green (then flip to it), redeploy web, worker"),
+        "{out}"
+    );
+    assert_eq!(c.after().await, c.before, "a dry run changed something");
+    printed += &(out + &err);
+
+    // Rotate, following the states live (on stderr).
+    let (code, out, err) = pgflip(&["rotate", "--follow"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("-> GenerateAndSetPassword") && err.contains("-> RolloutDone"),
+        "{err}"
+    );
+    assert!(out.contains("active user      blue -> green"), "{out}");
+    assert!(out.contains("(rotated, set "), "{out}");
+    assert!(out.contains("(unchanged)"), "{out}");
+    let name = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rotation"))
+        .map(|n| n.trim().to_string())
+        .expect("the rotation's name");
+    assert_eq!(c.assert_invariant().await, "green");
+    printed += &(out + &err);
+
+    // Status as JSON: the active user, both password ages, that execution,
+    // and the schedule (the template names it like the state machine).
+    let root = pgflip_tests::repo_root();
+    let made = std::process::Command::new(root.join(".local/venv/bin/python"))
+        .arg(root.join("tests/fixtures/schedule.py"))
+        .args(["pgflip-rotation", "rate(30 days)"])
+        .status()
+        .expect("run tests/fixtures/schedule.py");
+    assert!(made.success());
+    let (code, out, err) = pgflip(&["status", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let status: Value = serde_json::from_str(&out).expect("status --json is JSON");
+    let s = &status[0];
+    assert_eq!(s["target"], "default");
+    assert_eq!(s["activeUser"], "green");
+    assert_eq!(s["users"][1]["user"], "green");
+    assert_eq!(s["users"][1]["active"], true);
+    assert!(s["users"][0]["passwordAgeDays"].is_number(), "{s}");
+    assert_eq!(s["lastExecution"]["name"], name.as_str());
+    assert_eq!(s["lastExecution"]["outcome"], "Succeeded");
+    assert!(s["running"].is_null());
+    assert_eq!(s["schedule"]["expression"], "rate(30 days)");
+    assert_eq!(s["schedule"]["state"], "ENABLED");
+    let next = s["schedule"]["nextRun"].as_str().expect("a next run");
+    assert!(next > "2026" && next.ends_with('Z'), "{next}");
+    printed += &out;
+
+    // The table, and the history with the dry run and the rotation.
+    let (code, out, _) = pgflip(&["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("green*") && out.contains("Succeeded"), "{out}");
+    printed += &out;
+    let (code, out, err) = pgflip(&["history", "--json", "--limit", "2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["name"], name.as_str());
+    assert_eq!(rows[0]["outcome"], "Succeeded");
+    assert_eq!(rows[1]["outcome"], "DryRun");
+    printed += &out;
+
+    // A target that does not exist: a clear error, nothing started.
+    let (code, out, err) = pgflip(&["status", "--target", "no-such-target"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no-such-target") && out.is_empty(),
+        "{out}{err}"
+    );
+
+    for (key, stage) in [
+        ("blue", AWSCURRENT),
+        ("green", AWSCURRENT),
+        ("green", "AWSPREVIOUS"),
+    ] {
+        let password = c.stack.password_at(c.target.secret_of(key), stage).await;
+        assert!(
+            !printed.contains(password.expose()),
+            "{key}'s {stage} password printed"
+        );
+    }
+}
