@@ -33,7 +33,7 @@ impl Env for EnvMap {
 pub fn read_env_file(path: &Path) -> Result<EnvMap> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the environment file {}", path.display()))?;
-    if text.trim_start().starts_with('{') {
+    if text.trim_start().starts_with(['{', '[']) {
         let map: BTreeMap<String, Value> = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a JSON object of variables", path.display()))?;
         return Ok(EnvMap(
@@ -58,6 +58,12 @@ pub fn read_env_file(path: &Path) -> Result<EnvMap> {
             .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
             .unwrap_or(v);
         vars.insert(k.trim().to_string(), v.to_string());
+    }
+    if vars.is_empty() {
+        bail!(
+            "{} holds no KEY=VALUE line (nor a JSON object): it is not the Lambdas' environment",
+            path.display()
+        );
     }
     Ok(EnvMap(vars))
 }
@@ -108,9 +114,13 @@ impl Context {
             (None, None) => EnvMap(std::env::vars().collect()),
         };
         let default_target = TargetConfig::from_env(&env).map_err(|e| {
-            anyhow!(
-                "{e}: give the Lambdas' environment with --env-file (for example the output of `aws lambda get-function-configuration --function-name <select-user> --query Environment.Variables`)"
-            )
+            if env_file.is_none() && local.is_none() {
+                anyhow!(
+                    "{e}: this is neither the local stack (source $STACK_DIR/stack.env first) nor a described stack: give --stack NAME and the Lambdas' environment with --env-file (for example the output of `aws lambda get-function-configuration --function-name <select-user> --query Environment.Variables`)"
+                )
+            } else {
+                anyhow!("{e} (in the Lambdas' environment this command read)")
+            }
         })?;
         let targets = Targets::from_env(&env);
         let stack = match (stack, &local) {
@@ -145,15 +155,25 @@ impl Context {
             return Ok(self.default_target.clone());
         };
         let Some(document) = &self.targets.parameter_name else {
-            bail!("there is no targets document (TARGETS_PARAMETER), so the only target is {DEFAULT_TARGET:?}, not {name:?}");
+            bail!("no target named {name:?}: there is no targets document (TARGETS_PARAMETER), so the only target is {DEFAULT_TARGET:?}");
         };
-        let raw = self.parameters.get(document).await?;
-        Ok(TargetConfig::from_document(
-            document,
-            &raw.value,
-            name,
-            &self.default_target,
-        )?)
+        let raw = match self.parameters.get(document).await {
+            Ok(raw) => raw,
+            Err(pgflip_core::errors::RotationError::ParameterNotFound(_)) => bail!(
+                "no target named {name:?}: the targets document {document} does not exist, so the only target is {DEFAULT_TARGET:?}"
+            ),
+            Err(e) => return Err(e.into()),
+        };
+        TargetConfig::from_document(document, &raw.value, name, &self.default_target).map_err(|e| {
+            match e {
+                pgflip_core::errors::RotationError::InvalidInput(m) => anyhow!(
+                    "no target named {name:?}: {}",
+                    m.split_once(", which ")
+                        .map_or(m.as_str(), |(_, rest)| rest)
+                ),
+                other => other.into(),
+            }
+        })
     }
 
     /// Every target: the environment's and each of the targets document,
@@ -161,9 +181,22 @@ impl Context {
     pub async fn all_targets(&self) -> Result<Vec<(String, Result<TargetConfig, String>)>> {
         let mut out = vec![(DEFAULT_TARGET.to_string(), Ok(self.default_target.clone()))];
         if let Some(document) = &self.targets.parameter_name {
-            let raw = self.parameters.get(document).await?;
-            let names: BTreeMap<String, Value> = serde_json::from_str(&raw.value)
-                .with_context(|| format!("the targets document {document} is not a JSON object"))?;
+            // No document yet: the environment's target is all there is.
+            let raw = match self.parameters.get(document).await {
+                Ok(raw) => raw,
+                Err(pgflip_core::errors::RotationError::ParameterNotFound(_)) => return Ok(out),
+                Err(e) => return Err(e.into()),
+            };
+            let names: BTreeMap<String, Value> = match serde_json::from_str(&raw.value) {
+                Ok(names) => names,
+                Err(e) => {
+                    out.push((
+                        format!("(targets document {document})"),
+                        Err(format!("not a JSON object of targets: {e}")),
+                    ));
+                    return Ok(out);
+                }
+            };
             for name in names.keys() {
                 let config =
                     TargetConfig::from_document(document, &raw.value, name, &self.default_target)

@@ -41,7 +41,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Per target: the active user, each user's password age, the last
-    /// execution, a running one, the schedule's next run.
+    /// execution, a running one, the schedule's next run. Exit status 1 when
+    /// a target could not be read (its row says why).
     Status {
         /// One target of the targets document (default: the environment's).
         #[arg(long, conflicts_with = "all")]
@@ -56,13 +57,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Start a rotation (or a dry run) and print what changed.
+    /// Start a rotation (or a dry run) and print what changed. Exit status:
+    /// 0 succeeded (or still running), 3 the execution failed, 1 an error
+    /// of this command, 2 a usage error.
     Rotate {
         #[arg(long)]
         target: Option<String>,
         /// Preflight only: change nothing, say what would happen.
         #[arg(long)]
         dry_run: bool,
+        /// Redeploy these services (comma-separated) instead of the
+        /// target's, or `auto`: every consumer found in the cluster.
+        #[arg(long, value_delimiter = ',')]
+        services: Option<Vec<String>>,
+        /// A consumer service missing from the services: stop (`error`, the
+        /// default) or only warn (a deliberate partial run).
+        #[arg(long, value_parser = ["error", "warn"])]
+        unlisted_consumers: Option<String>,
+        /// Kept in the execution's plan and history.
+        #[arg(long)]
+        reason: Option<String>,
         /// Show each state as it is entered, and wait for the end.
         #[arg(long)]
         follow: bool,
@@ -101,17 +115,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 println!("{}", status::table(&statuses));
             }
-            Ok(ExitCode::SUCCESS)
+            // A target that could not be read is an error for scripts too.
+            Ok(if statuses.iter().any(|s| s.error.is_some()) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Rotate {
             target,
             dry_run,
+            services,
+            unlisted_consumers,
+            reason,
             follow,
             json,
         } => {
             let t = ctx.target(target.as_deref()).await?;
             let before = rotate::snapshot(&ctx, &t).await?;
-            let record = rotate::start(&ctx, &t, dry_run, follow || ctx.local.is_some()).await?;
+            let options = rotate::Options {
+                dry_run,
+                services,
+                unlisted_consumers,
+                reason,
+            };
+            let record = rotate::start(&ctx, &t, &options, follow || ctx.local.is_some()).await?;
             let after = rotate::snapshot(&ctx, &t).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&record)?);
@@ -129,7 +157,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(match record.status.as_str() {
                 "SUCCEEDED" | "RUNNING" => ExitCode::SUCCESS,
-                _ => ExitCode::from(2),
+                _ => ExitCode::from(3),
             })
         }
         Command::History {

@@ -13,14 +13,33 @@ use serde_json::{json, Value};
 
 use crate::context::{name_of, Context};
 
+/// What an execution is asked to do, besides its target.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub dry_run: bool,
+    /// `services`: names, or `auto` (`None`: the target's).
+    pub services: Option<Vec<String>>,
+    /// `unlistedConsumers`: `error` or `warn`.
+    pub unlisted_consumers: Option<String>,
+    pub reason: Option<String>,
+}
+
 /// The input of an execution for `target`.
-fn input(t: &TargetConfig, dry_run: bool) -> Value {
-    let mut i = json!({"reason": "pgflip rotate"});
+fn input(t: &TargetConfig, o: &Options) -> Value {
+    let mut i = json!({"reason": o.reason.as_deref().unwrap_or("pgflip rotate")});
     if let Some(name) = &t.name {
         i["target"] = json!(name);
     }
-    if dry_run {
+    if o.dry_run {
         i["dryRun"] = json!(true);
+    }
+    match o.services.as_deref() {
+        Some([one]) if one == "auto" => i["services"] = json!("auto"),
+        Some(list) => i["services"] = json!(list),
+        None => {}
+    }
+    if let Some(u) = &o.unlisted_consumers {
+        i["unlistedConsumers"] = json!(u);
     }
     i
 }
@@ -32,10 +51,10 @@ fn input(t: &TargetConfig, dry_run: bool) -> Value {
 pub async fn start(
     ctx: &Context,
     t: &TargetConfig,
-    dry_run: bool,
+    options: &Options,
     follow: bool,
 ) -> Result<ExecutionRecord> {
-    let input = input(t, dry_run);
+    let input = input(t, options);
     match &ctx.local {
         Some(local) => {
             let dir = local.repo.join("scripts/sfn");
@@ -73,12 +92,16 @@ pub async fn start(
                 );
             };
             let text = |k: &str| summary[k].as_str().map(str::to_string);
+            // The execution's own duration (as `history` shows it), not the
+            // runner's start-up around it.
+            let stop = pgflip_core::steps::now_ms();
+            let start = summary["durationMs"].as_i64().map_or(started, |d| stop - d);
             Ok(ExecutionRecord {
                 execution_arn: text("executionArn").unwrap_or_default(),
                 name: text("name").unwrap_or_default(),
                 status: text("status").unwrap_or_default(),
-                start_ms: started,
-                stop_ms: Some(pgflip_core::steps::now_ms()),
+                start_ms: start,
+                stop_ms: Some(stop),
                 input: Some(input.to_string()),
                 output: (!summary["output"].is_null()).then(|| summary["output"].to_string()),
                 error: text("error"),

@@ -98,11 +98,43 @@ impl TargetStatus {
     }
 }
 
+/// AWS numbers the days of the week 1 (Sunday) to 7, cron 0 to 6: each
+/// number of the field one less (a `#n` occurrence stays as it is).
+fn aws_day_of_week(field: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut number = String::new();
+    let mut after_hash = false;
+    for c in field.chars().chain(std::iter::once('\0')) {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        if !number.is_empty() {
+            let n: u32 = number.parse().ok()?;
+            let n = if after_hash { n } else { n.checked_sub(1)? };
+            out.push_str(&n.to_string());
+            number.clear();
+        }
+        after_hash = c == '#';
+        if c != '\0' {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
 /// The next run of an EventBridge Scheduler expression after `now_ms`:
-/// `rate(N unit)` counted from the schedule's creation, `cron(…)` with its
-/// six fields (minutes … year) evaluated in UTC. `None` for `at(…)` or an
-/// expression it cannot read.
-pub fn next_run(expression: &str, created_ms: Option<i64>, now_ms: i64) -> Option<i64> {
+/// `rate(N unit)` counted from the schedule's start, `cron(…)` with its six
+/// fields (minutes, hours, day of month, month, day of week with 1 =
+/// Sunday, year) when its time zone is UTC. `None` for `at(…)`, a cron in
+/// another time zone, a year other than the next run's, or an expression it
+/// cannot read.
+pub fn next_run(
+    expression: &str,
+    timezone: Option<&str>,
+    created_ms: Option<i64>,
+    now_ms: i64,
+) -> Option<i64> {
     if let Some(rate) = expression
         .strip_prefix("rate(")
         .and_then(|r| r.strip_suffix(')'))
@@ -121,22 +153,30 @@ pub fn next_run(expression: &str, created_ms: Option<i64>, now_ms: i64) -> Optio
         return Some(start + k * every);
     }
     let cron = expression.strip_prefix("cron(")?.strip_suffix(')')?;
+    if timezone.is_some_and(|tz| !tz.is_empty() && tz != "UTC" && tz != "Etc/UTC") {
+        return None;
+    }
     let fields: Vec<&str> = cron.split_whitespace().collect();
     if fields.len() != 6 {
         return None;
     }
-    // AWS: minutes hours day-of-month month day-of-week year; `?` = any.
-    let five = fields[..5]
+    let dow = aws_day_of_week(fields[4])?;
+    let five = [fields[0], fields[1], fields[2], fields[3], dow.as_str()]
         .iter()
         .map(|f| if *f == "?" { "*" } else { f })
         .collect::<Vec<_>>()
         .join(" ");
     let pattern = croner::Cron::new(&five).parse().ok()?;
     let from = chrono_like(now_ms)?;
-    pattern
-        .find_next_occurrence(&from, false)
-        .ok()
-        .map(|t| t.timestamp_millis())
+    let next = pattern.find_next_occurrence(&from, false).ok()?;
+    if fields[5] != "*" {
+        use chrono::Datelike;
+        let year = next.year().to_string();
+        if !fields[5].split(',').any(|y| y == year) {
+            return None;
+        }
+    }
+    Some(next.timestamp_millis())
 }
 
 fn chrono_like(ms: i64) -> Option<croner_time::DateTime<croner_time::Utc>> {
@@ -164,9 +204,23 @@ async fn schedule(ctx: &Context, last_start: Option<i64>) -> Option<ScheduleStat
         .or(s.creation_date)
         .and_then(|d| d.to_millis().ok())
         .or(last_start);
+    let timezone = s.schedule_expression_timezone.clone();
     let next = (state == "ENABLED")
-        .then(|| next_run(&expression, created, pgflip_core::steps::now_ms()))
+        .then(|| {
+            next_run(
+                &expression,
+                timezone.as_deref(),
+                created,
+                pgflip_core::steps::now_ms(),
+            )
+        })
         .flatten();
+    // A cron in another time zone: shown with it (its next run is not
+    // computed here).
+    let expression = match timezone.as_deref() {
+        Some(tz) if !tz.is_empty() && tz != "UTC" => format!("{expression} {tz}"),
+        _ => expression,
+    };
     Some(ScheduleStatus {
         name,
         expression,
@@ -194,6 +248,9 @@ pub fn dry_run_verdict(r: &ExecutionRecord) -> String {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let s = |k: &str| plan[k].as_str().unwrap_or("?").to_string();
+    if let Some(in_use) = plan["inUse"].as_str() {
+        return format!("would wait (InactiveUserInUse): {in_use}");
+    }
     match plan["mode"].as_str() {
         Some("rotate") => format!(
             "would rotate {} (then flip to it), redeploy {}",
@@ -244,7 +301,17 @@ async fn one(
     let mine: Vec<&ExecutionRecord> = executions.iter().filter(|e| target_of(e) == name).collect();
     let dry_run = if dry_run {
         Some(dry_run_verdict(
-            &crate::rotate::start(ctx, t, true, false).await?,
+            &crate::rotate::start(
+                ctx,
+                t,
+                &crate::rotate::Options {
+                    dry_run: true,
+                    reason: Some("pgflip status --dry-run".into()),
+                    ..Default::default()
+                },
+                false,
+            )
+            .await?,
         ))
     } else {
         None
@@ -341,12 +408,11 @@ pub fn table(statuses: &[TargetStatus]) -> String {
                 None => format!("{} ({})", sc.expression, sc.state.to_lowercase()),
             },
         );
-        if let Some(error) = &s.error {
-            let short: String = error.chars().take(80).collect();
+        if s.error.is_some() {
             t.add_row(vec![
                 s.target.clone(),
                 "?".into(),
-                short,
+                "(cannot read: see below)".into(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -363,6 +429,11 @@ pub fn table(statuses: &[TargetStatus]) -> String {
         ]);
     }
     let mut out = t.to_string();
+    for s in statuses {
+        if let Some(error) = &s.error {
+            out.push_str(&format!("\n{}: {error}", s.target));
+        }
+    }
     for s in statuses.iter().filter(|s| s.dry_run.is_some()) {
         out.push_str(&format!(
             "\n{}: {}",
@@ -381,26 +452,43 @@ mod tests {
 
     #[test]
     fn rate_schedules_count_from_their_start_and_cron_ones_run_in_utc() {
-        let start = 1_700_000_000_000; // 2023-11-14T22:13:20Z
+        let start = 1_700_000_000_000; // 2023-11-14T22:13:20Z, a Tuesday
+        let utc = Some("UTC");
         assert_eq!(
-            next_run("rate(1 hour)", Some(start), start + 90 * 60_000),
+            next_run("rate(1 hour)", utc, Some(start), start + 90 * 60_000),
             Some(start + 2 * HOUR)
         );
         assert_eq!(
-            next_run("rate(30 days)", Some(start), start),
+            next_run("rate(30 days)", Some("Europe/Paris"), Some(start), start),
             Some(start + 30 * 24 * HOUR)
         );
         assert_eq!(
-            next_run("rate(5 minutes)", Some(start), start - HOUR),
+            next_run("rate(5 minutes)", utc, Some(start), start - HOUR),
             Some(start + 300_000)
         );
-        assert_eq!(next_run("rate(1 fortnight)", Some(start), start), None);
-        assert_eq!(next_run("rate(2 days)", None, start), None);
-        // 03:00 UTC on Mondays; 2023-11-14 is a Tuesday: next is the 20th.
-        let next = next_run("cron(0 3 ? * MON *)", None, start).unwrap();
-        assert_eq!(when(Some(next)), "2023-11-20T03:00:00Z");
-        assert_eq!(next_run("at(2030-01-01T00:00:00)", None, start), None);
-        assert_eq!(next_run("cron(bad)", None, start), None);
+        assert_eq!(next_run("rate(1 fortnight)", utc, Some(start), start), None);
+        assert_eq!(next_run("rate(2 days)", utc, None, start), None);
+        // 03:00 UTC on Mondays: the 20th, whether Monday is spelt MON or 2
+        // (AWS counts Sunday as 1), and in a year given explicitly.
+        for monday in [
+            "cron(0 3 ? * MON *)",
+            "cron(0 3 ? * 2 *)",
+            "cron(0 3 ? * 2-2 2023)",
+        ] {
+            let next = next_run(monday, utc, None, start).unwrap();
+            assert_eq!(when(Some(next)), "2023-11-20T03:00:00Z", "{monday}");
+        }
+        let sunday = next_run("cron(0 3 ? * 1 *)", None, None, start).unwrap();
+        assert_eq!(when(Some(sunday)), "2023-11-19T03:00:00Z");
+        assert_eq!(aws_day_of_week("6#3").as_deref(), Some("5#3"));
+        // A year that has passed, another time zone, at(), nonsense: unknown.
+        assert_eq!(next_run("cron(0 3 1 * ? 2020)", utc, None, start), None);
+        assert_eq!(
+            next_run("cron(0 3 ? * 2 *)", Some("America/New_York"), None, start),
+            None
+        );
+        assert_eq!(next_run("at(2030-01-01T00:00:00)", utc, None, start), None);
+        assert_eq!(next_run("cron(bad)", utc, None, start), None);
     }
 
     fn record(status: &str, output: Option<serde_json::Value>) -> ExecutionRecord {
@@ -423,6 +511,11 @@ mod tests {
         assert_eq!(
             dry_run_verdict(&record("SUCCEEDED", Some(plan))),
             "would rotate green (then flip to it), redeploy web, worker"
+        );
+        let busy = serde_json::json!({"mode": "rotate", "targetUser": "green", "inUse": "green is still in use: 1 live session(s) on db:5432/app (old tasks still draining)"});
+        assert_eq!(
+            dry_run_verdict(&record("SUCCEEDED", Some(busy))),
+            "would wait (InactiveUserInUse): green is still in use: 1 live session(s) on db:5432/app (old tasks still draining)"
         );
         assert_eq!(
             dry_run_verdict(&record("FAILED", None)),

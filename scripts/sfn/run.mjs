@@ -341,6 +341,19 @@ async function main() {
   const registered = await register(definitionText, args.name, args.input);
   const executionArn = registered ?? `arn:aws:states:${REGION}:${ACCOUNT}:execution:${MACHINE}:${args.name}`;
   const started = Date.now();
+  // Interrupted (Ctrl-C, a kill): the execution dies with this process, so
+  // it is recorded as aborted, not left RUNNING where the concurrency guard
+  // would see it for good. A redrive or the next run resumes its work.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.once(signal, () => {
+      journal(
+        { name: args.name, executionArn, status: 'ABORTED', error: 'Interrupted', cause: `the local runner got ${signal}` },
+        started,
+        args.input,
+      );
+      unregister(registered).finally(() => process.exit(130));
+    });
+  }
   const execution = machine.run(input, {
     noThrowOnAbort: true,
     overrides,

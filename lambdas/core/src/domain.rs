@@ -283,6 +283,17 @@ pub fn names_resource(value: &str, id: &str) -> bool {
         };
         vec![name.trim_start_matches('/')]
     }
+    // Two ARNs must also agree on partition, service, region and account.
+    fn scope(raw: &str) -> Option<Vec<&str>> {
+        let raw = raw.trim();
+        raw.starts_with("arn:")
+            .then(|| raw.split(':').skip(1).take(4).collect())
+    }
+    if let (Some(x), Some(y)) = (scope(value), scope(id)) {
+        if x != y {
+            return false;
+        }
+    }
     let (a, b) = (candidates(value), candidates(id));
     a.iter().any(|x| !x.is_empty() && b.contains(x))
 }
@@ -535,6 +546,11 @@ pub struct Plan {
     /// Readers the new password must log in on before the flip.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readers: Vec<ReaderEndpoint>,
+    /// A dry run only: what still uses the inactive user (live sessions,
+    /// consumers), which would make a real rotation wait
+    /// (`InactiveUserInUse`). A dry run reports it at once instead of waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_use: Option<String>,
 }
 
 /// Output of `generate-and-set-password`.
@@ -718,6 +734,10 @@ mod tests {
                 "arn:aws:ssm:eu-west-1:123456789012:parameter/pgflip/active-user",
                 true,
             ),
+            // Another account's or region's secret of the same name.
+            (arn.replace("123456789012", "999999999999"), arn, false),
+            (arn.replace("eu-west-1", "us-west-2"), arn, false),
+            (arn.replace("eu-west-1", "us-west-2"), "pgflip/blue", true),
             // An empty or unrelated value names nothing.
             ("".into(), "", false),
             ("postgres://app@db/app".into(), "pgflip/blue", false),

@@ -555,6 +555,9 @@ pub struct FakeDeployments {
     pub tasks: Mutex<HashMap<String, Vec<StandaloneTask>>>,
     /// task definition → what it reads (`valueFrom`s and environment values).
     pub references: Mutex<HashMap<String, Vec<String>>>,
+    /// Services `services` still lists that `describe` no longer finds
+    /// (deleted meanwhile; moto keeps listing deleted ones).
+    pub gone: Mutex<Vec<String>>,
     pub faults: Faults,
     counter: Mutex<u32>,
 }
@@ -708,6 +711,7 @@ impl Workloads for FakeDeployments {
             .ok_or_else(|| RotationError::ServiceNotFound(cluster.into()))?
             .keys()
             .cloned()
+            .chain(self.gone.lock().unwrap().iter().cloned())
             .collect();
         names.sort();
         Ok(names)

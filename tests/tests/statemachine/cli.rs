@@ -101,11 +101,18 @@ async fn the_command_line_rotates_follows_and_reports_without_a_password() {
     assert_eq!(rows[1]["outcome"], "DryRun");
     printed += &out;
 
+    // Input the command line passes on: services auto on a target whose
+    // services take no credentials is refused; a failed execution exits 3.
+    let (code, out, err) = pgflip(&["rotate", "--dry-run", "--services", "auto"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("error            ConfigurationError"), "{out}");
+    printed += &(out + &err);
+
     // A target that does not exist: a clear error, nothing started.
     let (code, out, err) = pgflip(&["status", "--target", "no-such-target"]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 1);
     assert!(
-        err.contains("no-such-target") && out.is_empty(),
+        err.contains("no target named \"no-such-target\"") && out.is_empty(),
         "{out}{err}"
     );
 

@@ -52,6 +52,9 @@ pub struct Consumer {
     pub follows_pointer: bool,
     /// The users (keys) whose secret it names, in the order blue, green.
     pub users: Vec<String>,
+    /// The values of its task definitions that named them (ARNs or names:
+    /// never a secret's value), for the messages.
+    pub references: Vec<String>,
 }
 
 impl Consumer {
@@ -88,10 +91,28 @@ pub async fn discover(
 ) -> Result<Vec<Consumer>, RotationError> {
     let cluster = &config.cluster;
     let names = workloads.services(cluster).await?;
-    let services = if names.is_empty() {
-        Vec::new()
-    } else {
-        deployments.describe(cluster, &names).await?
+    let services = match deployments.describe(cluster, &names).await {
+        _ if names.is_empty() => Vec::new(),
+        Ok(services) => services,
+        // One was deleted since it was listed (moto keeps listing deleted
+        // services): describe them one by one and leave out the gone ones.
+        Err(RotationError::ServiceNotFound(_)) => {
+            let mut found = Vec::new();
+            for name in &names {
+                match deployments
+                    .describe(cluster, std::slice::from_ref(name))
+                    .await
+                {
+                    Ok(mut one) => found.append(&mut one),
+                    Err(RotationError::ServiceNotFound(_)) => {
+                        info!(cluster = %cluster, service = %name, "listed but gone (deleted): not a consumer")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            found
+        }
+        Err(e) => return Err(e),
     };
     let tasks = workloads.standalone_tasks(cluster).await?;
 
@@ -131,6 +152,21 @@ pub async fn discover(
             .flatten()
             .collect();
         let names_any = |id: &str| values.iter().any(|v| names_resource(v, id));
+        let mut references: Vec<String> = values
+            .iter()
+            .filter(|v| {
+                [
+                    &config.parameter_name,
+                    &config.blue_secret_id,
+                    &config.green_secret_id,
+                ]
+                .iter()
+                .any(|id| names_resource(v, id))
+            })
+            .map(|v| v.to_string())
+            .collect();
+        references.sort();
+        references.dedup();
         let pointer = names_any(&config.parameter_name);
         let users: Vec<String> = [
             (&config.blue_user, &config.blue_secret_id),
@@ -147,6 +183,7 @@ pub async fn discover(
             workload,
             follows_pointer: pointer || users.len() == 2,
             users,
+            references,
         });
     }
     info!(
@@ -191,18 +228,20 @@ pub fn services_to_redeploy(
         Services::Auto => return Ok(found.iter().map(|s| s.to_string()).collect()),
         Services::Listed(listed) => listed,
     };
-    let missing: Vec<&str> = found
-        .into_iter()
-        .filter(|name| {
+    let missing: Vec<String> = consumers
+        .iter()
+        .filter_map(|c| c.redeployable().map(|name| (name, c)))
+        .filter(|(name, _)| {
             !listed
                 .iter()
                 .any(|l| l == name || l.rsplit('/').next() == Some(name))
         })
+        .map(|(name, c)| format!("{name} (takes {})", c.references.join(", ")))
         .collect();
     if !missing.is_empty() {
         let what = format!(
-            "service(s) {} of cluster {} take the target's credentials but are not among the services to redeploy ({}): they would keep the old user after the flip and break at the next rotation; add them, or set services to auto",
-            missing.join(", "),
+            "service(s) {} of cluster {} take the target's credentials but are not among the services to redeploy ({}): they would keep the old user after the flip and break at the next rotation; add them, set services to auto, or (one partial run) unlistedConsumers: warn",
+            missing.join("; "),
             config.cluster,
             listed.join(", ")
         );

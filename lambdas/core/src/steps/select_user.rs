@@ -250,6 +250,7 @@ pub async fn select_user(
     let previous_secret_id = config.secret_of(&previous).ok_or_else(invalid)?;
     let target_secret_id = config.secret_of(&target).ok_or_else(invalid)?;
 
+    let mut dry_in_use = None;
     match mode {
         Mode::Rotate | Mode::Flip => {
             // Each secret on its own first (the inactive user logs in, on a
@@ -273,7 +274,7 @@ pub async fn select_user(
             if let Some(proxy) = &config.proxy_name {
                 proxy_knows_both(proxies, proxy, [previous_secret_id, target_secret_id]).await?;
             }
-            preflight(
+            let checked = preflight(
                 database,
                 &Checks {
                     active: &previous_secret.secret,
@@ -284,17 +285,30 @@ pub async fn select_user(
                     now_ms: now,
                 },
             )
-            .await?;
+            .await;
             // Like a live session, a consumer whose tasks may still hold the
             // inactive user stops its rotation (a flip, whose password is
             // already set, goes on).
-            if mode == Mode::Rotate {
-                if let Some(by) =
+            let consumer_use = (mode == Mode::Rotate)
+                .then(|| {
                     inactive_user_in_use(&consumers, &target, &previous, pointer.last_modified_ms)
-                {
-                    warn!(user = %target, %by, "consumers may still hold the inactive user");
+                })
+                .flatten();
+            let in_use = match (checked, consumer_use) {
+                (Err(RotationError::InactiveUserInUse { by, .. }), consumers) => {
+                    Some(consumers.map_or(by.clone(), |c| format!("{by}; {c}")))
+                }
+                (Err(other), _) => return Err(other),
+                (Ok(()), consumers) => consumers,
+            };
+            if let Some(by) = in_use {
+                warn!(user = %target, %by, "the inactive user is still in use");
+                // A dry run says so at once; a rotation waits (the state
+                // machine retries this error while old tasks drain).
+                if !input.dry_run {
                     return Err(RotationError::InactiveUserInUse { user: target, by });
                 }
+                dry_in_use = Some(format!("{target} is still in use: {by}"));
             }
         }
         Mode::Redeploy | Mode::Wait => {
@@ -367,6 +381,7 @@ pub async fn select_user(
             resumed: true,
         }),
         readers: config.readers.clone(),
+        in_use: dry_in_use,
     };
     info!(
         previous_user = %plan.previous_user,

@@ -2599,3 +2599,41 @@ mod report {
         );
     }
 }
+
+#[tokio::test]
+async fn a_dry_run_reports_what_still_uses_the_inactive_user_at_once() {
+    // Sessions and a standalone task: a rotation waits (retried error), a
+    // dry run says so in its plan and does not wait.
+    let w = world();
+    w.user("green").get_mut("green").unwrap().live_sessions = 2;
+    w.deployments
+        .run_task("app", "nightly", Some(now_ms() - DAY_MS), &[PARAM_ARN]);
+    assert_eq!(
+        w.select(json!({})).await.unwrap_err().name(),
+        "InactiveUserInUse"
+    );
+    let plan = w.select(json!({"dryRun": true})).await.unwrap();
+    let in_use = plan.in_use.expect("what uses green");
+    assert!(
+        in_use.starts_with("green is still in use: 2 live session(s)")
+            && in_use.contains("task/app/nightly"),
+        "{in_use}"
+    );
+    w.assert_untouched();
+    // Nothing in use: nothing said.
+    let w = world();
+    assert_eq!(
+        w.select(json!({"dryRun": true})).await.unwrap().in_use,
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_service_deleted_after_it_was_listed_is_no_consumer_and_no_error() {
+    let mut w = world();
+    w.config.services = Services::Auto;
+    w.deployments.reads("app", "web", &[PARAM_ARN]);
+    w.deployments.gone.lock().unwrap().push("reports".into());
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.services, vec!["web"]);
+}
