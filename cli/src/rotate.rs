@@ -86,6 +86,9 @@ pub async fn start(
                 .last()
                 .and_then(|l| serde_json::from_str::<Value>(l).ok())
             else {
+                if out.status.code() == Some(130) {
+                    bail!("interrupted: the local execution was recorded as aborted; the next rotation (or a redrive) resumes its work");
+                }
                 bail!(
                     "the local runner printed no summary (exit status {})",
                     out.status
