@@ -481,17 +481,23 @@ impl Stack {
                 // would, so the target starts consistent (no unfinished flip).
                 self.redeploy(t, service).await;
             } else {
-                self.ecs
-                    .create_service()
-                    .cluster(&t.cluster)
-                    .service_name(service)
-                    .task_definition(&family)
-                    .desired_count(2)
-                    .send()
-                    .await
-                    .expect("create service");
+                self.create_service(t, service, &family).await;
             }
         }
+    }
+
+    /// Creates `service` in `t`'s cluster, running `family` with 2 tasks
+    /// (which moto reports as a COMPLETED rollout).
+    async fn create_service(&self, t: &Target, service: &str, family: &str) {
+        self.ecs
+            .create_service()
+            .cluster(&t.cluster)
+            .service_name(service)
+            .task_definition(family)
+            .desired_count(2)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create service {service}: {e}"));
     }
 
     /// Forces a new deployment of one of the target's services, as an
@@ -524,15 +530,7 @@ impl Stack {
             .force(true)
             .send()
             .await;
-        self.ecs
-            .create_service()
-            .cluster(&t.cluster)
-            .service_name(service)
-            .task_definition(&family)
-            .desired_count(2)
-            .send()
-            .await
-            .expect("create the consumer service");
+        self.create_service(t, service, &family).await;
     }
 
     /// Registers the task definition family `<cluster>-<name>` that takes

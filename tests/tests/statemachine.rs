@@ -64,6 +64,18 @@ fn run_quick(stack: &Stack, input: Value, mut scenario: Value, options: RunOptio
     execution
 }
 
+/// The leak search over `text`: none of these (user, stage) passwords of
+/// the case's target appears in it.
+async fn assert_no_password_in(c: &Case, text: &str, stages: &[(&str, &str)]) {
+    for (key, stage) in stages {
+        let password = c.stack.password_at(c.target.secret_of(key), stage).await;
+        assert!(
+            !text.contains(password.expose()),
+            "{key}'s {stage} password leaked"
+        );
+    }
+}
+
 impl Case {
     fn run(&self, input: Value, scenario: Value) -> Execution {
         run_quick(&self.stack, input, scenario, RunOptions::default())

@@ -91,28 +91,31 @@ pub async fn discover(
 ) -> Result<Vec<Consumer>, RotationError> {
     let cluster = &config.cluster;
     let names = workloads.services(cluster).await?;
-    let services = match deployments.describe(cluster, &names).await {
-        _ if names.is_empty() => Vec::new(),
-        Ok(services) => services,
-        // One was deleted since it was listed (moto keeps listing deleted
-        // services): describe them one by one and leave out the gone ones.
-        Err(RotationError::ServiceNotFound(_)) => {
-            let mut found = Vec::new();
-            for name in &names {
-                match deployments
-                    .describe(cluster, std::slice::from_ref(name))
-                    .await
-                {
-                    Ok(mut one) => found.append(&mut one),
-                    Err(RotationError::ServiceNotFound(_)) => {
-                        info!(cluster = %cluster, service = %name, "listed but gone (deleted): not a consumer")
+    let services = if names.is_empty() {
+        Vec::new()
+    } else {
+        match deployments.describe(cluster, &names).await {
+            Ok(services) => services,
+            // One was deleted since it was listed (moto keeps listing deleted
+            // services): describe them one by one and leave out the gone ones.
+            Err(RotationError::ServiceNotFound(_)) => {
+                let mut found = Vec::new();
+                for name in &names {
+                    match deployments
+                        .describe(cluster, std::slice::from_ref(name))
+                        .await
+                    {
+                        Ok(mut one) => found.append(&mut one),
+                        Err(RotationError::ServiceNotFound(_)) => {
+                            info!(cluster = %cluster, service = %name, "listed but gone (deleted): not a consumer")
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
                 }
+                found
             }
-            found
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
     };
     let tasks = workloads.standalone_tasks(cluster).await?;
 
