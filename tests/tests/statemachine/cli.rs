@@ -7,6 +7,11 @@ use super::*;
 /// Runs the built `pgflip` binary (scripts/test builds every binary of the
 /// workspace first) with the stack's environment: (exit code, stdout, stderr).
 fn pgflip(args: &[&str]) -> (i32, String, String) {
+    pgflip_with(args, &[])
+}
+
+/// The same, without the environment variables named in `unset`.
+fn pgflip_with(args: &[&str], unset: &[&str]) -> (i32, String, String) {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| pgflip_tests::repo_root().join("target"));
@@ -16,11 +21,12 @@ fn pgflip(args: &[&str]) -> (i32, String, String) {
         "{} is missing: cargo build -p pgflip-cli",
         bin.display()
     );
-    let out = std::process::Command::new(&bin)
-        .args(args)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run pgflip");
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(args).current_dir(std::env::temp_dir());
+    for var in unset {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("run pgflip");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -122,4 +128,62 @@ async fn the_command_line_rotates_follows_and_reports_without_a_password() {
         ("green", "AWSPREVIOUS"),
     ];
     assert_no_password_in(&c, &printed, &rotated).await;
+}
+
+/// The AWS path (no local stack in the environment: `--stack` and
+/// `--env-file`), against moto's Step Functions, which records executions
+/// but does not run them: `rotate` starts one and reports it running,
+/// `history` and `status` list it through ListExecutions and
+/// DescribeExecution. The execution is stopped at the end, or the
+/// concurrency guard would see it in the tests after this one.
+#[tokio::test]
+async fn the_command_line_starts_and_lists_executions_on_aws() {
+    let c = case().await;
+    let env_file = format!(
+        "{}/lambda.env",
+        std::env::var("PGFLIP_STACK_DIR").expect("PGFLIP_STACK_DIR")
+    );
+    let aws = ["--stack", "pgflip", "--env-file", env_file.as_str()];
+    let local = ["PGFLIP_STACK_DIR", "PGFLIP_LAMBDA_ENDPOINT"];
+    // The state machine exists once a local run registered it.
+    let (code, out, err) = pgflip(&["rotate", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (code, out, err) = pgflip_with(&[&aws[..], &["rotate"]].concat(), &local);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("started arn:aws:states:"), "{err}");
+    assert!(out.contains("outcome          Running"), "{out}");
+    let arn = err
+        .split_whitespace()
+        .find(|w| w.starts_with("arn:aws:states:"))
+        .unwrap()
+        .to_string();
+
+    let (code, out, err) = pgflip_with(&[&aws[..], &["history", "--json"]].concat(), &local);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["executionArn"], arn.as_str());
+    assert_eq!(rows[0]["outcome"], "Running");
+    let (code, out, err) = pgflip_with(&[&aws[..], &["status", "--json"]].concat(), &local);
+    assert_eq!(code, 0, "{out}{err}");
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status[0]["running"]["executionArn"], arn.as_str());
+
+    // Without the local stack and without --stack: told what to give.
+    let (code, _, err) = pgflip_with(&["status"], &local);
+    assert_eq!(code, 1);
+    assert!(err.contains("--stack"), "{err}");
+
+    let aws_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    aws_sdk_sfn::Client::new(&aws_config)
+        .stop_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .expect("stop the execution moto keeps running");
+    assert_eq!(
+        c.after().await,
+        c.before,
+        "starting on moto changed something"
+    );
 }
