@@ -84,6 +84,14 @@ const NOT_FOUND: &[&str] = &[
     "ClusterNotFoundException",
 ];
 
+/// A call on the cluster as a whole that ECS answered with one of
+/// [`NOT_FOUND`]: `ServiceNotFound` naming the cluster.
+fn cluster_missing(cluster: &str, code: &str) -> Option<RotationError> {
+    NOT_FOUND
+        .contains(&code)
+        .then(|| RotationError::ServiceNotFound(format!("{cluster} ({code})")))
+}
+
 #[async_trait]
 impl Deployments for EcsDeployments {
     async fn force_new_deployment(
@@ -140,9 +148,7 @@ impl Deployments for EcsDeployments {
                 .await
                 .map_err(|e| {
                     classify_or("ecs:DescribeServices", e, |code| {
-                        NOT_FOUND
-                            .contains(&code)
-                            .then(|| RotationError::ServiceNotFound(format!("{cluster} ({code})")))
+                        cluster_missing(cluster, code)
                     })
                 })?;
             found.extend(out.services.unwrap_or_default());
@@ -227,11 +233,7 @@ impl Workloads for EcsDeployments {
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(|e| {
-                classify_or("ecs:ListServices", e, |code| {
-                    NOT_FOUND
-                        .contains(&code)
-                        .then(|| RotationError::ServiceNotFound(format!("{cluster} ({code})")))
-                })
+                classify_or("ecs:ListServices", e, |code| cluster_missing(cluster, code))
             })?;
         let mut names: Vec<String> = arns.iter().map(|a| last_segment(a).to_string()).collect();
         names.sort();
@@ -239,11 +241,7 @@ impl Workloads for EcsDeployments {
     }
 
     async fn standalone_tasks(&self, cluster: &str) -> Result<Vec<StandaloneTask>, RotationError> {
-        let not_found = |code: &str| {
-            NOT_FOUND
-                .contains(&code)
-                .then(|| RotationError::ServiceNotFound(format!("{cluster} ({code})")))
-        };
+        let not_found = |code: &str| cluster_missing(cluster, code);
         let arns: Vec<String> = self
             .client
             .list_tasks()

@@ -101,6 +101,28 @@ fn request(input: serde_json::Value) -> SelectRequest {
 }
 
 impl World {
+    /// Secrets Manager's rotation Lambda changed green: a new version
+    /// `sm-rotation` with `password`, made current, and the same password
+    /// set in the database.
+    async fn green_rotated_by_secrets_manager(&self, password: &str) {
+        let value = secret_json("green", password);
+        self.secrets
+            .put_pending(GREEN_SECRET, "sm-rotation", &Password::new(value))
+            .await
+            .unwrap();
+        self.secrets
+            .promote(GREEN_SECRET, "sm-rotation")
+            .await
+            .unwrap();
+        self.database
+            .users
+            .lock()
+            .unwrap()
+            .get_mut("green")
+            .unwrap()
+            .password = password.into();
+    }
+
     async fn select(&self, input: serde_json::Value) -> Result<Plan, RotationError> {
         self.select_as(request(input)).await
     }
@@ -881,27 +903,8 @@ fn rotation_event(secret: &str) -> serde_json::Value {
 #[tokio::test]
 async fn secrets_managers_rotation_of_the_inactive_user_is_verified_and_flipped() {
     let w = world();
-    // Secrets Manager's rotation Lambda changed green (secret and database).
-    let pending = json!({"engine": "postgres", "host": "127.0.0.1", "port": 5432, "dbname": "app", "username": "green", "password": "set-by-secrets-manager"});
-    w.secrets
-        .put_pending(
-            GREEN_SECRET,
-            "sm-rotation",
-            &Password::new(pending.to_string()),
-        )
-        .await
-        .unwrap();
-    w.secrets
-        .promote(GREEN_SECRET, "sm-rotation")
-        .await
-        .unwrap();
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("green")
-        .unwrap()
-        .password = "set-by-secrets-manager".into();
+    w.green_rotated_by_secrets_manager("set-by-secrets-manager")
+        .await;
     let plan = w
         .select(rotation_event(
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db/green-AbCdEf",
@@ -2228,22 +2231,7 @@ async fn consumers_do_not_stop_a_flip_whose_password_is_already_set() {
     let w = world();
     w.deployments.run_task("app", "unknown", None, &[PARAM_ARN]);
     // Secrets Manager rotated green (the inactive user) after the flip.
-    let rotated = secret_json("green", "green-pass-2");
-    w.secrets
-        .put_pending(GREEN_SECRET, "sm-rotation", &Password::new(rotated))
-        .await
-        .unwrap();
-    w.secrets
-        .promote(GREEN_SECRET, "sm-rotation")
-        .await
-        .unwrap();
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("green")
-        .unwrap()
-        .password = "green-pass-2".into();
+    w.green_rotated_by_secrets_manager("green-pass-2").await;
     let plan = w.select(json!({})).await.unwrap();
     assert_eq!(plan.mode, Mode::Flip);
 }
