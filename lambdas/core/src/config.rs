@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::domain::{
-    dedup, same_secret, Connection, PasswordSetter, ReaderEndpoint, Services, StoreKind,
-    UnlistedConsumers, UserKeys, MAX_LOOKS,
+    dedup, same_secret, Connection, PasswordSetter, PointerLayout, ReaderEndpoint, Services,
+    StoreKind, UnlistedConsumers, UserKeys, MAX_LOOKS,
 };
 use crate::errors::RotationError;
 use crate::password::{PasswordPolicy, DEFAULT_EXCLUDED};
@@ -97,6 +97,10 @@ pub fn check_waits(
 pub struct TargetConfig {
     /// The target's name in the targets document (`None`: the environment's).
     pub name: Option<String>,
+    /// Where the pointer lives. With the alternating secret, both users'
+    /// secret ids are that secret, and `parameter_name` is the optional
+    /// active-user parameter kept equal to it (empty: none).
+    pub layout: PointerLayout,
     pub parameter_name: String,
     pub blue_user: String,
     pub green_user: String,
@@ -122,6 +126,36 @@ pub struct TargetConfig {
     /// The user about to become active must stay valid (`VALID UNTIL`) at
     /// least this many days.
     pub valid_until_margin_days: u64,
+    /// The administrator's secret (`DB_ADMIN_SECRET_ID`): `select-user`
+    /// checks it can set a password no version holds (the alternating
+    /// layout's first rotation), `generate-and-set-password` sets it.
+    pub admin_secret_id: Option<String>,
+}
+
+/// `POINTER_LAYOUT`: `parameter` (the default) or `alternating-secret`.
+enum Layout {
+    Parameter,
+    AlternatingSecret,
+}
+
+fn layout_from_env(env: &dyn Env) -> Result<Layout, RotationError> {
+    match env.var("POINTER_LAYOUT").as_deref().map(str::trim) {
+        None | Some("parameter") => Ok(Layout::Parameter),
+        Some("alternating-secret") => Ok(Layout::AlternatingSecret),
+        Some(other) => Err(RotationError::Configuration(format!(
+            "POINTER_LAYOUT must be parameter or alternating-secret, got {other:?}"
+        ))),
+    }
+}
+
+/// The alternating secret's labels and tag are Secrets Manager's.
+fn alternating_needs_secrets_manager(what: &str, store: StoreKind) -> Result<(), RotationError> {
+    if store == StoreKind::SecretsManager {
+        return Ok(());
+    }
+    Err(RotationError::Configuration(format!(
+        "{what}: the alternating-secret layout keeps both users in one Secrets Manager secret; PASSWORD_STORE must be secretsmanager"
+    )))
 }
 
 /// The store from `PASSWORD_STORE` (`secretsmanager`, the default, or `ssm`).
@@ -195,13 +229,20 @@ fn unlisted_from_env(env: &dyn Env) -> Result<UnlistedConsumers, RotationError> 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TargetEntry {
-    active_user_parameter: String,
+    #[serde(default)]
+    active_user_parameter: Option<String>,
     #[serde(default)]
     blue_user: Option<String>,
     #[serde(default)]
     green_user: Option<String>,
-    blue_secret_id: String,
-    green_secret_id: String,
+    #[serde(default)]
+    blue_secret_id: Option<String>,
+    #[serde(default)]
+    green_secret_id: Option<String>,
+    /// The alternating-secret layout: this one secret instead of the
+    /// parameter and the two secrets.
+    #[serde(default)]
+    alternating_secret_id: Option<String>,
     cluster: String,
     /// A list of names, or `"auto"`.
     services: ServicesEntry,
@@ -247,25 +288,70 @@ impl TargetConfig {
             stable_timeout_seconds,
         )?;
         let readers = env.var("DB_READER_ENDPOINTS").unwrap_or_default();
+        let password_store = store_from_env(env)?;
+        // Every variable is read whatever the layout (the table below lists them).
+        let layout = layout_from_env(env)?;
+        let parameter = env
+            .var("ACTIVE_USER_PARAMETER")
+            .map(|v| v.trim().to_string());
+        let alternating = env
+            .var("ALTERNATING_SECRET_ID")
+            .map(|v| v.trim().to_string());
+        let blue_secret = env.var("BLUE_SECRET_ID").map(|v| v.trim().to_string());
+        let green_secret = env.var("GREEN_SECRET_ID").map(|v| v.trim().to_string());
+        let unset = |key: &str| {
+            RotationError::Configuration(format!("environment variable {key} is not set"))
+        };
+        let (layout, parameter_name, blue_secret_id, green_secret_id) = match layout {
+            Layout::Parameter => (
+                PointerLayout::Parameter,
+                parameter.ok_or_else(|| unset("ACTIVE_USER_PARAMETER"))?,
+                blue_secret.ok_or_else(|| unset("BLUE_SECRET_ID"))?,
+                green_secret.ok_or_else(|| unset("GREEN_SECRET_ID"))?,
+            ),
+            Layout::AlternatingSecret => {
+                if blue_secret.is_some() || green_secret.is_some() {
+                    return Err(RotationError::Configuration(
+                        "BLUE_SECRET_ID or GREEN_SECRET_ID is set, but POINTER_LAYOUT=alternating-secret keeps both users in ALTERNATING_SECRET_ID; unset them".into(),
+                    ));
+                }
+                alternating_needs_secrets_manager("POINTER_LAYOUT", password_store)?;
+                let secret = alternating.ok_or_else(|| unset("ALTERNATING_SECRET_ID"))?;
+                (
+                    PointerLayout::AlternatingSecret {
+                        secret_id: secret.clone(),
+                        active_user_parameter: parameter.clone(),
+                    },
+                    parameter.unwrap_or_default(),
+                    secret.clone(),
+                    secret,
+                )
+            }
+        };
         Ok(Self {
             name: None,
-            parameter_name: required(env, "ACTIVE_USER_PARAMETER")?,
+            layout,
+            parameter_name,
             blue_user: users.blue,
             green_user: users.green,
-            blue_secret_id: required(env, "BLUE_SECRET_ID")?,
-            green_secret_id: required(env, "GREEN_SECRET_ID")?,
+            blue_secret_id,
+            green_secret_id,
             cluster: required(env, "ECS_CLUSTER")?,
             services,
             unlisted_consumers: unlisted_from_env(env)?,
             stable_poll_seconds,
             stable_timeout_seconds,
-            password_store: store_from_env(env)?,
+            password_store,
             connection: connection_from_env(env)?,
             readers: readers_from(
                 "DB_READER_ENDPOINTS",
                 &readers.split(',').collect::<Vec<_>>(),
             )?,
             proxy_name: env.var("DB_PROXY_NAME").map(|v| v.trim().to_string()),
+            admin_secret_id: match password_setter_from_env(env) {
+                PasswordSetter::Admin { secret_id } => Some(secret_id),
+                PasswordSetter::SelfService => None,
+            },
             allow_different_endpoints: boolean(env, "ALLOW_DIFFERENT_ENDPOINTS")?,
             valid_until_margin_days: number(
                 env,
@@ -350,19 +436,60 @@ impl TargetConfig {
             stable_timeout_seconds,
         )?;
         let readers: Vec<&str> = entry.reader_endpoints.iter().map(String::as_str).collect();
+        let given = |field: &str, v: &Option<String>| match v {
+            Some(v) => non_empty(field, v),
+            None => Err(bad(format!("target {name:?}: {field} is missing"))),
+        };
+        let password_store = entry.password_store.unwrap_or_default();
+        let (layout, parameter_name, blue_secret_id, green_secret_id) = match &entry
+            .alternating_secret_id
+        {
+            None => (
+                PointerLayout::Parameter,
+                given("activeUserParameter", &entry.active_user_parameter)?,
+                given("blueSecretId", &entry.blue_secret_id)?,
+                given("greenSecretId", &entry.green_secret_id)?,
+            ),
+            Some(secret) => {
+                if entry.blue_secret_id.is_some() || entry.green_secret_id.is_some() {
+                    return Err(bad(format!(
+                            "target {name:?}: alternatingSecretId keeps both users in one secret; remove blueSecretId and greenSecretId"
+                        )));
+                }
+                alternating_needs_secrets_manager(
+                    &format!("targets document {document_name}: target {name:?}"),
+                    password_store,
+                )?;
+                let secret = non_empty("alternatingSecretId", secret)?;
+                let parameter = match &entry.active_user_parameter {
+                    Some(p) => Some(non_empty("activeUserParameter", p)?),
+                    None => None,
+                };
+                (
+                    PointerLayout::AlternatingSecret {
+                        secret_id: secret.clone(),
+                        active_user_parameter: parameter.clone(),
+                    },
+                    parameter.unwrap_or_default(),
+                    secret.clone(),
+                    secret,
+                )
+            }
+        };
         Ok(Self {
             name: Some(name.to_string()),
-            parameter_name: non_empty("activeUserParameter", &entry.active_user_parameter)?,
+            layout,
+            parameter_name,
             blue_user: users.blue,
             green_user: users.green,
-            blue_secret_id: non_empty("blueSecretId", &entry.blue_secret_id)?,
-            green_secret_id: non_empty("greenSecretId", &entry.green_secret_id)?,
+            blue_secret_id,
+            green_secret_id,
             cluster: non_empty("cluster", &entry.cluster)?,
             services,
             unlisted_consumers: entry.unlisted_consumers.unwrap_or_default(),
             stable_poll_seconds,
             stable_timeout_seconds,
-            password_store: entry.password_store.unwrap_or_default(),
+            password_store,
             connection: Connection {
                 host: entry.db_host,
                 port: entry.db_port,
@@ -377,6 +504,7 @@ impl TargetConfig {
                 .map(|p| p.trim().to_string())
                 .filter(|p| !p.is_empty()),
             allow_different_endpoints: entry.allow_different_endpoints.unwrap_or(false),
+            admin_secret_id: base.admin_secret_id.clone(),
             valid_until_margin_days: entry
                 .valid_until_margin_days
                 .unwrap_or(base.valid_until_margin_days)
@@ -592,7 +720,10 @@ pub const ENV_VARS: &[(&str, &[&str])] = &[
     (
         "TargetConfig::from_env",
         &[
+            "POINTER_LAYOUT",
             "ACTIVE_USER_PARAMETER",
+            "ALTERNATING_SECRET_ID",
+            "DB_ADMIN_SECRET_ID",
             "BLUE_USER",
             "GREEN_USER",
             "BLUE_SECRET_ID",
@@ -853,6 +984,7 @@ mod env_vars {
                 "VALID_UNTIL_MARGIN_DAYS" => "45",
                 "DB_PASSWORD_ENCRYPTION" => "md5",
                 "UNLISTED_CONSUMERS" => "warn",
+                "POINTER_LAYOUT" => "parameter",
                 _ => "x",
             };
             Some(value.to_string())

@@ -10,6 +10,43 @@ use crate::password::Password;
 /// Secrets Manager staging labels the rotation uses.
 pub const AWSCURRENT: &str = "AWSCURRENT";
 pub const AWSPENDING: &str = "AWSPENDING";
+pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
+
+/// Where a target's pointer lives (`POINTER_LAYOUT`): the one thing that
+/// says which user is active, and how it flips and flips back. Each layout
+/// is one adapter of the [`crate::ports::Pointer`] port (`crate::layouts`);
+/// the steps and states are the same for both.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "layout", rename_all = "camelCase")]
+pub enum PointerLayout {
+    /// An SSM parameter names the active user; each user has its own secret
+    /// (or SSM SecureString). The flip writes the parameter.
+    #[default]
+    Parameter,
+    /// One Secrets Manager secret whose `AWSCURRENT` version names the
+    /// active user (`username`, `password`, connection fields, optional
+    /// `masterarn`): AWS's alternating-users convention, which ECS can inject
+    /// as it is. The flip promotes the new version to `AWSCURRENT`; the
+    /// rollback moves `AWSCURRENT` back to the version naming the previous
+    /// user. An active-user parameter, when configured, is kept equal to it
+    /// for observers.
+    #[serde(rename_all = "camelCase")]
+    AlternatingSecret {
+        secret_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        active_user_parameter: Option<String>,
+    },
+}
+
+impl PointerLayout {
+    /// The alternating secret, for that layout.
+    pub fn alternating_secret(&self) -> Option<&str> {
+        match self {
+            Self::Parameter => None,
+            Self::AlternatingSecret { secret_id, .. } => Some(secret_id),
+        }
+    }
+}
 
 /// A user's secret in the shape RDS uses:
 /// `{"engine":"postgres","host":…,"port":5432,"dbname":…,"username":…,"password":…}`.
@@ -172,6 +209,24 @@ impl DbSecret {
 
     pub fn password(&self) -> &Password {
         &self.password
+    }
+
+    /// A string field other than the password (`None`: absent or not a string).
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).and_then(Value::as_str)
+    }
+
+    /// The same secret naming another database user (the alternating
+    /// layout's next version: the active version's connection fields, the
+    /// inactive user's name).
+    pub fn for_user(&self, username: &str) -> Self {
+        let mut fields = self.fields.clone();
+        fields.insert("username".into(), Value::String(username.into()));
+        Self {
+            fields,
+            password: self.password.clone(),
+            bare: self.bare,
+        }
     }
 
     /// The same secret with another password.
@@ -507,7 +562,13 @@ pub struct Plan {
     /// `ClientRequestToken` for the new secret version: derived from the
     /// execution, so a retried or redriven step never creates a second version.
     pub client_request_token: String,
+    /// The pointer's name, for messages and the flip: the active-user
+    /// parameter, or (layout alternating secret) the secret.
     pub parameter_name: String,
+    /// Where the pointer lives and how it flips (absent in plans made
+    /// before layouts existed: the parameter layout).
+    #[serde(default)]
+    pub pointer: PointerLayout,
     /// The two values the parameter may hold.
     pub users: UserKeys,
     /// Where the two users' passwords are kept.
@@ -580,6 +641,14 @@ pub struct FlipRequest {
     pub users: UserKeys,
     /// The user the parameter must name afterwards.
     pub to: String,
+    /// Where the pointer lives (absent: the parameter layout, as in
+    /// executions started before layouts existed).
+    #[serde(default)]
+    pub pointer: PointerLayout,
+    /// The version `verify-login` verified, for the forward flip (layout
+    /// alternating secret: only that `AWSPENDING` version may be promoted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }
 
 /// Output of `flip-parameter`.

@@ -108,6 +108,8 @@ pub struct FakeVersion {
 #[derive(Default)]
 pub struct FakeSecrets {
     pub secrets: Mutex<BTreeMap<String, Vec<FakeVersion>>>,
+    /// The flip times recorded per secret (the `pgflip:flipped-at` tag).
+    pub flips: Mutex<BTreeMap<String, i64>>,
     pub faults: Faults,
 }
 
@@ -124,6 +126,29 @@ impl FakeSecrets {
                 stages: vec![AWSCURRENT.into()],
                 created_ms: tick(),
             });
+    }
+
+    /// Adds a version carrying `stages` (for example `AWSPREVIOUS`), taking
+    /// them off any other version.
+    pub fn add_staged(&self, id: &str, version_id: &str, value: &str, stages: &[&str]) {
+        let mut secrets = self.secrets.lock().unwrap();
+        let versions = secrets.entry(id.into()).or_default();
+        for stage in stages {
+            Self::move_stage(versions, stage, None);
+        }
+        versions.push(FakeVersion {
+            id: version_id.into(),
+            value: value.into(),
+            stages: stages.iter().map(|s| s.to_string()).collect(),
+            created_ms: tick(),
+        });
+    }
+
+    /// The `username` of the version carrying `stage`.
+    pub fn user_at(&self, id: &str, stage: &str) -> Option<String> {
+        let value = self.value_at(id, stage)?;
+        let json: serde_json::Value = serde_json::from_str(&value).ok()?;
+        json["username"].as_str().map(str::to_string)
     }
 
     /// The version id carrying `stage`.
@@ -269,6 +294,25 @@ impl SecretStore for FakeSecrets {
         if let Some(v) = versions.iter_mut().find(|v| v.id == version_id) {
             v.stages.retain(|s| s != AWSPENDING);
         }
+        Ok(())
+    }
+
+    async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+        self.faults.take("flipped_at")?;
+        if !self.secrets.lock().unwrap().contains_key(secret_id) {
+            return Err(RotationError::SecretNotFound(secret_id.into()));
+        }
+        Ok(self.flips.lock().unwrap().get(secret_id).copied())
+    }
+
+    async fn record_flip(&self, secret_id: &str, at_ms: i64) -> Result<(), RotationError> {
+        self.faults.take("record_flip")?;
+        if !self.secrets.lock().unwrap().contains_key(secret_id) {
+            return Err(RotationError::SecretNotFound(secret_id.into()));
+        }
+        // Never earlier than the versions made before it (the fake's clock).
+        let at = at_ms.max(tick());
+        self.flips.lock().unwrap().insert(secret_id.into(), at);
         Ok(())
     }
 

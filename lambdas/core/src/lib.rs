@@ -12,6 +12,7 @@ pub mod errors;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
 pub mod input;
+pub mod layouts;
 pub mod password;
 pub mod ports;
 pub mod rollout;

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{Endpoint, SecretVersion};
+use crate::domain::{Endpoint, Flipped, SecretVersion};
 use crate::errors::RotationError;
 use crate::password::Password;
 
@@ -64,6 +64,107 @@ pub trait SecretStore: Send + Sync {
         &self,
         secret_id: &str,
     ) -> Result<Option<CurrentVersion>, RotationError>;
+
+    /// When pgflip last moved the secret's `AWSCURRENT` (the alternating
+    /// layout's flip time), milliseconds since the epoch: the tag
+    /// [`FLIPPED_AT_TAG`] (`secretsmanager:DescribeSecret`). `None`: never
+    /// recorded. Stores that cannot hold a pointer say `ConfigurationError`.
+    async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+        Err(unsupported_pointer(secret_id))
+    }
+
+    /// Records that `AWSCURRENT` is about to move (`secretsmanager:TagResource`
+    /// with [`FLIPPED_AT_TAG`] = `at_ms`). Written before the move, so the
+    /// recorded time is never earlier than a deployment that could have
+    /// started before the move.
+    async fn record_flip(&self, secret_id: &str, at_ms: i64) -> Result<(), RotationError> {
+        let _ = at_ms;
+        Err(unsupported_pointer(secret_id))
+    }
+}
+
+/// The tag on an alternating secret that says when pgflip last moved its
+/// `AWSCURRENT` (milliseconds since the epoch, decimal).
+pub const FLIPPED_AT_TAG: &str = "pgflip:flipped-at";
+
+fn unsupported_pointer(secret_id: &str) -> RotationError {
+    RotationError::Configuration(format!(
+        "{secret_id}: the alternating-secret layout needs a Secrets Manager secret (PASSWORD_STORE=secretsmanager)"
+    ))
+}
+
+/// What a pointer says now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointerState {
+    /// The user it names (one of the two configured users).
+    pub active: String,
+    /// When it last moved, milliseconds since the epoch (`None`: unknown).
+    pub moved_ms: Option<i64>,
+}
+
+/// A target's pointer: where it lives, where each user's password is, how
+/// it flips and flips back. One adapter per layout (`crate::layouts`), both
+/// built on [`ParameterStore`] and [`SecretStore`]; every step reads and
+/// writes users' passwords and the pointer through it.
+#[async_trait]
+pub trait Pointer: Send + Sync {
+    /// The pointer's name, for messages (the parameter, or the secret).
+    fn name(&self) -> &str;
+
+    /// The secret where `user`'s next password is staged (`None`: not one
+    /// of the two users).
+    fn secret_of(&self, user: &str) -> Option<&str>;
+
+    /// The user the pointer names and when it moved. A value naming
+    /// neither user is `InvalidActiveUser`; a missing pointer is
+    /// `ParameterNotFound` or `SecretNotFound`.
+    async fn read(&self) -> Result<PointerState, RotationError>;
+
+    /// The version `user` logs in with now, completed with its connection
+    /// fields. `None`: no labelled version holds its password (alternating
+    /// layout, before its first rotation: only an administrator can set it).
+    /// Parameter layout: `AWSCURRENT` of the user's secret (missing is
+    /// `SecretNotFound`). Alternating: `AWSCURRENT` when it names `user`,
+    /// else `AWSPREVIOUS` when that does, with `AWSCURRENT`'s connection
+    /// fields (the server a new password is set on).
+    async fn current(&self, user: &str) -> Result<Option<SecretVersion>, RotationError>;
+
+    /// The connection fields a new version for `user` is made from: its
+    /// current version, or (alternating, none) the active version renamed.
+    async fn template(&self, user: &str) -> Result<SecretVersion, RotationError>;
+
+    /// The `AWSPENDING` version of `user`'s secret, if any (alternating: the
+    /// one pending version of the secret, whichever user it names).
+    async fn pending(&self, user: &str) -> Result<Option<SecretVersion>, RotationError>;
+
+    /// Stages `value` for `user` as `AWSPENDING` (idempotent per `token`).
+    async fn stage(
+        &self,
+        user: &str,
+        token: &str,
+        value: &crate::password::Password,
+    ) -> Result<String, RotationError>;
+
+    /// Removes the `AWSPENDING` label from a stale version of `user`'s
+    /// secret. Alternating: nothing, since the next `stage` moves the label
+    /// (only the flip moves that secret's labels otherwise).
+    async fn discard(&self, user: &str, version_id: &str) -> Result<(), RotationError>;
+
+    /// After the login is verified: parameter layout, promote the version
+    /// to `AWSCURRENT` of the user's secret (an RDS Proxy reads that label,
+    /// so before the flip); alternating, nothing (promoting is the flip).
+    /// Returns whether a label moved.
+    async fn settle(&self, user: &str, version_id: &str) -> Result<bool, RotationError>;
+
+    /// Makes the pointer name `to`. `version_id`: the verified version the
+    /// forward flip may promote (alternating); without it, the flip goes
+    /// back to the version already naming `to` (the rollback). Idempotent.
+    async fn flip(&self, to: &str, version_id: Option<&str>) -> Result<Flipped, RotationError>;
+
+    /// An administrator's secret the pointer names (alternating: the
+    /// version's `masterarn`), used when no version holds the inactive
+    /// user's password.
+    async fn admin_secret(&self) -> Result<Option<String>, RotationError>;
 }
 
 /// The `AWSCURRENT` version of a secret, without its value.

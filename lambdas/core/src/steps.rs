@@ -8,7 +8,7 @@ mod flip_parameter;
 mod generate_and_set_password;
 mod guard;
 mod preflight;
-mod read;
+pub(crate) mod read;
 mod redeploy_ecs;
 pub mod report_outcome;
 mod select_user;

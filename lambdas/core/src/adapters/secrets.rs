@@ -9,7 +9,7 @@ use super::aws::{classify, classify_or, error_code};
 use crate::domain::{DbSecret, SecretVersion, AWSCURRENT, AWSPENDING};
 use crate::errors::RotationError;
 use crate::password::Password;
-use crate::ports::{CurrentVersion, SecretStore};
+use crate::ports::{CurrentVersion, SecretStore, FLIPPED_AT_TAG};
 
 pub struct SecretsManager {
     client: Client,
@@ -169,6 +169,42 @@ impl SecretStore for SecretsManager {
             self.move_stage(secret_id, AWSPENDING, None, Some(version_id))
                 .await?;
         }
+        Ok(())
+    }
+
+    async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+        let out = self
+            .client
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| {
+                classify_or("secretsmanager:DescribeSecret", e, |c| {
+                    missing(secret_id, c)
+                })
+            })?;
+        Ok(out
+            .tags
+            .unwrap_or_default()
+            .iter()
+            .find(|t| t.key() == Some(FLIPPED_AT_TAG))
+            .and_then(|t| t.value())
+            .and_then(|v| v.trim().parse::<i64>().ok()))
+    }
+
+    async fn record_flip(&self, secret_id: &str, at_ms: i64) -> Result<(), RotationError> {
+        let tag = aws_sdk_secretsmanager::types::Tag::builder()
+            .key(FLIPPED_AT_TAG)
+            .value(at_ms.to_string())
+            .build();
+        self.client
+            .tag_resource()
+            .secret_id(secret_id)
+            .tags(tag)
+            .send()
+            .await
+            .map_err(|e| classify_or("secretsmanager:TagResource", e, |c| missing(secret_id, c)))?;
         Ok(())
     }
 

@@ -1,37 +1,26 @@
 //! Step 4, `flip-parameter` (ASL states `FlipParameter`, `RollbackFlipParameter`).
 
-use tracing::info;
-
 use crate::domain::{FlipRequest, Flipped};
 use crate::errors::RotationError;
-use crate::ports::ParameterStore;
+use crate::layouts::{self, Stores};
+use crate::ports::{ParameterStore, SecretStore};
 
-/// Step 4 (and the rollback's first step): point the parameter at a user.
+/// Step 4 (and the rollback's first step): point the pointer at a user,
+/// through its layout's adapter (`crate::layouts`): write the active-user
+/// parameter, or move the alternating secret's `AWSCURRENT` to the version
+/// naming the user (the verified `versionId` forward, the `AWSPREVIOUS`
+/// version back). Idempotent; a user that is neither of the two is
+/// `InvalidInput`.
 pub async fn flip_parameter(
     request: &FlipRequest,
     parameters: &dyn ParameterStore,
+    secrets: &dyn SecretStore,
 ) -> Result<Flipped, RotationError> {
-    let users = &request.users;
-    if !users.contains(&request.to) {
-        return Err(RotationError::InvalidInput(format!(
-            "field \"to\" must be {:?} or {:?}, got {:?}",
-            users.blue, users.green, request.to
-        )));
-    }
-    let was = parameters
-        .get(&request.parameter_name)
-        .await?
-        .value
-        .trim()
-        .to_string();
-    let changed = was != request.to;
-    if changed {
-        parameters.put(&request.parameter_name, &request.to).await?;
-    }
-    info!(parameter = %request.parameter_name, %was, active_user = %request.to, changed, "flipped the active user");
-    Ok(Flipped {
-        active_user: request.to.clone(),
-        was,
-        changed,
-    })
+    let stores = Stores {
+        parameters,
+        secrets,
+    };
+    layouts::for_flip(request, stores)
+        .flip(&request.to, request.version_id.as_deref())
+        .await
 }

@@ -3,10 +3,12 @@
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::read::{current_secret, plan_owner, read_stage, Owner};
+use super::read::{current_secret, Owner};
 use crate::domain::*;
 use crate::errors::RotationError;
+use crate::layouts::{self, Stores};
 use crate::password::PasswordPolicy;
+use crate::ports::Pointer;
 use crate::ports::{Database, SecretStore};
 
 /// The `ClientRequestToken` (32 hex characters) for an execution: the same for
@@ -29,10 +31,17 @@ pub async fn generate_and_set_password(
     secrets: &dyn SecretStore,
     database: &dyn Database,
 ) -> Result<PendingPassword, RotationError> {
-    let secret_id = &plan.target_secret_id;
-    let owner = plan_owner(plan, &plan.target_user);
-    let current = current_secret(secrets, secret_id, owner).await?;
-    let pending = read_stage(secrets, secret_id, AWSPENDING, owner)
+    let user = &plan.target_user;
+    let pointer = layouts::for_plan(plan, Stores::secrets_only(secrets));
+    // The version the user logs in with now; none (the alternating layout
+    // before its first rotation): an administrator sets the first password.
+    let known = pointer.current(user).await?;
+    let current = match &known {
+        Some(v) => v.clone(),
+        None => pointer.template(user).await?,
+    };
+    let pending = pointer
+        .pending(user)
         .await?
         .filter(|p| p.version_id != current.version_id);
     let mut token = plan.client_request_token.clone();
@@ -46,7 +55,17 @@ pub async fn generate_and_set_password(
             if stale.is_empty() {
                 Some(p)
             } else {
-                discard_stale(plan, setter, secrets, database, &current, &p, &stale).await?;
+                let restore = known.is_some() && *setter == PasswordSetter::SelfService;
+                discard_stale(
+                    pointer.as_ref(),
+                    user,
+                    restore,
+                    database,
+                    &current,
+                    &p,
+                    &stale,
+                )
+                .await?;
                 if p.version_id == token {
                     // That version was made by this execution: a new value
                     // needs a new request token (the same token with another
@@ -64,8 +83,8 @@ pub async fn generate_and_set_password(
         }
         None => {
             let staged = current.secret.with_password(policy.generate());
-            let version_id = secrets
-                .put_pending(secret_id, &token, &staged.to_secret_string())
+            let version_id = pointer
+                .stage(user, &token, &staged.to_secret_string())
                 .await?;
             info!(%version_id, "staged a new version as AWSPENDING");
             (version_id, staged, false)
@@ -74,9 +93,19 @@ pub async fn generate_and_set_password(
 
     let endpoint = current.secret.endpoint();
     let user = current.secret.username();
-    if let PasswordSetter::Admin { .. } = setter {
+    let admin_id = match (setter, &known) {
+        (PasswordSetter::Admin { secret_id }, _) => Some(secret_id.clone()),
+        (PasswordSetter::SelfService, None) => Some(pointer.admin_secret().await?.ok_or_else(|| {
+            RotationError::SecretNotFound(format!(
+                "{}: no version holds the password of {user:?} and no administrator is configured (masterarn or DB_ADMIN_SECRET_ID)",
+                pointer.name()
+            ))
+        })?),
+        (PasswordSetter::SelfService, Some(_)) => None,
+    };
+    if let Some(admin_id) = admin_id {
         // Setting the same verifier again is harmless: no resume logic needed.
-        let admin = admin_secret(plan, setter, secrets).await?;
+        let admin = admin_secret(plan, &admin_id, secrets).await?;
         database
             .set_password_as(
                 &endpoint,
@@ -129,17 +158,14 @@ pub async fn generate_and_set_password(
     })
 }
 
-/// The administrator's secret (`DB_ADMIN_SECRET_ID`), in the same store as
-/// the users' passwords, as the RDS JSON shape (a bare password would not
-/// say whose it is).
+/// The administrator's secret (`DB_ADMIN_SECRET_ID`, or the alternating
+/// secret's `masterarn`), in the same store as the users' passwords, as the
+/// RDS JSON shape (a bare password would not say whose it is).
 async fn admin_secret(
     plan: &Plan,
-    setter: &PasswordSetter,
+    secret_id: &str,
     secrets: &dyn SecretStore,
 ) -> Result<DbSecret, RotationError> {
-    let PasswordSetter::Admin { secret_id } = setter else {
-        unreachable!("only called with an administrator");
-    };
     let owner = Owner {
         user: None,
         connection: &plan.connection,
@@ -156,19 +182,20 @@ async fn admin_secret(
 /// then is the label removed (the version stays, unlabelled). Neither
 /// password logging in is `LoginRejected`, with nothing discarded.
 async fn discard_stale(
-    plan: &Plan,
-    setter: &PasswordSetter,
-    secrets: &dyn SecretStore,
+    pointer: &dyn Pointer,
+    user_key: &str,
+    restore_if_set: bool,
     database: &dyn Database,
     current: &SecretVersion,
     stale: &SecretVersion,
     why: &[String],
 ) -> Result<(), RotationError> {
     let (endpoint, user) = (current.secret.endpoint(), current.secret.username());
-    let restore = match setter {
-        // An administrator sets the new password without the old one.
-        PasswordSetter::Admin { .. } => false,
-        PasswordSetter::SelfService => match database
+    // An administrator sets the new password without the old one (and with
+    // no version holding the user's password, only an administrator can).
+    let restore = match restore_if_set {
+        false => false,
+        true => match database
             .check_login(&endpoint, user, current.secret.password())
             .await
         {
@@ -198,11 +225,9 @@ async fn discard_stale(
             })?;
         warn!(user, version_id = %current.version_id, "the stale pending password was set in the database: set the AWSCURRENT one back first");
     }
-    secrets
-        .discard_pending(&plan.target_secret_id, &stale.version_id)
-        .await?;
+    pointer.discard(user_key, &stale.version_id).await?;
     warn!(
-        secret = %plan.target_secret_id,
+        secret = %pointer.secret_of(user_key).unwrap_or_default(),
         discarded_version_id = %stale.version_id,
         current_version_id = %current.version_id,
         differs = %why.join(", "),

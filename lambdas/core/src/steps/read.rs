@@ -39,10 +39,3 @@ pub(crate) async fn current_secret(
             RotationError::SecretNotFound(format!("{secret_id} has no {AWSCURRENT} version"))
         })
 }
-
-pub(crate) fn plan_owner<'a>(plan: &'a Plan, user: &'a str) -> Owner<'a> {
-    Owner {
-        user: Some(user),
-        connection: &plan.connection,
-    }
-}

@@ -10,11 +10,12 @@ use super::guard::{guard, now_ms};
 use super::preflight::{
     explain_rejection, preflight, proxy_knows_both, same_endpoint, writable, Checks,
 };
-use super::read::{current_secret, read_stage, Owner};
+use super::read::{read_stage, Owner};
 use crate::config::{TargetConfig, Targets};
 use crate::domain::*;
 use crate::errors::RotationError;
 use crate::input::ExecutionInput;
+use crate::layouts::{self, Stores};
 use crate::ports::*;
 use crate::rollout::{primary, rollout_mode};
 
@@ -74,6 +75,9 @@ pub async fn resolve_target(
 pub enum Rotated {
     Inactive,
     Active,
+    /// The alternating secret itself: its `AWSCURRENT` moved to the other
+    /// user (the flip is done; verify, redeploy, wait).
+    Pointer,
 }
 
 /// What the mode is decided from; all of it read before anything changes.
@@ -105,6 +109,9 @@ pub fn choose_mode(facts: &ModeFacts<'_>) -> (Mode, Option<String>) {
             Mode::Redeploy,
             Some(crate::errors::ACTIVE_USER_ROTATED_EXTERNALLY.to_string()),
         );
+    }
+    if facts.rotated == Some(Rotated::Pointer) {
+        return (Mode::Redeploy, None);
     }
     let mode = rollout_mode(facts.flipped_ms, facts.services);
     if mode != Mode::Rotate {
@@ -153,16 +160,17 @@ pub async fn select_user(
     )
     .await?;
 
-    let pointer = parameters.get(&config.parameter_name).await?;
-    let active = pointer.value.trim().to_string();
-    let shown = active.clone();
-    let invalid = || RotationError::InvalidActiveUser {
-        parameter: config.parameter_name.clone(),
-        value: shown.clone(),
-        blue: config.blue_user.clone(),
-        green: config.green_user.clone(),
+    let stores = Stores {
+        parameters,
+        secrets,
     };
-    let inactive = config.other(&active).ok_or_else(invalid)?.to_string();
+    let pointer = layouts::for_target(config, stores);
+    let state = pointer.read().await?;
+    let active = state.active.clone();
+    let inactive = config
+        .other(&active)
+        .expect("the pointer names one of the two users")
+        .to_string();
     let consumers = discover(workloads, deployments, config).await?;
     let services = services_to_redeploy(
         input.services.as_ref().unwrap_or(&config.services),
@@ -194,6 +202,15 @@ pub async fn select_user(
     }
     let rotated = match &input.rotated_secret {
         None => None,
+        Some(secret)
+            if config
+                .layout
+                .alternating_secret()
+                .is_some_and(|alternating| same_secret(alternating, secret)) =>
+        {
+            warn!(%secret, active_user = %active, "Secrets Manager rotated the alternating secret: its AWSCURRENT moved; verifying both users, then redeploying");
+            Some(Rotated::Pointer)
+        }
         Some(secret) => match config.owner_of_secret(secret) {
             Some(owner) if owner == inactive => Some(Rotated::Inactive),
             Some(_) => {
@@ -209,14 +226,14 @@ pub async fn select_user(
         },
     };
 
-    let owner = |user| Owner {
-        user: Some(user),
-        connection: &config.connection,
+    let active_secret = pointer.template(&active).await?;
+    // None: no version holds the inactive user's password (the alternating
+    // layout before its first rotation): only an administrator can set it.
+    let inactive_current = pointer.current(&inactive).await?;
+    let inactive_secret = match &inactive_current {
+        Some(v) => v.clone(),
+        None => pointer.template(&inactive).await?,
     };
-    let active_secret_id = config.secret_of(&active).ok_or_else(invalid)?;
-    let inactive_secret_id = config.secret_of(&inactive).ok_or_else(invalid)?;
-    let active_secret = current_secret(secrets, active_secret_id, owner(&active)).await?;
-    let inactive_secret = current_secret(secrets, inactive_secret_id, owner(&inactive)).await?;
     if active_secret.secret.username() == inactive_secret.secret.username() {
         return Err(RotationError::Configuration(format!(
             "both secrets name the database user {:?}; blue and green must be two users",
@@ -224,9 +241,14 @@ pub async fn select_user(
         )));
     }
     let (mode, alert) = choose_mode(&ModeFacts {
-        flipped_ms: pointer.last_modified_ms,
+        flipped_ms: state.moved_ms,
         services: &described,
-        inactive_current_ms: inactive_secret.created_ms,
+        // The alternating layout has no flip without a rotation: its
+        // inactive user's version is never newer than the last move.
+        inactive_current_ms: match config.layout {
+            PointerLayout::Parameter => inactive_secret.created_ms,
+            PointerLayout::AlternatingSecret { .. } => None,
+        },
         rotated,
     });
 
@@ -247,8 +269,22 @@ pub async fn select_user(
             inactive_secret,
         ),
     };
-    let previous_secret_id = config.secret_of(&previous).ok_or_else(invalid)?;
-    let target_secret_id = config.secret_of(&target).ok_or_else(invalid)?;
+    let previous_secret_id = pointer.secret_of(&previous).expect("one of the two users");
+    let target_secret_id = pointer.secret_of(&target).expect("one of the two users");
+    // Who will set the new password when no version holds the current one.
+    let target_has_password = match mode {
+        Mode::Rotate | Mode::Flip => inactive_current.is_some(),
+        Mode::Redeploy | Mode::Wait => true,
+    };
+    if !target_has_password {
+        admin_can_set(config, pointer.as_ref(), secrets, database, &target).await?;
+    } else if matches!(mode, Mode::Redeploy | Mode::Wait) && inactive_current.is_none() {
+        // A failed rollout flips back to the other user: it must have a password.
+        return Err(RotationError::SecretNotFound(format!(
+            "{}: no version holds the password of {inactive:?}, which a failed rollout would flip back to; nothing was changed",
+            pointer.name()
+        )));
+    }
 
     let mut dry_in_use = None;
     match mode {
@@ -256,16 +292,17 @@ pub async fn select_user(
             // Each secret on its own first (the inactive user logs in, on a
             // writable primary), then the two together (the same server and
             // database), then what the catalogs say about both.
-            target_logs_in(
-                database,
-                secrets,
-                target_secret_id,
-                &target_secret,
-                &previous_secret.secret,
-                owner(&target),
-                now,
-            )
-            .await?;
+            if target_has_password {
+                target_logs_in(
+                    database,
+                    pointer.as_ref(),
+                    &target,
+                    &target_secret,
+                    &previous_secret.secret,
+                    now,
+                )
+                .await?;
+            }
             same_endpoint(
                 &previous_secret.secret,
                 &target_secret.secret,
@@ -290,9 +327,7 @@ pub async fn select_user(
             // inactive user stops its rotation (a flip, whose password is
             // already set, goes on).
             let consumer_use = (mode == Mode::Rotate)
-                .then(|| {
-                    inactive_user_in_use(&consumers, &target, &previous, pointer.last_modified_ms)
-                })
+                .then(|| inactive_user_in_use(&consumers, &target, &previous, state.moved_ms))
                 .flatten();
             let in_use = match (checked, consumer_use) {
                 (Err(RotationError::InactiveUserInUse { by, .. }), consumers) => {
@@ -359,7 +394,8 @@ pub async fn select_user(
         execution_name: request.execution_name.clone(),
         target: config.name.clone(),
         client_request_token: client_request_token(&request.execution_id),
-        parameter_name: config.parameter_name.clone(),
+        parameter_name: pointer.name().to_string(),
+        pointer: config.layout.clone(),
         users: config.users(),
         password_store: config.password_store,
         connection: config.connection.clone(),
@@ -402,16 +438,15 @@ fn active_now<'a>(mode: &Mode, previous: &'a str, target: &'a str) -> &'a str {
 }
 
 /// The inactive user must log in before anything changes, on a server that
-/// takes writes: with its AWSCURRENT password, or (an interrupted rotation
+/// takes writes: with its current password, or (an interrupted rotation
 /// that already set it in the database) with its AWSPENDING one, tried at
-/// the AWSCURRENT version's server, where the new password will be set.
+/// the current version's server, where the new password will be set.
 async fn target_logs_in(
     database: &dyn Database,
-    secrets: &dyn SecretStore,
-    secret_id: &str,
+    pointer: &dyn Pointer,
+    user: &str,
     current: &SecretVersion,
     active: &DbSecret,
-    owner: Owner<'_>,
     now: i64,
 ) -> Result<(), RotationError> {
     let s = &current.secret;
@@ -421,8 +456,9 @@ async fn target_logs_in(
         .await
     {
         Ok(server) => server,
-        Err(RotationError::LoginRejected { user, detail }) => {
-            let pending = read_stage(secrets, secret_id, AWSPENDING, owner)
+        Err(RotationError::LoginRejected { user: role, detail }) => {
+            let pending = pointer
+                .pending(user)
                 .await?
                 .filter(|p| p.version_id != current.version_id);
             let mut by_pending = None;
@@ -436,8 +472,8 @@ async fn target_logs_in(
                 Some(server) => server,
                 None => {
                     let rejected = RotationError::LoginRejected {
-                        user,
-                        detail: format!("{detail}: the inactive user's {AWSCURRENT} password in {secret_id} does not log in (nor does an {AWSPENDING} one); fix the secret or the database password"),
+                        user: role,
+                        detail: format!("{detail}: the inactive user's current password (version {} of {}) does not log in (nor does an {AWSPENDING} one); fix the secret or the database password", current.version_id, pointer.secret_of(user).unwrap_or_default()),
                     };
                     return Err(explain_rejection(database, rejected, active, now).await);
                 }
@@ -446,4 +482,49 @@ async fn target_logs_in(
         Err(other) => return Err(other),
     };
     writable(&server, &endpoint, s.username())
+}
+
+/// No version holds `user`'s password (the alternating layout before its
+/// first rotation): an administrator must set it. Its secret is
+/// `DB_ADMIN_SECRET_ID`, else the version's `masterarn`; it must exist and
+/// log in. Missing is `SecretNotFound`, with nothing changed.
+async fn admin_can_set(
+    config: &TargetConfig,
+    pointer: &dyn Pointer,
+    secrets: &dyn SecretStore,
+    database: &dyn Database,
+    user: &str,
+) -> Result<(), RotationError> {
+    let (admin, source) = match &config.admin_secret_id {
+        Some(id) => (id.clone(), "DB_ADMIN_SECRET_ID"),
+        None => match pointer.admin_secret().await? {
+            Some(id) => (id, "masterarn"),
+            None => {
+                return Err(RotationError::SecretNotFound(format!(
+                    "{}: no version holds the password of {user:?} ({AWSPREVIOUS} is missing or names another user), so only an administrator can set its first one: add \"masterarn\" (the administrator's secret) to the secret, or set DB_ADMIN_SECRET_ID; nothing was changed",
+                    pointer.name()
+                )))
+            }
+        },
+    };
+    let owner = Owner {
+        user: None,
+        connection: &config.connection,
+    };
+    let found = match read_stage(secrets, &admin, AWSCURRENT, owner).await {
+        Ok(found) => found,
+        Err(RotationError::SecretNotFound(_)) => None,
+        Err(other) => return Err(other),
+    };
+    let Some(secret) = found else {
+        return Err(RotationError::SecretNotFound(format!(
+            "the administrator's secret {admin} ({source}) does not exist or has no {AWSCURRENT} version; it is needed to set the first password of {user:?}; nothing was changed"
+        )));
+    };
+    let s = &secret.secret;
+    database
+        .check_login(&s.endpoint(), s.username(), s.password())
+        .await?;
+    info!(%user, admin = s.username(), %source, "no version holds the inactive user's password: the administrator will set it");
+    Ok(())
 }

@@ -52,6 +52,8 @@ fn world() -> World {
         proxy_name: None,
         allow_different_endpoints: false,
         valid_until_margin_days: 45,
+        admin_secret_id: None,
+        layout: PointerLayout::Parameter,
     };
     let secrets = FakeSecrets::default();
     secrets.add(BLUE_SECRET, "blue-v1", &secret_json("blue", "blue-pass-1"));
@@ -170,8 +172,11 @@ impl World {
                 parameter_name: PARAM.into(),
                 users: self.config.users(),
                 to: to.into(),
+                pointer: PointerLayout::Parameter,
+                version_id: None,
             },
             &self.parameters,
+            &self.secrets,
         )
         .await
     }
@@ -1128,7 +1133,23 @@ async fn unknown_targets_and_bad_documents_are_named_and_change_nothing() {
         ("{not json".to_string(), "not a JSON object"),
         (
             json!({"orders": {"activeUserParameter": "/o"}}).to_string(),
-            "blueSecretId",
+            "missing field `cluster`",
+        ),
+        (
+            {
+                let mut d = targets_doc();
+                d["orders"].as_object_mut().unwrap().remove("blueSecretId");
+                d.to_string()
+            },
+            "blueSecretId is missing",
+        ),
+        (
+            {
+                let mut d = targets_doc();
+                d["orders"]["alternatingSecretId"] = json!("orders/app");
+                d.to_string()
+            },
+            "remove blueSecretId and greenSecretId",
         ),
         (
             {
@@ -2625,3 +2646,5 @@ async fn a_service_deleted_after_it_was_listed_is_no_consumer_and_no_error() {
     let plan = w.select(json!({})).await.unwrap();
     assert_eq!(plan.services, vec!["web"]);
 }
+
+mod alternating;

@@ -3,10 +3,10 @@
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::read::{current_secret, plan_owner, read_stage};
 use crate::domain::*;
 use crate::errors::RotationError;
-use crate::ports::{Database, SecretStore, ServerFacts};
+use crate::layouts::{self, Stores};
+use crate::ports::{Database, Pointer, SecretStore, ServerFacts};
 
 /// What the state machine passes to `verify-login`.
 #[derive(Debug, Clone, Deserialize)]
@@ -16,31 +16,34 @@ pub struct VerifyRequest {
 }
 
 /// Step 3: log in with the pending password, on the primary and on every
-/// reader, then promote it to `AWSCURRENT` (an RDS Proxy reads that label,
-/// so this comes before the flip). A version already promoted (a replay, or
-/// mode `flip`) is checked the same way. Afterwards no version of the
-/// secret carries `AWSPENDING`.
+/// reader, then (parameter layout) promote it to `AWSCURRENT` of the user's
+/// secret (an RDS Proxy reads that label, so this comes before the flip).
+/// A version already promoted (a replay, or mode `flip`) is checked the
+/// same way; afterwards no version of the secret carries `AWSPENDING`. In
+/// the alternating layout promoting the version is the flip: it stays
+/// `AWSPENDING` here.
 pub async fn verify_login(
     plan: &Plan,
     pending: &PendingPassword,
     secrets: &dyn SecretStore,
     database: &dyn Database,
 ) -> Result<Verified, RotationError> {
-    let secret_id = &plan.target_secret_id;
-    let owner = plan_owner(plan, &plan.target_user);
-    let current = current_secret(secrets, secret_id, owner).await?;
-    if current.version_id == pending.version_id {
+    let user = &plan.target_user;
+    let pointer = layouts::for_plan(plan, Stores::secrets_only(secrets));
+    let pointer = pointer.as_ref();
+    let current = pointer.current(user).await?;
+    if let Some(current) = current.filter(|c| c.version_id == pending.version_id) {
         // Promoted by an earlier attempt, or rotated by another tool: it
         // must still log in, everywhere.
         let s = &current.secret;
         let primary = database
             .check_login(&s.endpoint(), s.username(), s.password())
             .await?;
-        readers_accept(plan, secrets, database, s, &primary).await?;
+        readers_accept(plan, pointer, database, s, &primary).await?;
         // Another tool's rotation (or an old run) may have left a pending
         // label behind: nothing will resume it now.
-        if let Some(left) = read_stage(secrets, secret_id, AWSPENDING, owner).await? {
-            secrets.discard_pending(secret_id, &left.version_id).await?;
+        if let Some(left) = pointer.pending(user).await? {
+            pointer.discard(user, &left.version_id).await?;
             warn!(discarded_version_id = %left.version_id, current_version_id = %current.version_id, "removed a leftover AWSPENDING label");
         }
         return Ok(Verified {
@@ -48,12 +51,14 @@ pub async fn verify_login(
             already_current: true,
         });
     }
-    let staged = read_stage(secrets, secret_id, AWSPENDING, owner)
+    let staged = pointer
+        .pending(user)
         .await?
         .filter(|v| v.version_id == pending.version_id)
         .ok_or_else(|| {
             RotationError::SecretNotFound(format!(
-                "{secret_id} has no {AWSPENDING} version {}",
+                "{} has no {AWSPENDING} version {}",
+                pointer.secret_of(user).unwrap_or_default(),
                 pending.version_id
             ))
         })?;
@@ -61,9 +66,9 @@ pub async fn verify_login(
     let primary = database
         .check_login(&s.endpoint(), s.username(), s.password())
         .await?;
-    readers_accept(plan, secrets, database, s, &primary).await?;
-    secrets.promote(secret_id, &staged.version_id).await?;
-    info!(version_id = %staged.version_id, readers = plan.readers.len(), "verified the login and promoted the version to AWSCURRENT");
+    readers_accept(plan, pointer, database, s, &primary).await?;
+    let promoted = pointer.settle(user, &staged.version_id).await?;
+    info!(version_id = %staged.version_id, readers = plan.readers.len(), promoted, "verified the login{}", if promoted { " and promoted the version to AWSCURRENT" } else { "; the flip promotes it" });
     Ok(Verified {
         version_id: staged.version_id,
         already_current: false,
@@ -79,7 +84,7 @@ pub async fn verify_login(
 /// this primary, or its password differs).
 async fn readers_accept(
     plan: &Plan,
-    secrets: &dyn SecretStore,
+    pointer: &dyn Pointer,
     database: &dyn Database,
     staged: &DbSecret,
     primary: &ServerFacts,
@@ -88,13 +93,7 @@ async fn readers_accept(
         return Ok(());
     }
     let endpoint = staged.endpoint();
-    let previous = current_secret(
-        secrets,
-        &plan.previous_secret_id,
-        plan_owner(plan, &plan.previous_user),
-    )
-    .await?
-    .secret;
+    let previous = pointer.template(&plan.previous_user).await?.secret;
     for reader in &plan.readers {
         let at = endpoint.on(reader);
         match database

@@ -1,0 +1,224 @@
+//! The alternating-secret layout (AWS's alternating-users convention): one
+//! Secrets Manager secret whose `AWSCURRENT` version names the active user.
+//! The inactive user's password is in the version that last named it
+//! (`AWSPREVIOUS`). A new password is staged as `AWSPENDING` of the same
+//! secret; the flip promotes it; the rollback moves `AWSCURRENT` back to the
+//! version naming the previous user. ECS injects `AWSCURRENT` at task start,
+//! so the application changes nothing, and a task that started before the
+//! flip keeps the previous user, whose password did not change.
+
+use async_trait::async_trait;
+use tracing::{info, warn};
+
+use super::{check_user, Stores};
+use crate::domain::{
+    Connection, Flipped, SecretVersion, UserKeys, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
+};
+use crate::errors::RotationError;
+use crate::password::Password;
+use crate::ports::{Pointer, PointerState};
+use crate::steps::read::{read_stage, Owner};
+
+pub struct AlternatingSecretPointer<'a> {
+    pub stores: Stores<'a>,
+    pub secret_id: &'a str,
+    /// An active-user parameter kept equal to the secret's active user, for
+    /// observers (optional).
+    pub parameter: Option<&'a str>,
+    pub users: UserKeys,
+}
+
+/// The secret must hold the RDS JSON shape: a bare password names no user.
+const JSON_ONLY: Owner<'static> = Owner {
+    user: None,
+    connection: &Connection {
+        host: None,
+        port: None,
+        dbname: None,
+    },
+};
+
+impl AlternatingSecretPointer<'_> {
+    async fn at(&self, stage: &str) -> Result<Option<SecretVersion>, RotationError> {
+        read_stage(self.stores.secrets, self.secret_id, stage, JSON_ONLY).await
+    }
+
+    /// The `AWSCURRENT` version, which must exist and name one of the users.
+    async fn active_version(&self) -> Result<SecretVersion, RotationError> {
+        let current = self.at(AWSCURRENT).await?.ok_or_else(|| {
+            RotationError::SecretNotFound(format!("{} has no {AWSCURRENT} version", self.secret_id))
+        })?;
+        let user = current.secret.username();
+        if !self.users.contains(user) {
+            return Err(RotationError::InvalidActiveUser {
+                parameter: format!("{} ({AWSCURRENT} username)", self.secret_id),
+                value: user.to_string(),
+                blue: self.users.blue.clone(),
+                green: self.users.green.clone(),
+            });
+        }
+        Ok(current)
+    }
+}
+
+#[async_trait]
+impl Pointer for AlternatingSecretPointer<'_> {
+    fn name(&self) -> &str {
+        self.secret_id
+    }
+
+    fn secret_of(&self, user: &str) -> Option<&str> {
+        self.users.contains(user).then_some(self.secret_id)
+    }
+
+    /// `secretsmanager:GetSecretValue` (`AWSCURRENT`), and the flip time:
+    /// the later of the tag pgflip writes before it moves `AWSCURRENT`
+    /// (`secretsmanager:DescribeSecret`) and the version's creation (a move
+    /// made by another rotator, such as Secrets Manager's own, is no earlier
+    /// than the version it promoted).
+    async fn read(&self) -> Result<PointerState, RotationError> {
+        let current = self.active_version().await?;
+        let tagged = self.stores.secrets.flipped_at(self.secret_id).await?;
+        Ok(PointerState {
+            active: current.secret.username().to_string(),
+            moved_ms: tagged.max(current.created_ms),
+        })
+    }
+
+    async fn current(&self, user: &str) -> Result<Option<SecretVersion>, RotationError> {
+        if !self.users.contains(user) {
+            return Ok(None);
+        }
+        let active = self.active_version().await?;
+        if active.secret.username() == user {
+            return Ok(Some(active));
+        }
+        // The version that last named the user holds its password; the
+        // server and database are the active version's (an operator edits
+        // AWSCURRENT when the database moves).
+        Ok(self
+            .at(AWSPREVIOUS)
+            .await?
+            .filter(|p| p.secret.username() == user)
+            .map(|p| SecretVersion {
+                version_id: p.version_id,
+                secret: active
+                    .secret
+                    .for_user(user)
+                    .with_password(p.secret.password().clone()),
+                created_ms: p.created_ms,
+            }))
+    }
+
+    async fn template(&self, user: &str) -> Result<SecretVersion, RotationError> {
+        match self.current(user).await? {
+            Some(v) => Ok(v),
+            None => {
+                let active = self.active_version().await?;
+                Ok(SecretVersion {
+                    version_id: active.version_id,
+                    secret: active.secret.for_user(user),
+                    created_ms: active.created_ms,
+                })
+            }
+        }
+    }
+
+    async fn pending(&self, _user: &str) -> Result<Option<SecretVersion>, RotationError> {
+        self.at(AWSPENDING).await
+    }
+
+    async fn stage(
+        &self,
+        _user: &str,
+        token: &str,
+        value: &Password,
+    ) -> Result<String, RotationError> {
+        self.stores
+            .secrets
+            .put_pending(self.secret_id, token, value)
+            .await
+    }
+
+    async fn discard(&self, _user: &str, version_id: &str) -> Result<(), RotationError> {
+        // The next staged version takes the label (PutSecretValue moves
+        // AWSPENDING), so this layout's labels move only in the flip.
+        info!(secret = %self.secret_id, %version_id, "the stale pending version keeps its label until the fresh one is staged");
+        Ok(())
+    }
+
+    async fn settle(&self, _user: &str, _version_id: &str) -> Result<bool, RotationError> {
+        Ok(false)
+    }
+
+    /// Moves `AWSCURRENT` to the version naming `to`: the verified
+    /// `AWSPENDING` version `version_id` (the forward flip), or without one
+    /// the `AWSPREVIOUS` version (the rollback). The time is tagged first
+    /// (`secretsmanager:TagResource`), then `secretsmanager:UpdateSecretVersionStage`
+    /// moves the label, then the optional parameter follows
+    /// (`ssm:PutParameter`). No version naming `to` is `SecretNotFound`,
+    /// with nothing moved.
+    async fn flip(&self, to: &str, version_id: Option<&str>) -> Result<Flipped, RotationError> {
+        check_user(&self.users, to)?;
+        let active = self.active_version().await?;
+        let was = active.secret.username().to_string();
+        let changed = was != to;
+        if changed {
+            let (stage, found) = match version_id {
+                Some(id) => (
+                    AWSPENDING,
+                    self.at(AWSPENDING)
+                        .await?
+                        .filter(|p| p.version_id == id && p.secret.username() == to),
+                ),
+                None => (
+                    AWSPREVIOUS,
+                    self.at(AWSPREVIOUS)
+                        .await?
+                        .filter(|p| p.secret.username() == to),
+                ),
+            };
+            let version = found.ok_or_else(|| {
+                RotationError::SecretNotFound(format!(
+                    "{}: no {stage} version{} names {to:?}, so the pointer cannot move to it; {AWSCURRENT} still names {was:?}",
+                    self.secret_id,
+                    version_id.map(|v| format!(" {v}")).unwrap_or_default()
+                ))
+            })?;
+            self.stores
+                .secrets
+                .record_flip(self.secret_id, crate::steps::now_ms())
+                .await?;
+            self.stores
+                .secrets
+                .promote(self.secret_id, &version.version_id)
+                .await?;
+        }
+        if let Some(parameter) = self.parameter {
+            let shown = self.stores.parameters.get(parameter).await?.value;
+            if shown.trim() != to {
+                self.stores.parameters.put(parameter, to).await?;
+                if !changed {
+                    warn!(%parameter, active_user = %to, "the active-user parameter disagreed with the secret; set it to the secret's active user");
+                }
+            }
+        }
+        info!(secret = %self.secret_id, %was, active_user = %to, changed, "flipped the active user ({AWSCURRENT})");
+        Ok(Flipped {
+            active_user: to.to_string(),
+            was,
+            changed,
+        })
+    }
+
+    /// The `masterarn` field of the `AWSCURRENT` version.
+    async fn admin_secret(&self) -> Result<Option<String>, RotationError> {
+        Ok(self
+            .active_version()
+            .await?
+            .secret
+            .field("masterarn")
+            .filter(|m| !m.trim().is_empty())
+            .map(str::to_string))
+    }
+}

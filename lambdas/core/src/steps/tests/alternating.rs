@@ -1,0 +1,426 @@
+//! The alternating-secret layout on the fakes: one secret whose AWSCURRENT
+//! names the active user, the same steps as the parameter layout.
+
+use serde_json::json;
+
+use super::*;
+
+const SECRET: &str = "app/db/alternating";
+const OBSERVED: &str = "/app/db/active-user";
+const ADMIN_SECRET: &str = "app/db/master";
+
+fn alternating_json(user: &str, password: &str) -> String {
+    json!({"engine": "postgres", "host": "127.0.0.1", "port": 5432, "dbname": "app",
+           "username": user, "password": password, "masterarn": ADMIN_SECRET})
+    .to_string()
+}
+
+/// AWS's alternating users after one rotation: AWSCURRENT names blue,
+/// AWSPREVIOUS green; the optional parameter names blue too.
+fn alternating_world() -> World {
+    let mut w = world();
+    w.config.layout = PointerLayout::AlternatingSecret {
+        secret_id: SECRET.into(),
+        active_user_parameter: Some(OBSERVED.into()),
+    };
+    w.config.parameter_name = OBSERVED.into();
+    w.config.blue_secret_id = SECRET.into();
+    w.config.green_secret_id = SECRET.into();
+    w.secrets.add_staged(
+        SECRET,
+        "v-green-1",
+        &alternating_json("green", "green-pass-1"),
+        &["AWSPREVIOUS"],
+    );
+    w.secrets
+        .add(SECRET, "v-blue-1", &alternating_json("blue", "blue-pass-1"));
+    made_long_ago(&w);
+    w
+}
+
+/// The secret's versions predate the services' deployments (adopted long
+/// ago, the services deployed since).
+fn made_long_ago(w: &World) {
+    for versions in w.secrets.secrets.lock().unwrap().values_mut() {
+        for v in versions.iter_mut() {
+            v.created_ms = 1;
+        }
+    }
+}
+
+impl World {
+    async fn flip_alternating(
+        &self,
+        to: &str,
+        version_id: Option<&str>,
+    ) -> Result<Flipped, RotationError> {
+        flip_parameter(
+            &FlipRequest {
+                parameter_name: SECRET.into(),
+                users: self.config.users(),
+                to: to.into(),
+                pointer: self.config.layout.clone(),
+                version_id: version_id.map(str::to_string),
+            },
+            &self.parameters,
+            &self.secrets,
+        )
+        .await
+    }
+
+    /// The layout's invariant: the user AWSCURRENT names logs in with
+    /// AWSCURRENT's password.
+    fn alternating_invariant_holds(&self) -> bool {
+        self.logs_in_at(AWSCURRENT)
+    }
+
+    /// The user a stage's version names logs in with its password (after
+    /// a flip or a rollback, AWSPREVIOUS too: old tasks hold it).
+    fn logs_in_at(&self, stage: &str) -> bool {
+        match (
+            self.secrets.user_at(SECRET, stage),
+            self.secrets.password_at(SECRET, stage),
+        ) {
+            (Some(user), Some(password)) => self.database.logs_in(&user, &password),
+            _ => false,
+        }
+    }
+
+    async fn rotate_alternating(&self) -> Plan {
+        let plan = self.select(json!({})).await.unwrap();
+        let pending = self.generate(&plan).await.unwrap();
+        let verified = self.verify(&plan, &pending).await.unwrap();
+        self.flip_alternating(&plan.target_user, Some(&verified.version_id))
+            .await
+            .unwrap();
+        plan
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_stages_verifies_and_flips_by_promoting() {
+    let w = alternating_world();
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(
+        (
+            plan.previous_user.as_str(),
+            plan.target_user.as_str(),
+            plan.mode
+        ),
+        ("blue", "green", Mode::Rotate)
+    );
+    assert_eq!(plan.parameter_name, SECRET);
+    assert_eq!(plan.target_secret_id, SECRET);
+
+    let pending = w.generate(&plan).await.unwrap();
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSPENDING).as_deref(),
+        Some("green")
+    );
+    assert!(w.alternating_invariant_holds());
+    // Green changed its own password, logged in with the AWSPREVIOUS one.
+    assert_ne!(
+        w.database.password_of("green").as_deref(),
+        Some("green-pass-1")
+    );
+    assert_eq!(
+        w.database.password_of("blue").as_deref(),
+        Some("blue-pass-1")
+    );
+
+    let verified = w.verify(&plan, &pending).await.unwrap();
+    // Verifying does not promote: in this layout the promotion is the flip.
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSCURRENT).as_deref(),
+        Some("blue")
+    );
+    assert_eq!(verified.version_id, pending.version_id);
+
+    let flipped = w
+        .flip_alternating("green", Some(&verified.version_id))
+        .await
+        .unwrap();
+    assert_eq!((flipped.was.as_str(), flipped.changed), ("blue", true));
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSCURRENT).as_deref(),
+        Some("green")
+    );
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSPREVIOUS).as_deref(),
+        Some("blue")
+    );
+    assert_eq!(w.secrets.version_at(SECRET, AWSPENDING), None);
+    assert_eq!(w.parameters.value(OBSERVED).as_deref(), Some("green"));
+    assert!(w.alternating_invariant_holds() && w.logs_in_at(AWSPREVIOUS));
+    // Replayed: nothing moves.
+    let again = w
+        .flip_alternating("green", Some(&verified.version_id))
+        .await
+        .unwrap();
+    assert!(!again.changed);
+
+    // The next rotation (another execution) rotates blue, whose password
+    // AWSPREVIOUS holds.
+    w.redeploy(&plan).await.unwrap();
+    w.deployments.set_primary_state("app", "COMPLETED");
+    w.executions.stop(ME);
+    let next_execution = format!("{ME}-next");
+    w.executions.start(&next_execution);
+    let next = w
+        .select_as(SelectRequest {
+            input: json!({}),
+            execution_id: next_execution,
+            execution_name: "exec-next".into(),
+        })
+        .await
+        .unwrap();
+    let pending = w.generate(&next).await.unwrap();
+    w.verify(&next, &pending).await.unwrap();
+    w.flip_alternating("blue", Some(&pending.version_id))
+        .await
+        .unwrap();
+    assert_eq!(next.target_user, "blue");
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSCURRENT).as_deref(),
+        Some("blue")
+    );
+    assert!(w.alternating_invariant_holds());
+}
+
+#[tokio::test]
+async fn the_rollback_moves_awscurrent_back_to_the_previous_user() {
+    let w = alternating_world();
+    let plan = w.rotate_alternating().await;
+    let green_password = w.secrets.password_at(SECRET, AWSCURRENT).unwrap();
+    let back = w.flip_alternating(&plan.previous_user, None).await.unwrap();
+    assert_eq!((back.was.as_str(), back.changed), ("green", true));
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSCURRENT).as_deref(),
+        Some("blue")
+    );
+    assert_eq!(
+        w.secrets.password_at(SECRET, AWSCURRENT).as_deref(),
+        Some("blue-pass-1")
+    );
+    // Green's new password stays in AWSPREVIOUS, and still logs in.
+    assert_eq!(
+        w.secrets.password_at(SECRET, AWSPREVIOUS),
+        Some(green_password)
+    );
+    assert_eq!(w.parameters.value(OBSERVED).as_deref(), Some("blue"));
+    assert!(w.alternating_invariant_holds() && w.logs_in_at(AWSPREVIOUS));
+    // The rollback is a flip like any other: the next run finishes it
+    // (services deployed before it get redeployed), not a new rotation.
+    let finish = w.select(json!({})).await.unwrap();
+    assert_eq!(finish.mode, Mode::Redeploy);
+    assert_eq!(finish.target_user, "blue");
+}
+
+#[tokio::test]
+async fn a_flip_moves_nothing_it_cannot_justify() {
+    let w = alternating_world();
+    // Forward: only the verified pending version may be promoted.
+    let err = w
+        .flip_alternating("green", Some("not-staged"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "SecretNotFound");
+    assert!(
+        err.to_string().contains("AWSPENDING version not-staged"),
+        "{err}"
+    );
+    // Back: AWSPREVIOUS must name the user.
+    let w = alternating_world();
+    w.secrets.add_staged(
+        SECRET,
+        "v-someone",
+        &alternating_json("someone", "x-pass"),
+        &["AWSPREVIOUS"],
+    );
+    let err = w.flip_alternating("green", None).await.unwrap_err();
+    assert_eq!(err.name(), "SecretNotFound");
+    assert_eq!(
+        w.flip_alternating("purple", None).await.unwrap_err().name(),
+        "InvalidInput"
+    );
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSCURRENT).as_deref(),
+        Some("blue")
+    );
+    assert_eq!(w.parameters.value(OBSERVED).as_deref(), Some("blue"));
+}
+
+#[tokio::test]
+async fn a_secret_naming_neither_user_is_refused_with_nothing_changed() {
+    let w = alternating_world();
+    w.secrets.add_staged(
+        SECRET,
+        "v-carol",
+        &alternating_json("carol", "carol-pass"),
+        &[AWSPENDING],
+    );
+    w.secrets.promote(SECRET, "v-carol").await.unwrap();
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "InvalidActiveUser");
+    assert!(err.to_string().contains("carol"), "{err}");
+    assert!(err.to_string().contains(SECRET), "{err}");
+    assert_eq!(*w.database.password_changes.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_first_rotation_after_adoption_needs_an_administrator() {
+    // Only AWSCURRENT: no version holds green's password.
+    let lone = || {
+        let w = alternating_world();
+        w.secrets.secrets.lock().unwrap().remove(SECRET);
+        w.secrets
+            .add(SECRET, "v-blue-1", &alternating_json("blue", "blue-pass-1"));
+        made_long_ago(&w);
+        w
+    };
+    // masterarn names a secret that does not exist.
+    let w = lone();
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "SecretNotFound");
+    assert!(
+        err.to_string().contains(ADMIN_SECRET) && err.to_string().contains("masterarn"),
+        "{err}"
+    );
+    assert_eq!(*w.database.password_changes.lock().unwrap(), 0);
+
+    // No masterarn and no DB_ADMIN_SECRET_ID.
+    let w = lone();
+    w.secrets.secrets.lock().unwrap().remove(SECRET);
+    w.secrets
+        .add(SECRET, "v-blue-1", &secret_json("blue", "blue-pass-1"));
+    made_long_ago(&w);
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "SecretNotFound");
+    assert!(err.to_string().contains("DB_ADMIN_SECRET_ID"), "{err}");
+    assert_eq!(w.secrets.version_count(SECRET), 1);
+
+    // With the administrator: it sets green's first password.
+    let w = lone();
+    w.secrets.add(
+        ADMIN_SECRET,
+        "admin-1",
+        &secret_json("postgres", "admin-pass"),
+    );
+    w.database
+        .add_user("postgres", "admin-pass", &["attribute CREATEROLE"]);
+    let plan = w.rotate_alternating().await;
+    assert_eq!(plan.target_user, "green");
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSCURRENT).as_deref(),
+        Some("green")
+    );
+    assert!(w.alternating_invariant_holds());
+}
+
+#[tokio::test]
+async fn resume_after_a_crash_at_each_step() {
+    // After generate: the pending version is resumed, not made again.
+    let w = alternating_world();
+    let plan = w.select(json!({})).await.unwrap();
+    let first = w.generate(&plan).await.unwrap();
+    let again = w.select(json!({})).await.unwrap();
+    assert_eq!(again.mode, Mode::Rotate);
+    let resumed = w.generate(&again).await.unwrap();
+    assert!(resumed.resumed);
+    assert_eq!(resumed.version_id, first.version_id);
+
+    // After verify, before the flip: the same version is verified and flipped.
+    let verified = w.verify(&again, &resumed).await.unwrap();
+    let third = w.select(json!({})).await.unwrap();
+    assert_eq!(third.mode, Mode::Rotate);
+    let pending = w.generate(&third).await.unwrap();
+    assert_eq!(pending.version_id, verified.version_id);
+    w.verify(&third, &pending).await.unwrap();
+    w.flip_alternating("green", Some(&pending.version_id))
+        .await
+        .unwrap();
+    assert!(w.alternating_invariant_holds());
+
+    // After the flip, before the redeploy: finish it (redeploy), rotate nothing.
+    let finish = w.select(json!({})).await.unwrap();
+    assert_eq!(finish.mode, Mode::Redeploy);
+    assert_eq!(
+        (finish.previous_user.as_str(), finish.target_user.as_str()),
+        ("blue", "green")
+    );
+    w.redeploy(&finish).await.unwrap();
+    w.deployments.set_primary_state("app", "COMPLETED");
+    // Redeployed after the flip: the next run rotates blue.
+    let next = w.select(json!({})).await.unwrap();
+    assert_eq!(
+        (next.mode, next.target_user.as_str()),
+        (Mode::Rotate, "blue")
+    );
+}
+
+#[tokio::test]
+async fn a_stale_pending_version_is_replaced_by_the_next_stage() {
+    let w = alternating_world();
+    // A pending version from another rotator, naming the active user.
+    w.secrets.add_staged(
+        SECRET,
+        "v-stale",
+        &alternating_json("blue", "stale-pass-1"),
+        &[AWSPENDING],
+    );
+    let plan = w.select(json!({})).await.unwrap();
+    let pending = w.generate(&plan).await.unwrap();
+    assert!(!pending.resumed);
+    assert_ne!(pending.version_id, "v-stale");
+    assert_eq!(
+        w.secrets.version_at(SECRET, AWSPENDING).as_deref(),
+        Some(pending.version_id.as_str())
+    );
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSPENDING).as_deref(),
+        Some("green")
+    );
+    assert_eq!(
+        w.database.password_of("blue").as_deref(),
+        Some("blue-pass-1")
+    );
+}
+
+#[tokio::test]
+async fn secrets_managers_own_rotation_of_the_secret_is_verified_and_redeployed() {
+    let w = alternating_world();
+    // Secrets Manager's alternating rotation: green gets a new password and
+    // becomes AWSCURRENT.
+    w.secrets.add_staged(
+        SECRET,
+        "sm-1",
+        &alternating_json("green", "sm-pass-1"),
+        &[AWSPENDING],
+    );
+    w.secrets.promote(SECRET, "sm-1").await.unwrap();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("green")
+        .unwrap()
+        .password = "sm-pass-1".into();
+    let plan = w
+        .select(json!({"source": "aws.secretsmanager", "detail": {"eventName": "RotationSucceeded",
+            "additionalEventData": {"SecretId": format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{SECRET}-AbCdEf")}}}))
+        .await
+        .unwrap();
+    assert_eq!(plan.mode, Mode::Redeploy);
+    assert_eq!(plan.alert, None);
+    assert_eq!(
+        (plan.previous_user.as_str(), plan.target_user.as_str()),
+        ("blue", "green")
+    );
+    // A failed rollout flips back to blue, whose password AWSPREVIOUS holds.
+    w.flip_alternating(&plan.previous_user, None).await.unwrap();
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSCURRENT).as_deref(),
+        Some("blue")
+    );
+    assert!(w.alternating_invariant_holds());
+}
