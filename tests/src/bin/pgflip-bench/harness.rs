@@ -1,10 +1,17 @@
 //! The load harness: "tasks" that behave like an application's ECS tasks.
 //!
-//! Each task reads the active-user parameter and that user's `AWSCURRENT`
-//! secret once, when it starts, and keeps those credentials for its whole
-//! life (as an ECS task keeps the environment it was started with). It then
-//! opens a fresh PostgreSQL connection, runs one query and closes it, in a
-//! loop, counting successes and failed logins.
+//! Each task takes its credentials once, when it starts, and keeps them for
+//! its whole life (as an ECS task keeps the environment it was started
+//! with), from one of two sources ([`CredentialSource`]):
+//! - `Parameter`: the application reads the active-user parameter, then that
+//!   user's `AWSCURRENT` secret;
+//! - `Injected`: no application code, ECS injects them: the task definition
+//!   of its service's PRIMARY deployment at that moment, its `secrets[]`
+//!   resolved as the ECS agent does, the task reading `DB_USER`,
+//!   `DB_PASSWORD`, `DB_HOST`, `DB_PORT` and `DB_NAME` ([`crate::injection`]).
+//!
+//! It then opens a fresh PostgreSQL connection, runs one query and closes
+//! it, in a loop, counting successes and failed logins.
 //!
 //! A controller polls `DescribeServices` for a new PRIMARY deployment id per
 //! service and then rolls that service's tasks the way an ECS rolling
@@ -29,11 +36,29 @@ use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use crate::injection;
+
+/// Where a task takes its credentials from when it starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// The application reads the active-user parameter, then that user's
+    /// secret at `AWSCURRENT`.
+    #[default]
+    Parameter,
+    /// ECS injects them: the `DB_*` variables of the task definition its
+    /// service's PRIMARY deployment runs when the task starts, `secrets[]`
+    /// resolved like the ECS agent does (see [`crate::injection`]). Register
+    /// one with [`injection::inject_from_secret`].
+    Injected,
+}
+
 /// How the tasks behave and how a deployment replaces them.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub cluster: String,
     pub services: Vec<String>,
+    /// How tasks get their credentials (default: the parameter).
+    pub credentials: CredentialSource,
     /// Tasks per service (the services' desired count).
     pub tasks_per_service: usize,
     /// Pause after each connect-and-query.
@@ -55,6 +80,7 @@ impl LoadConfig {
         Self {
             cluster: target.cluster.clone(),
             services,
+            credentials: CredentialSource::Parameter,
             tasks_per_service: 2,
             query_pause: Duration::from_millis(50),
             poll_every: Duration::from_millis(100),
@@ -75,7 +101,8 @@ pub struct Totals {
     pub failed_logins: u64,
     /// Any other failure (connection refused, timeout, query error).
     pub other_errors: u64,
-    /// A task could not read the parameter or secret when it started.
+    /// A task could not read the parameter or secret when it started (or,
+    /// injected, resolve its task definition's `secrets`).
     pub credential_errors: u64,
     /// Successful queries as blue and as green.
     pub as_blue: u64,
@@ -159,6 +186,8 @@ struct Shared {
     ssm: aws_sdk_ssm::Client,
     secrets: aws_sdk_secretsmanager::Client,
     ecs: aws_sdk_ecs::Client,
+    /// The same clients, as the ECS agent uses them for injection.
+    agent: injection::Agent,
     counters: Counters,
 }
 
@@ -217,6 +246,7 @@ impl Harness {
             ssm: aws_sdk_ssm::Client::new(&aws),
             secrets: aws_sdk_secretsmanager::Client::new(&aws),
             ecs: aws_sdk_ecs::Client::new(&aws),
+            agent: injection::Agent::new(&aws),
             counters: Counters::default(),
         });
         let ids = primary_deployments(&shared)
@@ -236,7 +266,7 @@ impl Harness {
                 };
                 for index in 0..shared.config.tasks_per_service {
                     let at = now + shared.config.stagger * index as u32;
-                    service.tasks.push(spawn_task(&shared, 0, index, at));
+                    service.tasks.push(spawn_task(&shared, name, 0, index, at));
                 }
                 service
             })
@@ -330,11 +360,18 @@ async fn primary_deployments(shared: &Shared) -> Result<BTreeMap<String, String>
     Ok(ids)
 }
 
-fn spawn_task(shared: &Arc<Shared>, generation: u64, index: usize, start_at: Instant) -> Task {
+fn spawn_task(
+    shared: &Arc<Shared>,
+    service: &str,
+    generation: u64,
+    index: usize,
+    start_at: Instant,
+) -> Task {
     let healthy = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let handle = tokio::spawn(run_task(
         shared.clone(),
+        service.to_string(),
         start_at,
         healthy.clone(),
         stop.clone(),
@@ -383,7 +420,13 @@ async fn control(
                                 .fetch_add(1, Ordering::SeqCst);
                             for index in 0..config.tasks_per_service {
                                 let at = now + config.task_start + config.stagger * index as u32;
-                                let task = spawn_task(&shared, service.generation, index, at);
+                                let task = spawn_task(
+                                    &shared,
+                                    &service.name,
+                                    service.generation,
+                                    index,
+                                    at,
+                                );
                                 service.tasks.push(task);
                             }
                         }
@@ -451,6 +494,7 @@ async fn control(
 /// query and disconnect in a loop until told to stop.
 async fn run_task(
     shared: Arc<Shared>,
+    service: String,
     start_at: Instant,
     healthy: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -470,7 +514,11 @@ async fn run_task(
             counters.tasks_stopped.fetch_add(1, Ordering::SeqCst);
             return;
         }
-        match read_credentials(&shared).await {
+        let read = match shared.config.credentials {
+            CredentialSource::Parameter => read_credentials(&shared).await,
+            CredentialSource::Injected => injected_credentials(&shared, &service).await,
+        };
+        match read {
             Ok(c) => break c,
             Err(e) => {
                 counters.credential_errors.fetch_add(1, Ordering::SeqCst);
@@ -537,6 +585,31 @@ async fn read_credentials(shared: &Shared) -> Result<Credentials, String> {
         port: secret.port(),
         dbname: secret.dbname().to_string(),
         password: secret.password().clone(),
+    })
+}
+
+/// What ECS injects into a task of `service` starting now, read the way an
+/// application reads its environment. The user key is the color whose role
+/// the injected `DB_USER` names (else the role itself).
+async fn injected_credentials(shared: &Shared, service: &str) -> Result<Credentials, String> {
+    let env =
+        injection::injected_environment(&shared.agent, &shared.config.cluster, service).await?;
+    let db = env.db_credentials()?;
+    let target = &shared.target;
+    let user_key = if db.username == target.blue_role {
+        "blue".to_string()
+    } else if db.username == target.green_role {
+        "green".to_string()
+    } else {
+        db.username.clone()
+    };
+    Ok(Credentials {
+        user_key,
+        username: db.username,
+        host: db.host,
+        port: db.port,
+        dbname: db.dbname,
+        password: db.password,
     })
 }
 

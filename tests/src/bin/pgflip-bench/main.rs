@@ -15,6 +15,13 @@
 //!   pgflip-bench load [--seconds S] [--services a,b]
 //!       the load harness alone (for example beside `scripts/rotate-local --keep`)
 //!
+//!   pgflip-bench inject-check [--seconds S]
+//!       credentials injected the way ECS does (task definition `secrets`
+//!       from one alternating secret's JSON keys, see injection.rs): tasks
+//!       keep what they started with when the secret's AWSCURRENT moves, and
+//!       tasks of a forced new deployment take the new user; exits 1 if a
+//!       check fails
+//!
 //!   pgflip-bench footprint --bin-dir DIR --python PY [--samples N]
 //!       size, init time and peak RSS of each Lambda bootstrap and of the
 //!       Python/boto3 equivalents, against a Runtime API emulator
@@ -24,6 +31,7 @@
 
 mod footprint;
 mod harness;
+mod injection;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -104,7 +112,7 @@ impl Args {
 
 fn usage(problem: &str) -> ! {
     eprintln!("pgflip-bench: {problem}");
-    eprintln!("usage: pgflip-bench run|load|footprint [options]   (see the top of tests/src/bin/pgflip-bench/main.rs)");
+    eprintln!("usage: pgflip-bench run|load|inject-check|footprint [options]   (see the top of tests/src/bin/pgflip-bench/main.rs)");
     std::process::exit(2);
 }
 
@@ -114,6 +122,7 @@ async fn main() {
     let ok = match args.command.as_str() {
         "run" => run(&args).await,
         "load" => load_only(&args).await,
+        "inject-check" => injection::command(&args).await,
         "footprint" => footprint::command(&args).await,
         other => usage(&format!("unknown command {other:?}")),
     };
