@@ -8,8 +8,10 @@
 //!   its code reaches. `main.rs` names the `steps::` function it runs; the
 //!   steps call port methods (`secrets.get_stage(…)`); each port is
 //!   implemented by an adapter in `lambdas/core/src/adapters/`, whose methods
-//!   call `self.client.<operation>()`. Resources are the configured ARNs,
-//!   never `"*"`;
+//!   call `self.client.<operation>()`. The `Pointer` port's adapters (the
+//!   layouts in `lambdas/core/src/layouts/`) call the store ports in turn,
+//!   and either layout may run in any function. Resources are the
+//!   configured ARNs, never `"*"`;
 //! - the environment: exactly the variables of the config parsers `main.rs`
 //!   calls (`pgflip_core::config::ENV_VARS`, kept honest by a unit test);
 //! - the network: the functions that link the `postgres` adapter run in the
@@ -228,11 +230,16 @@ fn statements<'a>(owner: &str, policies: &'a Value) -> Vec<Statement<'a>> {
 }
 
 /// The template conditions that choose the password store.
-const STORE_CONDITIONS: &[&str] = &["UsesSecretsManagerStore", "UsesSsmStore"];
+const STORE_CONDITIONS: &[&str] = &[
+    "UsesSecretsManagerStore",
+    "UsesSsmStore",
+    "UsesParameterLayout",
+    "UsesAlternatingSecret",
+];
 /// Conditions of optional features whose calls the code makes only when the
 /// feature is configured (an RDS Proxy to check, a targets document to
 /// read): granted under them alone.
-const FEATURE_CONDITIONS: &[&str] = &["HasDbProxy", "HasTargetsDocument"];
+const FEATURE_CONDITIONS: &[&str] = &["HasDbProxy", "HasTargetsDocument", "HasActiveUserParameter"];
 
 // ------------------------------------------------------------ the Lambdas
 
@@ -577,8 +584,27 @@ const STEPS: &str = "lambdas/core/src/steps.rs";
 const ADAPTERS: &str = "lambdas/core/src/adapters";
 
 /// The port methods (trait, method) a step function reaches, through the
-/// helpers it calls in the steps module.
+/// helpers it calls in the steps module and the pointer layouts.
 fn port_calls_of_step(step: &str) -> BTreeSet<(String, String)> {
+    let mut out = direct_port_calls(step);
+    // Through the Pointer port: what each layout's method calls on the stores.
+    let layouts = layout_calls();
+    let through: Vec<(String, String)> = out
+        .iter()
+        .filter(|(tr, _)| tr == "Pointer")
+        .cloned()
+        .collect();
+    for (_, method) in through {
+        let reached = layouts
+            .get(&method)
+            .unwrap_or_else(|| panic!("no layout implements Pointer::{method}"));
+        out.extend(reached.iter().cloned());
+    }
+    out
+}
+
+/// The port methods a step function reaches in the steps module.
+fn direct_port_calls(step: &str) -> BTreeSet<(String, String)> {
     let root = repo_root();
     let mut files = vec![root.join(STEPS)];
     if let Ok(dir) = std::fs::read_dir(root.join("lambdas/core/src/steps")) {
@@ -607,14 +633,90 @@ fn port_calls_of_step(step: &str) -> BTreeSet<(String, String)> {
                     out.insert((tr.clone(), method));
                 }
             }
+            // A pointer bound by `layouts::for_…` in the body.
+            if f.body.contains("layouts::for_") {
+                for method in calls_on(&f.body, "pointer", false) {
+                    if method == "as_ref" {
+                        continue; // the Box, not the port
+                    }
+                    out.insert(("Pointer".to_string(), method));
+                }
+            }
             todo.extend(free_calls(&f.body, &names));
         }
     }
     out
 }
 
+/// Per `Pointer` method, the store port methods (trait, method) the layout
+/// adapters in `lambdas/core/src/layouts/` reach: `self.stores.secrets.m(`,
+/// `self.stores.parameters.m(`, the steps' helpers they call (`read_stage`),
+/// closed over their own `self.helper(` calls. Union of the layouts.
+fn layout_calls() -> BTreeMap<String, BTreeSet<(String, String)>> {
+    let dir = repo_root().join("lambdas/core/src/layouts");
+    let steps_dir = repo_root().join("lambdas/core/src/steps");
+    let helpers: BTreeSet<String> = std::fs::read_dir(&steps_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .flat_map(|p| functions(&code_only(&read(p))))
+        .map(|f| f.name)
+        .collect();
+    let mut out: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    let mut layouts = 0;
+    for path in std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()) {
+        let code = code_only(&read(&path));
+        if !code.contains("impl Pointer for") {
+            continue;
+        }
+        layouts += 1;
+        let funcs = functions(&code);
+        let direct = |f: &Func| -> BTreeSet<(String, String)> {
+            let mut calls = BTreeSet::new();
+            for m in calls_on(&f.body, "secrets", true) {
+                calls.insert(("SecretStore".to_string(), m));
+            }
+            for m in calls_on(&f.body, "parameters", true) {
+                calls.insert(("ParameterStore".to_string(), m));
+            }
+            for helper in free_calls(&f.body, &helpers) {
+                calls.extend(
+                    direct_port_calls(&helper)
+                        .into_iter()
+                        .filter(|(tr, _)| tr != "Pointer"),
+                );
+            }
+            calls
+        };
+        for f in &funcs {
+            let mut reached = BTreeSet::new();
+            let mut seen = BTreeSet::new();
+            let mut todo = vec![f.name.clone()];
+            while let Some(n) = todo.pop() {
+                if !seen.insert(n.clone()) {
+                    continue;
+                }
+                for g in funcs.iter().filter(|g| g.name == n) {
+                    reached.extend(direct(g));
+                    todo.extend(calls_on(&g.body, "self", false));
+                }
+            }
+            out.entry(f.name.clone()).or_default().extend(reached);
+        }
+    }
+    assert_eq!(
+        layouts,
+        2,
+        "two layouts implement Pointer in {}",
+        dir.display()
+    );
+    out
+}
+
 struct Adapter {
     file: PathBuf,
+    /// The type that implements the port (`SecretsManager`).
+    type_name: String,
     /// Port trait → its methods → the IAM actions each reaches.
     actions: BTreeMap<String, BTreeSet<String>>,
     feature: String,
@@ -723,6 +825,9 @@ fn aws_adapters() -> BTreeMap<String, Vec<Adapter>> {
             if !code[j..].starts_with("for ") || !port_traits.contains(&tr) {
                 continue;
             }
+            let type_name = ident_at(b, skip_ws(b, j + 4))
+                .map(|(t, _)| t)
+                .unwrap_or_default();
             let open = j + code[j..].find('{').unwrap();
             let end = block_end(b, open);
             let mut methods = BTreeMap::new();
@@ -740,6 +845,7 @@ fn aws_adapters() -> BTreeMap<String, Vec<Adapter>> {
                 .or_insert_with(Vec::new)
                 .push(Adapter {
                     file: path.clone(),
+                    type_name,
                     actions: methods,
                     feature,
                 });
@@ -768,7 +874,13 @@ fn actions_of(lambda: &Lambda, adapters: &BTreeMap<String, Vec<Adapter>>) -> BTr
             let Some(implementations) = adapters.get(&tr) else {
                 continue; // a port without an AWS adapter (Database)
             };
-            for adapter in implementations {
+            // An adapter the function never constructs is never reached
+            // (flip-parameter builds only the Secrets Manager store: the
+            // alternating secret lives there).
+            for adapter in implementations
+                .iter()
+                .filter(|a| main.contains(&a.type_name))
+            {
                 assert!(
                     lambda.features.contains(&adapter.feature),
                     "{}: steps::{step} uses {tr}, whose adapter {} needs pgflip-core's \"{}\" feature",
@@ -1756,5 +1868,55 @@ fn secrets_managers_rotation_event_starts_the_workflow() {
     assert_eq!(
         statements[0]["Resource"]["Ref"], "RotationStateMachine",
         "{role_id}"
+    );
+}
+
+#[test]
+fn only_the_flip_moves_the_alternating_secrets_labels() {
+    let t = template();
+    let functions = of_type(&t, "AWS::Serverless::Function");
+    let mut movers = BTreeSet::new();
+    let mut readers = BTreeSet::new();
+    for (id, f) in &functions {
+        for s in statements(id, &f["Properties"]["Policies"]) {
+            let on_it = s
+                .resources
+                .iter()
+                .any(|r| ref_param(&t, r) == Some("AlternatingSecretArn"));
+            if !on_it {
+                continue;
+            }
+            assert_eq!(
+                s.condition.as_deref(),
+                Some("UsesAlternatingSecret"),
+                "{id}/{}: grants on the alternating secret only in that layout",
+                s.sid
+            );
+            readers.insert(id.to_string());
+            if s.actions
+                .iter()
+                .any(|a| a == "secretsmanager:UpdateSecretVersionStage")
+            {
+                movers.insert(id.to_string());
+            }
+        }
+    }
+    assert_eq!(
+        movers,
+        BTreeSet::from(["FlipParameterFunction".to_string()]),
+        "only the step that flips may move the alternating secret's labels"
+    );
+    assert!(readers.len() >= 4, "the steps that read it: {readers:?}");
+    // The layout is a parameter; each layout's rule names what it needs.
+    let rules = &t["Rules"];
+    for rule in [
+        "ParameterLayoutNeedsTheParameterAndBothSecrets",
+        "AlternatingSecretNeedsOneSecretsManagerSecret",
+    ] {
+        assert!(rules[rule]["Assertions"].is_array(), "Rules.{rule}");
+    }
+    assert_eq!(
+        t["Parameters"]["PointerLayout"]["AllowedValues"],
+        json!(["parameter", "alternating-secret"])
     );
 }

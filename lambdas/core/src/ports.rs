@@ -69,25 +69,22 @@ pub trait SecretStore: Send + Sync {
     /// layout's flip time), milliseconds since the epoch: the tag
     /// [`FLIPPED_AT_TAG`] (`secretsmanager:DescribeSecret`). `None`: never
     /// recorded. Stores that cannot hold a pointer say `ConfigurationError`.
-    async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
-        Err(unsupported_pointer(secret_id))
-    }
+    async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError>;
 
     /// Records that `AWSCURRENT` is about to move (`secretsmanager:TagResource`
     /// with [`FLIPPED_AT_TAG`] = `at_ms`). Written before the move, so the
     /// recorded time is never earlier than a deployment that could have
     /// started before the move.
-    async fn record_flip(&self, secret_id: &str, at_ms: i64) -> Result<(), RotationError> {
-        let _ = at_ms;
-        Err(unsupported_pointer(secret_id))
-    }
+    async fn record_flip(&self, secret_id: &str, at_ms: i64) -> Result<(), RotationError>;
 }
 
 /// The tag on an alternating secret that says when pgflip last moved its
 /// `AWSCURRENT` (milliseconds since the epoch, decimal).
 pub const FLIPPED_AT_TAG: &str = "pgflip:flipped-at";
 
-fn unsupported_pointer(secret_id: &str) -> RotationError {
+/// What a password store that cannot hold a pointer answers to
+/// [`SecretStore::flipped_at`] and [`SecretStore::record_flip`].
+pub fn unsupported_pointer(secret_id: &str) -> RotationError {
     RotationError::Configuration(format!(
         "{secret_id}: the alternating-secret layout needs a Secrets Manager secret (PASSWORD_STORE=secretsmanager)"
     ))

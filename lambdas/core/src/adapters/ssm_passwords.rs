@@ -212,6 +212,15 @@ impl SecretStore for SsmPasswordStore {
         Ok(out.version.to_string())
     }
 
+    /// SecureString parameters hold one user each: never a pointer.
+    async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+        Err(crate::ports::unsupported_pointer(secret_id))
+    }
+
+    async fn record_flip(&self, secret_id: &str, _at_ms: i64) -> Result<(), RotationError> {
+        Err(crate::ports::unsupported_pointer(secret_id))
+    }
+
     async fn promote(&self, secret_id: &str, version_id: &str) -> Result<(), RotationError> {
         let history = self.history(secret_id).await?;
         let wanted = version_id

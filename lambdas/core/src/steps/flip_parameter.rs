@@ -20,7 +20,8 @@ pub async fn flip_parameter(
         parameters,
         secrets,
     };
-    layouts::for_flip(request, stores)
+    let pointer = layouts::for_flip(request, stores);
+    pointer
         .flip(&request.to, request.version_id.as_deref())
         .await
 }

@@ -2343,7 +2343,7 @@ mod report {
         h.push(ended(
             "FAILED",
             Some("RotationRolledBack"),
-            Some("Rolled back: the parameter /app/db/active-user names blue again, whose password never changed. Original error RolloutFailed: cluster app: web=FAILED"),
+            Some("Rolled back: the pointer /app/db/active-user names blue again, whose password never changed. Original error RolloutFailed: cluster app: web=FAILED"),
         ));
         h
     }
