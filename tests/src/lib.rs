@@ -55,6 +55,11 @@ pub struct Target {
     /// More fields of its entry in the targets document (readers, a proxy…).
     #[serde(default)]
     pub document: Value,
+    /// The alternating-secret layout: this one secret (AWSCURRENT names the
+    /// active role) instead of the two secrets; `parameter_name` is then
+    /// the optional parameter kept equal to it, and the users are the roles.
+    #[serde(default)]
+    pub alternating: Option<String>,
 }
 
 /// The SSM parameter holding the targets document (`TARGETS_PARAMETER` of
@@ -84,6 +89,7 @@ impl Target {
             keys: None,
             port: None,
             document: Value::Null,
+            alternating: None,
         }
     }
 
@@ -104,6 +110,7 @@ impl Target {
             keys: None,
             port: None,
             document: Value::Null,
+            alternating: None,
         }
     }
 
@@ -118,6 +125,31 @@ impl Target {
         // A bare password does not say whose it is: the parameter names the role.
         t.keys = Some((t.blue_role.clone(), t.green_role.clone()));
         t
+    }
+
+    /// A target of the targets document in the alternating-secret layout
+    /// (AWS's alternating users: a role and its clone in one secret).
+    pub fn alternating(mut self, secret: &str, name: &str) -> Self {
+        self.blue_secret = secret.into();
+        self.green_secret = secret.into();
+        self.alternating = Some(secret.into());
+        self.name = Some(name.into());
+        self.keys = Some((self.blue_role.clone(), self.green_role.clone()));
+        self
+    }
+
+    /// The alternating target `scripts/rotate-local --layout
+    /// alternating-secret` rotates: `app` and its clone, in a database and
+    /// a cluster of their own.
+    pub fn local_alternating() -> Self {
+        let mut t = Self::local();
+        t.parameter_name = "/pgflip-local/alt/active-user".into();
+        t.dbname = "alt".into();
+        t.blue_role = "alt_app".into();
+        t.green_role = "alt_app_clone".into();
+        t.owner_role = "alt_owner".into();
+        t.cluster = "pgflip-local-alt".into();
+        t.alternating("pgflip-local/alt/app", "alternating")
     }
 
     /// The parameter's value for `blue` or `green`.
@@ -388,10 +420,51 @@ impl Stack {
         let (blue_pw, green_pw) = self.seed_database(t).await;
         let port = self.port_of(t);
 
-        for (secret, role, pw) in [
-            (&t.blue_secret, &t.blue_role, &blue_pw),
-            (&t.green_secret, &t.green_role, &green_pw),
-        ] {
+        let pairs = if let Some(secret) = &t.alternating {
+            // AWS's alternating users after a rotation: green (the clone)
+            // in AWSPREVIOUS, blue in AWSCURRENT.
+            let _ = self
+                .secrets
+                .delete_secret()
+                .secret_id(secret)
+                .force_delete_without_recovery(true)
+                .send()
+                .await;
+            for (i, (role, pw)) in [(&t.green_role, &green_pw), (&t.blue_role, &blue_pw)]
+                .into_iter()
+                .enumerate()
+            {
+                let value = json!({
+                    "engine": "postgres", "host": self.pg_host, "port": port,
+                    "dbname": t.dbname, "username": role, "password": pw.expose(),
+                })
+                .to_string();
+                if i == 0 {
+                    self.secrets
+                        .create_secret()
+                        .name(secret)
+                        .secret_string(value)
+                        .send()
+                        .await
+                        .expect("create the alternating secret");
+                } else {
+                    self.secrets
+                        .put_secret_value()
+                        .secret_id(secret)
+                        .secret_string(value)
+                        .send()
+                        .await
+                        .expect("put the active user's version");
+                }
+            }
+            vec![]
+        } else {
+            vec![
+                (&t.blue_secret, &t.blue_role, &blue_pw),
+                (&t.green_secret, &t.green_role, &green_pw),
+            ]
+        };
+        for (secret, role, pw) in pairs {
             if in_ssm(secret) {
                 // As setup (a) keeps it: the bare password, encrypted.
                 let _ = self
@@ -594,14 +667,20 @@ impl Stack {
             Ok(out) => serde_json::from_str(&out.parameter.unwrap().value.unwrap()).unwrap(),
             Err(_) => json!({}),
         };
-        let mut entry = json!({
-            "activeUserParameter": t.parameter_name,
-            "blueSecretId": t.blue_secret,
-            "greenSecretId": t.green_secret,
-            "cluster": t.cluster,
-            "services": t.services,
-            "stablePollSeconds": 1,
-        });
+        let mut entry = match &t.alternating {
+            Some(secret) => json!({
+                "alternatingSecretId": secret,
+                "activeUserParameter": t.parameter_name,
+            }),
+            None => json!({
+                "activeUserParameter": t.parameter_name,
+                "blueSecretId": t.blue_secret,
+                "greenSecretId": t.green_secret,
+            }),
+        };
+        entry["cluster"] = json!(t.cluster);
+        entry["services"] = json!(t.services);
+        entry["stablePollSeconds"] = json!(1);
         if let Value::Object(extra) = &t.document {
             for (k, v) in extra {
                 entry[k] = v.clone();
@@ -870,8 +949,51 @@ impl Stack {
         }
     }
 
+    /// The role the alternating secret's version at `stage` names (`None`:
+    /// no version carries it).
+    pub async fn alternating_user(&self, t: &Target, stage: &str) -> Option<String> {
+        let secret = t.alternating.as_deref().expect("an alternating target");
+        let raw = self
+            .secrets
+            .get_secret_value()
+            .secret_id(secret)
+            .version_stage(stage)
+            .send()
+            .await
+            .ok()?
+            .secret_string?;
+        let v: Value = serde_json::from_str(&raw).ok()?;
+        v["username"].as_str().map(str::to_string)
+    }
+
+    /// Logs in as the role the alternating secret's version at `stage`
+    /// names, with that version's password; returns the role.
+    pub async fn login_stage(&self, t: &Target, stage: &str) -> Result<String, String> {
+        let secret = t.alternating.as_deref().expect("an alternating target");
+        let role = self
+            .alternating_user(t, stage)
+            .await
+            .ok_or_else(|| format!("{secret} has no {stage} version"))?;
+        let key = t
+            .color_of(&role)
+            .map(|c| t.key(c))
+            .ok_or_else(|| format!("{stage} names {role:?}, neither configured user"))?;
+        let password = self.password_at(secret, stage).await;
+        self.login_at(t, &key, &password, self.port_of(t))
+            .await
+            .map(|()| role)
+    }
+
     /// The invariant: the user the parameter names logs in with its AWSCURRENT password.
+    /// In the alternating layout: the role AWSCURRENT names logs in with
+    /// AWSCURRENT's password.
     pub async fn invariant(&self, t: &Target) -> Result<String, String> {
+        if t.alternating.is_some() {
+            return self
+                .login_stage(t, AWSCURRENT)
+                .await
+                .map_err(|e| format!("the role AWSCURRENT names cannot log in with it: {e}"));
+        }
         let active = self.active_user(t).await;
         if t.color_of(&active).is_none() {
             return Err(format!("the parameter names {active:?}"));

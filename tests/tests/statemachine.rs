@@ -20,6 +20,9 @@ mod report;
 // The pgflip command line against the local stack (issue 16).
 #[path = "statemachine/cli.rs"]
 mod cli;
+// The alternating-secret layout end to end (issue 13).
+#[path = "statemachine/alternating.rs"]
+mod alternating;
 
 use pgflip_core::domain::AWSCURRENT;
 use pgflip_tests::{Execution, RunOptions, Snapshot, Stack, Target};

@@ -6,6 +6,9 @@
 //!   pgflip-stack snapshot                       (JSON on stdout)
 //!   pgflip-stack report BEFORE AFTER EXECUTION  (JSON files; exit 1 if a check fails)
 //!   pgflip-stack invariant                      (exit 1 unless the active user logs in)
+//!
+//! With `--alternating` first, the same for the alternating-secret target
+//! (`Target::local_alternating`, a target of the targets document).
 
 use pgflip_core::domain::AWSCURRENT;
 use pgflip_tests::{Snapshot, Stack, Target};
@@ -18,12 +21,20 @@ fn read<T: serde::de::DeserializeOwned>(path: &str) -> T {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
     let stack = Stack::from_env().await;
-    let target = Target::local();
+    let target = if args.first().map(String::as_str) == Some("--alternating") {
+        args.remove(0);
+        Target::local_alternating()
+    } else {
+        Target::local()
+    };
     match args.first().map(String::as_str) {
         Some("seed") => {
             stack.seed(&target).await;
+            if target.alternating.is_some() {
+                stack.register_target(&target).await;
+            }
             eprintln!(
                 "== seeded: roles {} and {} (members of {}), database {}, parameter {} = blue, secrets {} and {}, cluster {} with services {}",
                 target.blue_role,
