@@ -63,17 +63,117 @@ async fn main() {
             let before: Snapshot = read(&args[1]);
             let after: Snapshot = read(&args[2]);
             let execution: Value = read(&args[3]);
-            if !report(&stack, &target, &before, &after, &execution).await {
+            let ok = if target.alternating.is_some() {
+                report_alternating(&stack, &target, &before, &after, &execution).await
+            } else {
+                report(&stack, &target, &before, &after, &execution).await
+            };
+            if !ok {
                 std::process::exit(1);
             }
         }
         _ => {
             eprintln!(
-                "usage: pgflip-stack seed | snapshot | invariant | report BEFORE AFTER EXECUTION"
+                "usage: pgflip-stack [--alternating] seed | snapshot | invariant | report BEFORE AFTER EXECUTION"
             );
             std::process::exit(2);
         }
     }
+}
+
+/// The role a version of the alternating secret names.
+async fn role_in(stack: &Stack, secret: &str, version_id: &str) -> String {
+    let raw = stack
+        .secrets
+        .get_secret_value()
+        .secret_id(secret)
+        .version_id(version_id)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.secret_string)
+        .unwrap_or_default();
+    serde_json::from_str::<Value>(&raw)
+        .ok()
+        .and_then(|v| v["username"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The alternating-secret layout's report: which role AWSCURRENT names
+/// before and after, and that both roles still log in.
+async fn report_alternating(
+    stack: &Stack,
+    t: &Target,
+    before: &Snapshot,
+    after: &Snapshot,
+    execution: &Value,
+) -> bool {
+    let secret = t.alternating.as_deref().expect("an alternating target");
+    let (b, a) = (before.secret("blue"), after.secret("blue"));
+    let was = role_in(stack, secret, &b.current).await;
+    let now = role_in(stack, secret, &a.current).await;
+    println!();
+    println!("  rotation {}", execution["name"].as_str().unwrap_or("?"));
+    println!(
+        "  status           {} ({} state transitions, {} ms)",
+        execution["status"].as_str().unwrap_or("?"),
+        execution["transitions"],
+        execution["durationMs"]
+    );
+    println!("  layout           alternating secret {secret}");
+    println!(
+        "  AWSCURRENT names {was} -> {now} (version {} -> {})",
+        &b.current.chars().take(8).collect::<String>(),
+        &a.current.chars().take(8).collect::<String>()
+    );
+    println!(
+        "  observer param   {} -> {}",
+        before.active_user, after.active_user
+    );
+    let mut ok = true;
+    let mut check = |good: bool, what: String| {
+        println!("  [{}] {what}", if good { "ok" } else { "FAILED" });
+        ok &= good;
+    };
+    check(
+        execution["status"] == "SUCCEEDED",
+        "the execution succeeded".into(),
+    );
+    check(
+        now != was,
+        format!("AWSCURRENT names the other role ({now})"),
+    );
+    check(a.pending.is_none(), "no AWSPENDING left".into());
+    check(
+        after.active_user == now,
+        format!(
+            "the active-user parameter follows the secret ({})",
+            after.active_user
+        ),
+    );
+    let key = t.color_of(&now).map(|c| t.key(c)).unwrap_or_default();
+    match stack.psql_login(t, &key).await {
+        Ok(line) => check(
+            true,
+            format!("psql logs in as {now} with AWSCURRENT: {line}"),
+        ),
+        Err(e) => check(false, format!("psql login as {now}: {e}")),
+    }
+    match stack.login_stage(t, "AWSPREVIOUS").await {
+        Ok(role) => check(
+            role == was,
+            format!("{role} (AWSPREVIOUS, what running tasks hold) still logs in"),
+        ),
+        Err(e) => check(false, format!("AWSPREVIOUS login: {e}")),
+    }
+    let all_redeployed = before
+        .deployments
+        .iter()
+        .zip(&after.deployments)
+        .all(|((_, old), (_, new))| old != new);
+    check(all_redeployed, "every service got a new deployment".into());
+    println!();
+    ok
 }
 
 async fn report(
