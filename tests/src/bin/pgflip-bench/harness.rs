@@ -104,7 +104,8 @@ pub struct Totals {
     /// A task could not read the parameter or secret when it started (or,
     /// injected, resolve its task definition's `secrets`).
     pub credential_errors: u64,
-    /// Successful queries as blue and as green.
+    /// Successful queries as blue and as green (the target's `blue_role` and
+    /// `green_role`: in the alternating layout the role and its clone).
     pub as_blue: u64,
     pub as_green: u64,
     /// Tasks started and stopped.
@@ -531,9 +532,12 @@ async fn run_task(
         match login_and_query(&credentials).await {
             Ok(()) => {
                 counters.queries.fetch_add(1, Ordering::SeqCst);
+                // By the target's roles (an injected user that is neither
+                // counts in `queries` only).
                 match credentials.user_key.as_str() {
                     "blue" => counters.as_blue.fetch_add(1, Ordering::SeqCst),
-                    _ => counters.as_green.fetch_add(1, Ordering::SeqCst),
+                    "green" => counters.as_green.fetch_add(1, Ordering::SeqCst),
+                    _ => 0,
                 };
                 healthy.store(true, Ordering::SeqCst);
             }

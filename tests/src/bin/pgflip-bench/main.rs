@@ -4,13 +4,16 @@
 //! `scripts/bench` starts the stack and calls this. Everything it talks to is
 //! on 127.0.0.1. It prints identifiers and counts, never a password.
 //!
-//!   pgflip-bench run [--rotations N] [--rollbacks N] [--baseline N]
+//!   pgflip-bench run [--rotations N] [--rollbacks N] [--alternating N]
+//!                    [--alternating-rollbacks N] [--baseline N]
 //!                    [--scale 1,5,20] [--scale-runs N] [--extra-polls K]
 //!                    [--moto-recorder] [--json FILE]
 //!       N rotations through the real state machine under load, the forced
-//!       rollback, the single-user baseline, the 1/5/20-service scale runs;
-//!       prints the tables; exits 1 if a blue/green login failed or an
-//!       execution ended other than expected.
+//!       rollback, the same in the alternating-secret layout (the target
+//!       "alternating", its tasks' credentials injected from the secret as
+//!       ECS does), the single-user baseline, the 1/5/20-service scale runs;
+//!       prints the tables; exits 1 if a blue/green or alternating login
+//!       failed or an execution ended other than expected.
 //!
 //!   pgflip-bench load [--seconds S] [--services a,b]
 //!       the load harness alone (for example beside `scripts/rotate-local --keep`)
@@ -38,8 +41,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{Harness, LoadConfig, Totals};
-use pgflip_core::domain::{DbSecret, AWSCURRENT, AWSPENDING};
+use harness::{CredentialSource, Harness, LoadConfig, Totals};
+use pgflip_core::domain::{DbSecret, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use pgflip_core::password::PasswordPolicy;
 use pgflip_tests::{Execution, RunOptions, Stack, Target};
 use serde_json::{json, Value};
@@ -181,6 +184,30 @@ impl Ctx {
             .unwrap_or(-1)
     }
 
+    /// The active user's key: the parameter's value, or in the alternating
+    /// layout the role the secret's AWSCURRENT names.
+    async fn active(&self) -> String {
+        if self.target.alternating.is_some() {
+            self.stack
+                .alternating_user(&self.target, AWSCURRENT)
+                .await
+                .unwrap_or_default()
+        } else {
+            self.stack.active_user(&self.target).await
+        }
+    }
+
+    /// The key of the other user of the target (`blue`/`green`, or the
+    /// alternating target's other role).
+    fn other_key(&self, key: &str) -> String {
+        let t = &self.target;
+        t.key(if t.color_of(key) == Some("blue") {
+            "green"
+        } else {
+            "blue"
+        })
+    }
+
     /// Between two rotations: the harness's rollout is complete (what ECS's
     /// COMPLETED means; moto says COMPLETED at once) and the inactive user
     /// has no session left, so the next preflight passes.
@@ -189,8 +216,8 @@ impl Ctx {
         if let Err(e) = harness.wait_settled(Duration::from_secs(60)).await {
             self.problems.push(e);
         }
-        let active = self.stack.active_user(&self.target).await;
-        let inactive = self.target.role_of(other_user(&active)).to_string();
+        let active = self.active().await;
+        let inactive = self.target.role_of(&self.other_key(&active)).to_string();
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.sessions_of(&inactive).await != 0 {
             if Instant::now() > deadline {
@@ -261,6 +288,8 @@ struct Phase {
     load_json: Value,
     seconds: f64,
     errors: Vec<String>,
+    /// Rotations after which the layout's invariant did not hold.
+    invariant_violations: u64,
 }
 
 fn totals_json(t: &Totals) -> Value {
@@ -338,6 +367,7 @@ async fn blue_green(ctx: &mut Ctx, args: &Args, n: u64, extra_polls: u64) -> (Ph
             },
         );
         let invariant = ctx.stack.invariant(&ctx.target).await;
+        phase.invariant_violations += u64::from(invariant.is_err());
         ctx.check(invariant.is_ok(), || {
             format!("rotation {i}: invariant broken: {invariant:?}")
         });
@@ -426,6 +456,7 @@ async fn rollback(ctx: &mut Ctx, args: &Args, n: u64, wait_ms: u64) -> Phase {
             },
         );
         let invariant = ctx.stack.invariant(&ctx.target).await;
+        phase.invariant_violations += u64::from(invariant.is_err());
         ctx.check(invariant.is_ok(), || {
             format!("rollback {i}: invariant broken: {invariant:?}")
         });
@@ -444,6 +475,203 @@ async fn rollback(ctx: &mut Ctx, args: &Args, n: u64, wait_ms: u64) -> Phase {
         phase.runs.push(record(&e, wall, settle, load));
     }
     finish_phase(phase, harness, started).await
+}
+
+/// The task definition family the alternating target's services run: every
+/// `DB_*` variable injected from the alternating secret's JSON keys.
+const ALTERNATING_FAMILY: &str = "pgflip-local-alt-injected";
+
+/// Seeds the alternating target (roles, database, secret, cluster and its
+/// services), lists it in the targets document, and points its services at
+/// a task definition that injects the secret (`AWSCURRENT`) as ECS does.
+async fn prepare_alternating(stack: &Stack, t: &Target) -> Result<(), String> {
+    stack.seed(t).await;
+    stack.register_target(t).await;
+    let secret = t.alternating.as_deref().expect("an alternating target");
+    let arn = stack.secret_arn(secret).await;
+    injection::inject_from_secret(
+        &stack.ecs,
+        &t.cluster,
+        &t.services,
+        ALTERNATING_FAMILY,
+        &arn,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The alternating-secret layout under load: `n` rotations of the target
+/// `ctx.target` (one secret whose AWSCURRENT names the active role), the
+/// harness's tasks taking their credentials the way ECS injects them (the
+/// task definition's `secrets[]` resolved at task start), then `rollbacks`
+/// rotations whose rollout is reported FAILED (AWSCURRENT moves back to
+/// AWSPREVIOUS, the services are redeployed again).
+async fn alternating(
+    ctx: &mut Ctx,
+    args: &Args,
+    n: u64,
+    rollbacks: u64,
+    wait_ms: u64,
+) -> (Phase, Option<Phase>) {
+    let roles = format!("{} / {}", ctx.target.blue_role, ctx.target.green_role);
+    let mut config = args.load_config(&ctx.target, ctx.target.services.clone());
+    config.credentials = CredentialSource::Injected;
+    let input = ctx.target.input();
+
+    say(format!(
+        "== alternating secret: {n} rotations of {input} (roles {roles}) under load, credentials injected by ECS from {} (waits shortened to 0)",
+        ctx.target.alternating.as_deref().unwrap_or_default()
+    ));
+    let started = Instant::now();
+    let harness = Harness::start(&ctx.target, config.clone()).await;
+    ctx.wait_ready(&harness).await;
+    let mut phase = Phase {
+        name: "alternating".into(),
+        ..Phase::default()
+    };
+    for i in 1..=n {
+        let before = ctx.active().await;
+        let load_before = harness.totals();
+        let (e, wall) = ctx
+            .execute(RunOptions {
+                name: Some(format!("bench-alt-{i}-{}", std::process::id())),
+                input: Some(input.clone()),
+                scenario: Some(scenario(0, json!({}))),
+                ..RunOptions::default()
+            })
+            .await;
+        let settle = ctx.wait_ready(&harness).await;
+        let after = ctx.active().await;
+        let load = harness.totals() - load_before;
+        let expected = ctx.other_key(&before);
+        ctx.check(e.status == "SUCCEEDED" && after == expected, || {
+            format!(
+                "alternating rotation {i}: {} {:?} {:?}, AWSCURRENT names {before} -> {after}",
+                e.status, e.error, e.cause
+            )
+        });
+        let invariant = ctx.stack.invariant(&ctx.target).await;
+        phase.invariant_violations += u64::from(invariant.is_err());
+        ctx.check(invariant.is_ok(), || {
+            format!("alternating rotation {i}: invariant broken: {invariant:?}")
+        });
+        // Tasks started before the flip keep the previous role: it still works.
+        let previous = ctx.stack.login_stage(&ctx.target, AWSPREVIOUS).await;
+        ctx.check(previous.as_deref() == Ok(before.as_str()), || {
+            format!(
+                "alternating rotation {i}: AWSPREVIOUS ({before}) does not log in: {previous:?}"
+            )
+        });
+        let run = record(&e, wall, settle, load);
+        if i == 1 || i % 10 == 0 || i == n || load.failed_logins > 0 {
+            say(format!(
+                "  alternating rotation {i}/{n}: {before} -> {after}, {} in {} ms, {} transitions, {} invocations; load {} queries ({} as {}, {} as {}), {} failed logins",
+                e.status, e.duration_ms, e.transitions, run.invocations, load.queries,
+                load.as_blue, ctx.target.blue_role, load.as_green, ctx.target.green_role,
+                load.failed_logins
+            ));
+        }
+        phase.runs.push(run);
+    }
+    let phase = finish_phase(phase, harness, started).await;
+    check_alternating_load(ctx, &phase, n > 0);
+    if rollbacks == 0 {
+        return (phase, None);
+    }
+
+    say(format!(
+        "== alternating rollback: {rollbacks} rotation(s) of {input} with a FAILED rollout injected, under load (waits {wait_ms} ms)"
+    ));
+    let started = Instant::now();
+    let harness = Harness::start(&ctx.target, config).await;
+    ctx.wait_ready(&harness).await;
+    let mut rb = Phase {
+        name: "alternating rollback".into(),
+        ..Phase::default()
+    };
+    for i in 1..=rollbacks {
+        let before = ctx.active().await;
+        let load_before = harness.totals();
+        let (e, wall) = ctx
+            .execute(RunOptions {
+                name: Some(format!("bench-alt-rollback-{i}-{}", std::process::id())),
+                input: Some(input.clone()),
+                scenario: Some(scenario(
+                    wait_ms,
+                    json!({"WaitForStable": [{"throwAfter": {"error": "RolloutFailed", "cause": "forced (bench)"}}]}),
+                )),
+                ..RunOptions::default()
+            })
+            .await;
+        let settle = ctx.wait_ready(&harness).await;
+        let after = ctx.active().await;
+        let load = harness.totals() - load_before;
+        ctx.check(
+            e.status == "FAILED"
+                && e.error.as_deref() == Some("RotationRolledBack")
+                && after == before,
+            || {
+                format!(
+                    "alternating rollback {i}: {} {:?} {:?}, AWSCURRENT names {before} -> {after}",
+                    e.status, e.error, e.cause
+                )
+            },
+        );
+        let invariant = ctx.stack.invariant(&ctx.target).await;
+        rb.invariant_violations += u64::from(invariant.is_err());
+        ctx.check(invariant.is_ok(), || {
+            format!("alternating rollback {i}: invariant broken: {invariant:?}")
+        });
+        say(format!(
+            "  alternating rollback {i}/{rollbacks}: {} ({}) in {} ms, {} transitions, {} invocations; AWSCURRENT stays {after}; load {} queries ({} as {}, {} as {}), {} failed logins",
+            e.status,
+            e.error.as_deref().unwrap_or("-"),
+            e.duration_ms,
+            e.transitions,
+            invocations(&e),
+            load.queries,
+            load.as_blue,
+            ctx.target.blue_role,
+            load.as_green,
+            ctx.target.green_role,
+            load.failed_logins
+        ));
+        rb.runs.push(record(&e, wall, settle, load));
+    }
+    let rb = finish_phase(rb, harness, started).await;
+    check_alternating_load(ctx, &rb, true);
+    (phase, Some(rb))
+}
+
+/// The injected tasks' figures: every credential resolved, every query
+/// counted as one of the target's two roles, and (after a flip) both seen.
+fn check_alternating_load(ctx: &mut Ctx, phase: &Phase, both_roles: bool) {
+    let l = phase.load;
+    let (blue, green) = (ctx.target.blue_role.clone(), ctx.target.green_role.clone());
+    say(format!(
+        "  {}: {} queries as {blue}, {} as {green}; {} credential errors; {} invariant violation(s)",
+        phase.name, l.as_blue, l.as_green, l.credential_errors, phase.invariant_violations
+    ));
+    let name = phase.name.clone();
+    ctx.check(l.credential_errors == 0, || {
+        format!(
+            "{name}: {} task start(s) could not resolve the injected secrets: {:?}",
+            l.credential_errors, phase.errors
+        )
+    });
+    ctx.check(l.as_blue + l.as_green == l.queries, || {
+        format!(
+            "{name}: {} of {} queries ran as neither {blue} nor {green}",
+            l.queries - l.as_blue - l.as_green,
+            l.queries
+        )
+    });
+    ctx.check(!both_roles || (l.as_blue > 0 && l.as_green > 0), || {
+        format!(
+            "{name}: the tasks did not run as both roles ({} as {blue}, {} as {green})",
+            l.as_blue, l.as_green
+        )
+    });
 }
 
 /// The approach blue/green replaces: change the active user's password in
@@ -531,6 +759,7 @@ async fn baseline(ctx: &mut Ctx, args: &Args, n: u64) -> Phase {
         let settle = ctx.wait_ready(&harness).await;
         let load = harness.totals() - load_before;
         let invariant = ctx.stack.invariant(&ctx.target).await;
+        phase.invariant_violations += u64::from(invariant.is_err());
         ctx.check(invariant.is_ok(), || {
             format!("baseline {i}: invariant broken: {invariant:?}")
         });
@@ -853,6 +1082,8 @@ async fn scale(
 async fn run(args: &Args) -> bool {
     let rotations = args.number("rotations", 100);
     let rollbacks = args.number("rollbacks", 3);
+    let alternating_n = args.number("alternating", 100);
+    let alternating_rollbacks = args.number("alternating-rollbacks", 1);
     let baseline_n = args.number("baseline", 10);
     let extra_polls = args.number("extra-polls", 2);
     let rollback_wait = args.number("rollback-wait-ms", 1000);
@@ -872,12 +1103,25 @@ async fn run(args: &Args) -> bool {
     let stack = Arc::new(Stack::from_env().await);
     let target = Target::local();
     stack.seed(&target).await;
+    let alternating_target = Target::local_alternating();
+    let mut problems = vec![];
+    let alternating_ready = if alternating_n + alternating_rollbacks > 0 {
+        match prepare_alternating(&stack, &alternating_target).await {
+            Ok(()) => true,
+            Err(e) => {
+                problems.push(format!("the alternating target could not be prepared: {e}"));
+                false
+            }
+        }
+    } else {
+        false
+    };
     let admin = stack.admin("postgres").await;
     let mut ctx = Ctx {
         stack,
         target,
         admin,
-        problems: vec![],
+        problems,
     };
     let work = std::env::temp_dir().join(format!("pgflip-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).expect("a work directory");
@@ -897,6 +1141,21 @@ async fn run(args: &Args) -> bool {
         Some(rollback(&mut ctx, args, rollbacks, rollback_wait).await)
     } else {
         None
+    };
+    let (alt, alt_rb) = if alternating_ready {
+        let parameter_target = std::mem::replace(&mut ctx.target, alternating_target);
+        let phases = alternating(
+            &mut ctx,
+            args,
+            alternating_n,
+            alternating_rollbacks,
+            rollback_wait,
+        )
+        .await;
+        ctx.target = parameter_target;
+        (Some(phases.0), phases.1)
+    } else {
+        (None, None)
     };
     let base = if baseline_n > 0 {
         Some(baseline(&mut ctx, args, baseline_n).await)
@@ -979,6 +1238,39 @@ async fn run(args: &Args) -> bool {
             range(&i)
         );
     }
+    if let Some(alt) = &alt {
+        let d: Vec<f64> = alt.runs.iter().map(|r| r.duration_ms as f64).collect();
+        let t: Vec<u32> = alt.runs.iter().map(|r| r.transitions).collect();
+        let i: Vec<u32> = alt.runs.iter().map(|r| r.invocations).collect();
+        println!(
+            "| alternating secret (ECS-injected) | {} | {} | **{}** | {} | {:.0} / {:.0} | {} | {} |",
+            alt.runs.len(),
+            alt.load.queries,
+            alt.load.failed_logins,
+            alt.load.other_errors,
+            percentile(&d, 50.0),
+            percentile(&d, 95.0),
+            range(&t),
+            range(&i)
+        );
+    }
+    if let Some(rb) = &alt_rb {
+        let d: Vec<f64> = rb.runs.iter().map(|r| r.duration_ms as f64).collect();
+        let t: Vec<u32> = rb.runs.iter().map(|r| r.transitions).collect();
+        let i: Vec<u32> = rb.runs.iter().map(|r| r.invocations).collect();
+        println!(
+            "| alternating rollback (FAILED rollout) | {} | {} | **{}** | {} | {:.0} / {:.0} (waits {} ms) | {} | {} |",
+            rb.runs.len(),
+            rb.load.queries,
+            rb.load.failed_logins,
+            rb.load.other_errors,
+            percentile(&d, 50.0),
+            percentile(&d, 95.0),
+            rollback_wait,
+            range(&t),
+            range(&i)
+        );
+    }
     if let Some(base) = &base {
         let d: Vec<f64> = base.runs.iter().map(|r| r.duration_ms as f64).collect();
         let per: Vec<f64> = base.runs.iter().map(|r| r.failed_logins as f64).collect();
@@ -1000,6 +1292,21 @@ async fn run(args: &Args) -> bool {
         percentile(&walls, 95.0),
         percentile(&settles, 50.0)
     );
+    for p in alt.iter().chain(alt_rb.iter()) {
+        let alt_target = Target::local_alternating();
+        println!(
+            "{}: {} queries as {}, {} as {} (each task's DB_* injected from {} at AWSCURRENT when it starts), {} credential error(s), {} invariant violation(s) after {} execution(s).",
+            if p.name == "alternating" { "Alternating secret" } else { "Alternating rollback" },
+            p.load.as_blue,
+            alt_target.blue_role,
+            p.load.as_green,
+            alt_target.green_role,
+            alt_target.alternating.as_deref().unwrap_or_default(),
+            p.load.credential_errors,
+            p.invariant_violations,
+            p.runs.len()
+        );
+    }
     let happy = transitions.iter().copied().max().unwrap_or(0);
     if let Some(p) = &polled {
         let per_poll = (p.transitions as f64 - happy as f64) / extra_polls.max(1) as f64;
@@ -1086,11 +1393,30 @@ async fn run(args: &Args) -> bool {
     let bg_failed = bg.load.failed_logins
         + rb.as_ref().map_or(0, |p| p.load.failed_logins)
         + scaled.as_ref().map_or(0, |(_, l)| l.failed_logins);
+    let alt_failed = alt.as_ref().map_or(0, |p| p.load.failed_logins)
+        + alt_rb.as_ref().map_or(0, |p| p.load.failed_logins);
+    let alt_violations = alt.as_ref().map_or(0, |p| p.invariant_violations)
+        + alt_rb.as_ref().map_or(0, |p| p.invariant_violations);
     let mut ok = ctx.problems.is_empty();
     println!();
     if bg_failed > 0 {
         ok = false;
         println!("FAIL: {bg_failed} blue/green login(s) failed. First errors: {errors:?}");
+    }
+    if alt_failed > 0 {
+        ok = false;
+        let errors: Vec<&String> = alt
+            .iter()
+            .chain(alt_rb.iter())
+            .flat_map(|p| p.errors.iter())
+            .collect();
+        println!("FAIL: {alt_failed} alternating-secret login(s) failed. First errors: {errors:?}");
+    }
+    if alt_violations > 0 {
+        ok = false;
+        println!(
+            "FAIL: the alternating layout's invariant broke after {alt_violations} execution(s)"
+        );
     }
     if let Some(base) = &base {
         if base.load.failed_logins == 0 {
@@ -1111,10 +1437,18 @@ async fn run(args: &Args) -> bool {
             bg.runs.len(),
             if polled.is_some() { ", + 1 with extra polls" } else { "" },
             rb.as_ref().map_or(0, |p| p.runs.len()));
+        if let Some(a) = &alt {
+            println!(
+                "OK: 0 failed alternating-secret logins (ECS-injected credentials) over {} rotations and {} forced rollback(s); invariant held after each.",
+                a.runs.len(),
+                alt_rb.as_ref().map_or(0, |p| p.runs.len())
+            );
+        }
     }
     if let Some(path) = args.text("json") {
         let out = json!({
             "blueGreen": bg, "extraPolls": polled, "rollback": rb, "baseline": base,
+            "alternating": alt, "alternatingRollback": alt_rb,
             "scale": scaled.as_ref().map(|(rows, _)| rows), "problems": ctx.problems, "ok": ok,
         });
         std::fs::write(path, serde_json::to_string_pretty(&out).unwrap())
