@@ -180,18 +180,12 @@ pub struct Snapshot {
 }
 
 pub async fn snapshot(ctx: &Context, t: &TargetConfig) -> Result<Snapshot> {
-    use pgflip_core::ports::ParameterStore;
-    let active_user = ctx.parameters.get(&t.parameter_name).await?.value;
-    let mut passwords = Vec::new();
-    for (user, secret) in [
-        (&t.blue_user, &t.blue_secret_id),
-        (&t.green_user, &t.green_secret_id),
-    ] {
-        passwords.push((user.clone(), ctx.store(t).current_version(secret).await?));
-    }
+    let dates = pgflip_core::steps::password_dates(t, &ctx.parameters, ctx.store(t)).await?;
     Ok(Snapshot {
-        active_user,
-        passwords,
+        active_user: dates
+            .active
+            .unwrap_or_else(|| "(AWSCURRENT's role)".to_string()),
+        passwords: dates.passwords,
     })
 }
 

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use pgflip_core::config::TargetConfig;
-use pgflip_core::ports::{ExecutionRecord, ParameterStore};
+use pgflip_core::ports::ExecutionRecord;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -280,21 +280,18 @@ async fn one(
 ) -> Result<TargetStatus> {
     let now = pgflip_core::steps::now_ms();
     let name = name_of(t);
-    let pointer = ctx.parameters.get(&t.parameter_name).await?;
-    let active = pointer.value.trim().to_string();
+    // No secret value is read: the parameter and the versions' dates.
+    let dates = pgflip_core::steps::password_dates(t, &ctx.parameters, ctx.store(t)).await?;
+    let active = dates
+        .active
+        .clone()
+        .unwrap_or_else(|| "(AWSCURRENT's role)".to_string());
     let mut users = Vec::new();
-    for (user, secret) in [
-        (&t.blue_user, &t.blue_secret_id),
-        (&t.green_user, &t.green_secret_id),
-    ] {
-        let created = ctx
-            .store(t)
-            .current_version(secret)
-            .await?
-            .and_then(|v| v.created_ms);
+    for (user, version) in &dates.passwords {
+        let created = version.as_ref().and_then(|v| v.created_ms);
         users.push(UserStatus {
             user: user.clone(),
-            active: *user == active,
+            active: dates.active.as_deref() == Some(user.as_str()) || user == "AWSCURRENT",
             password_age_days: created.map(|c| ((now - c) as f64 / DAY_MS * 10.0).round() / 10.0),
         });
     }
@@ -319,7 +316,7 @@ async fn one(
     Ok(TargetStatus {
         target: name,
         active_user: active,
-        flipped: when(pointer.last_modified_ms),
+        flipped: when(dates.moved_ms),
         users,
         last_execution: mine
             .iter()

@@ -1403,10 +1403,23 @@ impl Stack {
     /// password at `AWSCURRENT`, held open by the caller (a task that has
     /// not drained yet).
     pub async fn session(&self, t: &Target, key: &str, port: u16) -> tokio_postgres::Client {
-        let password = self.password_at(t.secret_of(key), AWSCURRENT).await;
+        self.session_at(t, key, AWSCURRENT, port).await
+    }
+
+    /// A session as the user `key`, logged in with the password of its
+    /// secret's version at `stage` (the alternating secret: the version
+    /// that names it, AWSCURRENT or AWSPREVIOUS).
+    pub async fn session_at(
+        &self,
+        t: &Target,
+        key: &str,
+        stage: &str,
+        port: u16,
+    ) -> tokio_postgres::Client {
+        let password = self.password_at(t.secret_of(key), stage).await;
         self.connect_as(t, key, &password, port)
             .await
-            .unwrap_or_else(|e| panic!("a session as {key} on port {port}: {e}"))
+            .unwrap_or_else(|e| panic!("a session as {key} at {stage} on port {port}: {e}"))
     }
 }
 

@@ -297,6 +297,23 @@ impl SecretStore for FakeSecrets {
         Ok(())
     }
 
+    async fn previous_version(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<CurrentVersion>, RotationError> {
+        let secrets = self.secrets.lock().unwrap();
+        let versions = secrets
+            .get(secret_id)
+            .ok_or_else(|| RotationError::SecretNotFound(secret_id.into()))?;
+        Ok(versions
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == "AWSPREVIOUS"))
+            .map(|v| CurrentVersion {
+                version_id: v.id.clone(),
+                created_ms: Some(v.created_ms),
+            }))
+    }
+
     async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
         self.faults.take("flipped_at")?;
         if !self.secrets.lock().unwrap().contains_key(secret_id) {

@@ -65,6 +65,14 @@ pub trait SecretStore: Send + Sync {
         secret_id: &str,
     ) -> Result<Option<CurrentVersion>, RotationError>;
 
+    /// The same for the version carrying `AWSPREVIOUS` (the alternating
+    /// secret: the inactive role's password). Stores without that label
+    /// answer `None`.
+    async fn previous_version(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<CurrentVersion>, RotationError>;
+
     /// When pgflip last moved the secret's `AWSCURRENT` (the alternating
     /// layout's flip time), milliseconds since the epoch: the tag
     /// [`FLIPPED_AT_TAG`] (`secretsmanager:DescribeSecret`). `None`: never

@@ -18,6 +18,7 @@ mod wait_for_stable;
 pub use flip_parameter::flip_parameter;
 pub use generate_and_set_password::{client_request_token, generate_and_set_password};
 pub use guard::now_ms;
+pub use read::{password_dates, PasswordDates};
 pub use redeploy_ecs::redeploy_ecs;
 pub use report_outcome::{report_outcome, report_password_ages, ReportRequest};
 pub use select_user::{

@@ -395,3 +395,80 @@ async fn secrets_managers_own_rotation_of_the_alternating_secret_is_verified_red
         }
     }
 }
+
+#[tokio::test]
+async fn alternating_dry_run_preflights_and_guard_change_nothing() {
+    let a = alt_case("alt_pre").await;
+    let green = a.t.green_role.clone();
+    let before = a.fingerprint().await;
+
+    // A dry run: the plan, nothing changed.
+    let mut input = a.t.input();
+    input["dryRun"] = json!(true);
+    let e = run_quick(&a.stack, input, json!({}), RunOptions::default());
+    assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
+    assert!(
+        e.states.iter().any(|s| s == "DryRunSucceeded"),
+        "{:?}",
+        e.states
+    );
+    assert_eq!(e.output["targetUser"], green.as_str());
+    assert_eq!(a.fingerprint().await, before);
+
+    // A live session of the inactive role (old tasks): it waits, then stops.
+    let port = a.stack.port_of(&a.t);
+    let session = a.stack.session_at(&a.t, &green, AWSPREVIOUS, port).await;
+    let e = a.run(json!({}));
+    assert_eq!(
+        e.error.as_deref(),
+        Some("InactiveUserInUse"),
+        "{:?}",
+        e.cause
+    );
+    assert_eq!(a.fingerprint().await, before);
+    drop(session);
+
+    // Drift between the two roles.
+    let db = a.stack.admin(&a.t.dbname).await;
+    db.batch_execute(&format!(
+        "CREATE TABLE audit (id int); GRANT SELECT ON audit TO \"{green}\";"
+    ))
+    .await
+    .unwrap();
+    let e = a.run(json!({}));
+    assert_eq!(e.error.as_deref(), Some("PrivilegeDrift"), "{:?}", e.cause);
+    assert_eq!(a.fingerprint().await, before);
+    db.batch_execute("DROP TABLE audit").await.unwrap();
+
+    // The concurrency guard: a second execution of the target while the
+    // first runs fails at once, and the first finishes the rotation.
+    let first = {
+        let stack = a.stack.clone();
+        let input = a.t.input();
+        std::thread::spawn(move || {
+            stack.run(&RunOptions {
+                input: Some(input),
+                name: Some(format!("alt-first-{}", std::process::id())),
+                scenario: Some(json!({"waitMs": 0, "retryIntervalMs": 0,
+                    "tasks": {"GenerateAndSetPassword": [{"delayMs": 2500}]}})),
+                ..RunOptions::default()
+            })
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let second = a.run(json!({}));
+    assert_eq!(
+        second.error.as_deref(),
+        Some("RotationInProgress"),
+        "{:?}",
+        second.cause
+    );
+    assert_eq!(second.states, ["SelectUser"]);
+    let first = first.join().unwrap();
+    assert_eq!(
+        first.status, "SUCCEEDED",
+        "{:?}: {:?}",
+        first.error, first.cause
+    );
+    assert_eq!(a.user_at(AWSCURRENT).await.as_deref(), Some(green.as_str()));
+}

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 
 use super::aws::{classify, classify_or, error_code};
-use crate::domain::{DbSecret, SecretVersion, AWSCURRENT, AWSPENDING};
+use crate::domain::{DbSecret, SecretVersion, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use crate::errors::RotationError;
 use crate::password::Password;
 use crate::ports::{CurrentVersion, SecretStore, FLIPPED_AT_TAG};
@@ -37,6 +37,42 @@ impl SecretsManager {
                 })
             })?;
         Ok(out.version_ids_to_stages.unwrap_or_default())
+    }
+
+    /// The version carrying `stage`, without its value
+    /// (`secretsmanager:ListSecretVersionIds`, paginated).
+    async fn stage_version(
+        &self,
+        secret_id: &str,
+        stage: &str,
+    ) -> Result<Option<CurrentVersion>, RotationError> {
+        let pages: Vec<_> = self
+            .client
+            .list_secret_version_ids()
+            .secret_id(secret_id)
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| {
+                classify_or("secretsmanager:ListSecretVersionIds", e, |c| {
+                    missing(secret_id, c)
+                })
+            })?;
+        Ok(pages
+            .into_iter()
+            .flat_map(|p| p.versions.unwrap_or_default())
+            .find(|v| {
+                v.version_stages
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|s| s == stage)
+            })
+            .map(|v| CurrentVersion {
+                created_ms: v.created_date.and_then(|d| d.to_millis().ok()),
+                version_id: v.version_id.unwrap_or_default(),
+            }))
     }
 
     async fn move_stage(
@@ -212,32 +248,13 @@ impl SecretStore for SecretsManager {
         &self,
         secret_id: &str,
     ) -> Result<Option<CurrentVersion>, RotationError> {
-        let pages: Vec<_> = self
-            .client
-            .list_secret_version_ids()
-            .secret_id(secret_id)
-            .into_paginator()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| {
-                classify_or("secretsmanager:ListSecretVersionIds", e, |c| {
-                    missing(secret_id, c)
-                })
-            })?;
-        Ok(pages
-            .into_iter()
-            .flat_map(|p| p.versions.unwrap_or_default())
-            .find(|v| {
-                v.version_stages
-                    .as_deref()
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|s| s == AWSCURRENT)
-            })
-            .map(|v| CurrentVersion {
-                created_ms: v.created_date.and_then(|d| d.to_millis().ok()),
-                version_id: v.version_id.unwrap_or_default(),
-            }))
+        self.stage_version(secret_id, AWSCURRENT).await
+    }
+
+    async fn previous_version(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<CurrentVersion>, RotationError> {
+        self.stage_version(secret_id, AWSPREVIOUS).await
     }
 }

@@ -212,6 +212,14 @@ impl SecretStore for SsmPasswordStore {
         Ok(out.version.to_string())
     }
 
+    /// SecureString parameters keep no previous label.
+    async fn previous_version(
+        &self,
+        _secret_id: &str,
+    ) -> Result<Option<CurrentVersion>, RotationError> {
+        Ok(None)
+    }
+
     /// SecureString parameters hold one user each: never a pointer.
     async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
         Err(crate::ports::unsupported_pointer(secret_id))

@@ -348,13 +348,15 @@ fn target_name(config: &TargetConfig) -> String {
     config.name.clone().unwrap_or_else(|| DEFAULT_TARGET.into())
 }
 
-/// Each user's password age, from when its `AWSCURRENT` version was created
-/// (`SecretStore::current_version`): `PasswordAgeDays` per user and per
+/// Each user's password age, from when the version holding it was created
+/// (`crate::steps::password_dates`: `AWSCURRENT` of each user's secret, or
+/// in the alternating layout `AWSCURRENT` and `AWSPREVIOUS` of the one): `PasswordAgeDays` per user and per
 /// target (the oldest), and `DaysSinceLastRotation` (the newest password's
 /// age) per target and for the whole stack, which the staleness alarm
 /// watches.
 pub async fn password_age_metrics(
     config: &TargetConfig,
+    parameters: &dyn ParameterStore,
     secrets: &dyn SecretStore,
     namespace: &str,
     now_ms: i64,
@@ -362,16 +364,10 @@ pub async fn password_age_metrics(
     let target = target_name(config);
     let mut docs = Vec::new();
     let mut ages = Vec::new();
-    for (user, secret) in [
-        (&config.blue_user, &config.blue_secret_id),
-        (&config.green_user, &config.green_secret_id),
-    ] {
-        let Some(created) = secrets
-            .current_version(secret)
-            .await?
-            .and_then(|v| v.created_ms)
-        else {
-            warn!(%secret, "no AWSCURRENT version: no password age to report");
+    let dates = crate::steps::password_dates(config, parameters, secrets).await?;
+    for (user, version) in &dates.passwords {
+        let Some(created) = version.as_ref().and_then(|v| v.created_ms) else {
+            warn!(%user, "no version holds this password: no password age to report");
             continue;
         };
         let age = (now_ms - created).max(0) as f64 / DAY_MS;
@@ -482,7 +478,7 @@ pub async fn report_outcome(
     )];
     if let Some(c) = &config {
         let store = store(c, secrets_manager, ssm);
-        match password_age_metrics(c, store, namespace, now_ms).await {
+        match password_age_metrics(c, parameters, store, namespace, now_ms).await {
             Ok(docs) => metrics.extend(docs),
             Err(e) => warn!(error = e.name(), "{e}: no password ages this time"),
         }
@@ -529,7 +525,15 @@ pub async fn report_password_ages(
     }
     let mut docs = Vec::new();
     for c in &configs {
-        match password_age_metrics(c, store(c, secrets_manager, ssm), namespace, now_ms).await {
+        match password_age_metrics(
+            c,
+            parameters,
+            store(c, secrets_manager, ssm),
+            namespace,
+            now_ms,
+        )
+        .await
+        {
             Ok(d) => docs.extend(d),
             Err(e) => warn!(target = %target_name(c), error = e.name(), "{e}: skipped"),
         }

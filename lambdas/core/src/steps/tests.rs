@@ -2583,6 +2583,7 @@ mod report {
             })
             .to_string(),
         );
+        w.parameters.set("/orders/active", "green");
         let docs = report_password_ages(
             &w.targets,
             &w.config,

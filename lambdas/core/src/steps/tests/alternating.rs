@@ -424,3 +424,52 @@ async fn secrets_managers_own_rotation_of_the_secret_is_verified_and_redeployed(
     );
     assert!(w.alternating_invariant_holds());
 }
+
+#[tokio::test]
+async fn password_dates_name_the_roles_without_reading_a_value() {
+    let w = alternating_world();
+    // The observer parameter names blue, written after AWSCURRENT was made.
+    w.parameters.set(OBSERVED, "blue");
+    let dates = crate::steps::password_dates(&w.config, &w.parameters, &w.secrets)
+        .await
+        .unwrap();
+    assert_eq!(dates.active.as_deref(), Some("blue"));
+    let users: Vec<(&str, Option<&str>)> = dates
+        .passwords
+        .iter()
+        .map(|(u, v)| (u.as_str(), v.as_ref().map(|v| v.version_id.as_str())))
+        .collect();
+    assert_eq!(
+        users,
+        [("blue", Some("v-blue-1")), ("green", Some("v-green-1"))]
+    );
+
+    // Another rotator promoted a newer version after the parameter was
+    // written: the parameter no longer says who is active.
+    w.secrets.add_staged(
+        SECRET,
+        "sm-2",
+        &alternating_json("green", "sm-pass"),
+        &[AWSPENDING],
+    );
+    w.secrets.promote(SECRET, "sm-2").await.unwrap();
+    let dates = crate::steps::password_dates(&w.config, &w.parameters, &w.secrets)
+        .await
+        .unwrap();
+    assert_eq!(dates.active, None);
+    assert_eq!(dates.passwords[0].0, AWSCURRENT);
+    assert_eq!(
+        dates.passwords[0].1.as_ref().map(|v| v.version_id.as_str()),
+        Some("sm-2")
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_changes_nothing() {
+    let w = alternating_world();
+    let plan = w.select(json!({"dryRun": true})).await.unwrap();
+    assert!(plan.dry_run);
+    assert_eq!(plan.target_user, "green");
+    assert_eq!(w.secrets.version_count(SECRET), 2);
+    assert_eq!(*w.database.password_changes.lock().unwrap(), 0);
+}
