@@ -586,9 +586,15 @@ const ADAPTERS: &str = "lambdas/core/src/adapters";
 /// The port methods (trait, method) a step function reaches, through the
 /// helpers it calls in the steps module and the pointer layouts.
 fn port_calls_of_step(step: &str) -> BTreeSet<(String, String)> {
+    port_calls_in_layout(step, None)
+}
+
+/// The same with one layout only (`parameter`, `alternating_secret`: the
+/// file stem of its adapter), or both.
+fn port_calls_in_layout(step: &str, layout: Option<&str>) -> BTreeSet<(String, String)> {
     let mut out = direct_port_calls(step);
     // Through the Pointer port: what each layout's method calls on the stores.
-    let layouts = layout_calls();
+    let layouts = layout_calls(layout);
     let through: Vec<(String, String)> = out
         .iter()
         .filter(|(tr, _)| tr == "Pointer")
@@ -652,7 +658,7 @@ fn direct_port_calls(step: &str) -> BTreeSet<(String, String)> {
 /// adapters in `lambdas/core/src/layouts/` reach: `self.stores.secrets.m(`,
 /// `self.stores.parameters.m(`, the steps' helpers they call (`read_stage`),
 /// closed over their own `self.helper(` calls. Union of the layouts.
-fn layout_calls() -> BTreeMap<String, BTreeSet<(String, String)>> {
+fn layout_calls(only: Option<&str>) -> BTreeMap<String, BTreeSet<(String, String)>> {
     let dir = repo_root().join("lambdas/core/src/layouts");
     let steps_dir = repo_root().join("lambdas/core/src/steps");
     let helpers: BTreeSet<String> = std::fs::read_dir(&steps_dir)
@@ -670,6 +676,10 @@ fn layout_calls() -> BTreeMap<String, BTreeSet<(String, String)>> {
             continue;
         }
         layouts += 1;
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        if only.is_some_and(|o| o != stem) {
+            continue;
+        }
         let funcs = functions(&code);
         let direct = |f: &Func| -> BTreeSet<(String, String)> {
             let mut calls = BTreeSet::new();
@@ -857,6 +867,18 @@ fn aws_adapters() -> BTreeMap<String, Vec<Adapter>> {
 
 /// The IAM actions a Lambda's code can call, derived as described at the top.
 fn actions_of(lambda: &Lambda, adapters: &BTreeMap<String, Vec<Adapter>>) -> BTreeSet<String> {
+    actions_in(lambda, adapters, None, None)
+}
+
+/// The IAM actions a Lambda's code can call with one layout and one
+/// password store (the adapter type of that store, `SecretsManager` or
+/// `SsmPasswordStore`), or with any.
+fn actions_in(
+    lambda: &Lambda,
+    adapters: &BTreeMap<String, Vec<Adapter>>,
+    layout: Option<&str>,
+    store: Option<&str>,
+) -> BTreeSet<String> {
     let main = code_only(&lambda.main);
     let steps: Vec<String> = main
         .match_indices("steps::")
@@ -870,7 +892,7 @@ fn actions_of(lambda: &Lambda, adapters: &BTreeMap<String, Vec<Adapter>>) -> BTr
     );
     let mut actions = BTreeSet::new();
     for step in steps {
-        for (tr, method) in port_calls_of_step(&step) {
+        for (tr, method) in port_calls_in_layout(&step, layout) {
             let Some(implementations) = adapters.get(&tr) else {
                 continue; // a port without an AWS adapter (Database)
             };
@@ -880,6 +902,7 @@ fn actions_of(lambda: &Lambda, adapters: &BTreeMap<String, Vec<Adapter>>) -> BTr
             for adapter in implementations
                 .iter()
                 .filter(|a| main.contains(&a.type_name))
+                .filter(|a| tr != "SecretStore" || store.is_none_or(|s| s == a.type_name))
             {
                 assert!(
                     lambda.features.contains(&adapter.feature),
@@ -1919,4 +1942,57 @@ fn only_the_flip_moves_the_alternating_secrets_labels() {
         t["Parameters"]["PointerLayout"]["AllowedValues"],
         json!(["parameter", "alternating-secret"])
     );
+}
+
+/// Per deployment choice (layout × password store), every call a
+/// function's code can make is granted by a statement that exists in that
+/// choice: the statements without a condition and those whose condition
+/// holds (optional features on; the administrator's secret and a customer
+/// managed key off, their statements are checked above).
+#[test]
+fn each_layout_and_store_grants_every_call_its_code_makes() {
+    let t = template();
+    let functions = of_type(&t, "AWS::Serverless::Function");
+    let adapters = aws_adapters();
+    let features = ["HasDbProxy", "HasTargetsDocument", "HasActiveUserParameter"];
+    let choices: [(&str, &str, &[&str]); 3] = [
+        (
+            "parameter",
+            "SecretsManager",
+            &["UsesParameterLayout", "UsesSecretsManagerStore"],
+        ),
+        (
+            "parameter",
+            "SsmPasswordStore",
+            &["UsesParameterLayout", "UsesSsmStore"],
+        ),
+        (
+            "alternating_secret",
+            "SecretsManager",
+            &["UsesAlternatingSecret"],
+        ),
+    ];
+    let mut errors = vec![];
+    for (layout, store, holds) in choices {
+        for l in lambdas() {
+            let f = functions[l.logical_id.as_str()];
+            let code = actions_in(&l, &adapters, Some(layout), Some(store));
+            let granted: BTreeSet<String> = statements(&l.logical_id, &f["Properties"]["Policies"])
+                .iter()
+                .filter(|s| {
+                    s.condition
+                        .as_deref()
+                        .is_none_or(|c| holds.contains(&c) || features.contains(&c))
+                })
+                .flat_map(|s| s.actions.clone())
+                .collect();
+            for missing in code.difference(&granted) {
+                errors.push(format!(
+                    "{layout} layout, {store}: {} may not call {missing}, which its code needs",
+                    l.logical_id
+                ));
+            }
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
 }

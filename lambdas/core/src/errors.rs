@@ -63,6 +63,10 @@ pub const UNSUPPORTED_DEPLOYMENT_CONTROLLER: &str = "UnsupportedDeploymentContro
 pub const UNLISTED_CONSUMER: &str = "UnlistedConsumer";
 /// Another execution of the state machine is rotating this target right now.
 pub const ROTATION_IN_PROGRESS: &str = "RotationInProgress";
+/// The pointer moved since `select-user` planned this execution (a redrive
+/// of an old execution after a newer rotation, or another rotator): the
+/// user it would rotate is the active one now. Nothing was changed.
+pub const POINTER_MOVED: &str = "PointerMoved";
 /// The ECS cluster or one of the services does not exist.
 pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
 /// An ECS deployment reported `FAILED`, or ECS rolled back to an older one.
@@ -110,6 +114,7 @@ pub const ALL: &[(&str, bool)] = &[
     (AWS_REQUEST_FAILED, false),
     (SERVICE_NOT_FOUND, false),
     (ROTATION_IN_PROGRESS, false),
+    (POINTER_MOVED, false),
     (UNSUPPORTED_DEPLOYMENT_CONTROLLER, false),
     (UNLISTED_CONSUMER, false),
     (ROLLOUT_FAILED, false),
@@ -187,6 +192,10 @@ pub enum RotationError {
     ServiceNotFound(String),
     #[error("execution {0} is rotating this target right now; nothing was changed")]
     RotationInProgress(String),
+    #[error(
+        "{0}; nothing was changed: start a new execution, which plans from the pointer as it is"
+    )]
+    PointerMoved(String),
     #[error("the rollout failed: {0}")]
     RolloutFailed(String),
     #[error("a rollout this execution did not start failed or did not finish by the deadline ({0}); the active-user parameter was not moved, nothing was changed")]
@@ -229,6 +238,7 @@ impl RotationError {
             Self::AwsRequestFailed(_) => AWS_REQUEST_FAILED,
             Self::ServiceNotFound(_) => SERVICE_NOT_FOUND,
             Self::RotationInProgress(_) => ROTATION_IN_PROGRESS,
+            Self::PointerMoved(_) => POINTER_MOVED,
             Self::UnsupportedDeploymentController(_) => UNSUPPORTED_DEPLOYMENT_CONTROLLER,
             Self::UnlistedConsumer(_) => UNLISTED_CONSUMER,
             Self::RolloutFailed(_) => ROLLOUT_FAILED,

@@ -109,7 +109,7 @@ pub struct FakeVersion {
 pub struct FakeSecrets {
     pub secrets: Mutex<BTreeMap<String, Vec<FakeVersion>>>,
     /// The flip times recorded per secret (the `pgflip:flipped-at` tag).
-    pub flips: Mutex<BTreeMap<String, i64>>,
+    pub flips: Mutex<BTreeMap<String, FlipRecord>>,
     pub faults: Faults,
 }
 
@@ -314,22 +314,45 @@ impl SecretStore for FakeSecrets {
             }))
     }
 
-    async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+    async fn flipped_at(&self, secret_id: &str) -> Result<Option<FlipRecord>, RotationError> {
         self.faults.take("flipped_at")?;
         if !self.secrets.lock().unwrap().contains_key(secret_id) {
             return Err(RotationError::SecretNotFound(secret_id.into()));
         }
-        Ok(self.flips.lock().unwrap().get(secret_id).copied())
+        Ok(self.flips.lock().unwrap().get(secret_id).cloned())
     }
 
-    async fn record_flip(&self, secret_id: &str, at_ms: i64) -> Result<(), RotationError> {
+    async fn record_flip(
+        &self,
+        secret_id: &str,
+        at_ms: i64,
+        version_id: &str,
+    ) -> Result<(), RotationError> {
         self.faults.take("record_flip")?;
         if !self.secrets.lock().unwrap().contains_key(secret_id) {
             return Err(RotationError::SecretNotFound(secret_id.into()));
         }
         // Never earlier than the versions made before it (the fake's clock).
-        let at = at_ms.max(tick());
-        self.flips.lock().unwrap().insert(secret_id.into(), at);
+        let record = FlipRecord {
+            at_ms: at_ms.max(tick()),
+            version_id: version_id.into(),
+        };
+        self.flips.lock().unwrap().insert(secret_id.into(), record);
+        Ok(())
+    }
+
+    async fn label(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        version_id: &str,
+    ) -> Result<(), RotationError> {
+        self.faults.take("label")?;
+        let mut secrets = self.secrets.lock().unwrap();
+        let versions = secrets
+            .get_mut(secret_id)
+            .ok_or_else(|| RotationError::SecretNotFound(secret_id.into()))?;
+        Self::move_stage(versions, stage, Some(version_id));
         Ok(())
     }
 

@@ -25,40 +25,6 @@ pub struct Stores<'a> {
     pub secrets: &'a dyn SecretStore,
 }
 
-impl<'a> Stores<'a> {
-    /// For the steps that only stage, verify and read passwords
-    /// (`generate-and-set-password`, `verify-login`): they never read or
-    /// move the pointer, so they get no parameter store.
-    pub fn secrets_only(secrets: &'a dyn SecretStore) -> Self {
-        Self {
-            parameters: &NoParameters,
-            secrets,
-        }
-    }
-}
-
-/// The parameter store of a step that must not touch the pointer.
-struct NoParameters;
-
-#[async_trait::async_trait]
-impl ParameterStore for NoParameters {
-    async fn get(
-        &self,
-        name: &str,
-    ) -> Result<crate::ports::ParameterValue, crate::errors::RotationError> {
-        Err(not_here(name))
-    }
-    async fn put(&self, name: &str, _value: &str) -> Result<(), crate::errors::RotationError> {
-        Err(not_here(name))
-    }
-}
-
-fn not_here(name: &str) -> crate::errors::RotationError {
-    crate::errors::RotationError::Configuration(format!(
-        "this step does not read or move the pointer ({name})"
-    ))
-}
-
 /// The pointer of a layout. `parameter_name` is the active-user parameter
 /// (parameter layout); `secret_ids` pairs each user with its secret (the
 /// flip needs none).

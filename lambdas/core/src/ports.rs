@@ -73,22 +73,62 @@ pub trait SecretStore: Send + Sync {
         secret_id: &str,
     ) -> Result<Option<CurrentVersion>, RotationError>;
 
-    /// When pgflip last moved the secret's `AWSCURRENT` (the alternating
-    /// layout's flip time), milliseconds since the epoch: the tag
-    /// [`FLIPPED_AT_TAG`] (`secretsmanager:DescribeSecret`). `None`: never
-    /// recorded. Stores that cannot hold a pointer say `ConfigurationError`.
-    async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError>;
+    /// When pgflip last moved the secret's `AWSCURRENT`, and to which
+    /// version (the alternating layout's flip): the tag [`FLIPPED_AT_TAG`]
+    /// (`secretsmanager:DescribeSecret`). `None`: never recorded (or not in
+    /// the `<ms>:<version id>` form). Stores that cannot hold a pointer say
+    /// `ConfigurationError`.
+    async fn flipped_at(&self, secret_id: &str) -> Result<Option<FlipRecord>, RotationError>;
 
-    /// Records that `AWSCURRENT` is about to move (`secretsmanager:TagResource`
-    /// with [`FLIPPED_AT_TAG`] = `at_ms`). Written before the move, so the
-    /// recorded time is never earlier than a deployment that could have
-    /// started before the move.
-    async fn record_flip(&self, secret_id: &str, at_ms: i64) -> Result<(), RotationError>;
+    /// Records that `AWSCURRENT` moved to `version_id` at `at_ms`
+    /// (`secretsmanager:TagResource`, [`FLIPPED_AT_TAG`]). Written after
+    /// the move: a record naming another version than `AWSCURRENT` means
+    /// the label moved since (or the record was not written yet).
+    async fn record_flip(
+        &self,
+        secret_id: &str,
+        at_ms: i64,
+        version_id: &str,
+    ) -> Result<(), RotationError>;
+
+    /// Moves the custom staging label `stage` to `version_id`, off the
+    /// version that had it (`secretsmanager:UpdateSecretVersionStage`).
+    /// Idempotent. A labelled version is never deprecated (deleted) by
+    /// Secrets Manager.
+    async fn label(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        version_id: &str,
+    ) -> Result<(), RotationError>;
 }
 
 /// The tag on an alternating secret that says when pgflip last moved its
-/// `AWSCURRENT` (milliseconds since the epoch, decimal).
+/// `AWSCURRENT`, and where: `<milliseconds since the epoch>:<version id>`.
 pub const FLIPPED_AT_TAG: &str = "pgflip:flipped-at";
+
+/// What [`FLIPPED_AT_TAG`] records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlipRecord {
+    pub at_ms: i64,
+    pub version_id: String,
+}
+
+impl FlipRecord {
+    /// `<ms>:<version id>` (anything else: `None`).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (at, version) = raw.trim().split_once(':')?;
+        Some(Self {
+            at_ms: at.parse().ok()?,
+            version_id: version.to_string(),
+        })
+        .filter(|r| !r.version_id.is_empty())
+    }
+
+    pub fn render(&self) -> String {
+        format!("{}:{}", self.at_ms, self.version_id)
+    }
+}
 
 /// What a password store that cannot hold a pointer answers to
 /// [`SecretStore::flipped_at`] and [`SecretStore::record_flip`].

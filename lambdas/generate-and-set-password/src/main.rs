@@ -5,7 +5,8 @@
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use pgflip_core::adapters::{
-    postgres::Postgres, secrets::SecretsManager, ssm_passwords::SsmPasswordStore, PasswordStores,
+    postgres::Postgres, secrets::SecretsManager, ssm::SsmParameters,
+    ssm_passwords::SsmPasswordStore, PasswordStores,
 };
 use pgflip_core::config::{
     password_encryption_from_env, password_policy_from_env, password_setter_from_env, DbConfig,
@@ -32,6 +33,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .and_then(Postgres::new),
     );
     let aws = aws_config().await;
+    // Only to check that the pointer did not move since select-user.
+    let parameters = SsmParameters::new(aws_sdk_ssm::Client::new(&aws));
     let stores = PasswordStores {
         secrets_manager: SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws)),
         ssm: SsmPasswordStore::new(aws_sdk_ssm::Client::new(&aws)),
@@ -39,7 +42,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async {
         let plan: Plan = parse_payload(event.payload)?;
         let secrets = stores.get(plan.password_store);
-        steps::generate_and_set_password(&plan, &policy, &setter, secrets, &database).await
+        steps::generate_and_set_password(&plan, &policy, &setter, &parameters, secrets, &database)
+            .await
     }))
     .await
 }

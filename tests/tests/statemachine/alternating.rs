@@ -472,3 +472,107 @@ async fn alternating_dry_run_preflights_and_guard_change_nothing() {
     );
     assert_eq!(a.user_at(AWSCURRENT).await.as_deref(), Some(green.as_str()));
 }
+
+#[tokio::test]
+async fn alternating_old_execution_redriven_after_a_newer_rotation_is_refused() {
+    let a = alt_case("alt_stale").await;
+    let name = format!("alt-stale-{}", std::process::id());
+    let history = std::env::temp_dir().join(format!("{name}.json"));
+    // E1 planned blue -> clone and failed at GenerateAndSetPassword.
+    let e1 = a.stack.run(&RunOptions {
+        input: Some(a.t.input()),
+        name: Some(name.clone()),
+        scenario: Some(
+            json!({"waitMs": 0, "retryIntervalMs": 0, "tasks": {"GenerateAndSetPassword":
+            [{"throw": {"error": "LoginRejected", "cause": "injected"}, "repeat": true}]}}),
+        ),
+        history: Some(history.clone()),
+        ..RunOptions::default()
+    });
+    assert_eq!(e1.status, "FAILED", "{:?}", e1.error);
+    // E2 rotated the clone and made it current.
+    let e2 = a.run(json!({}));
+    assert_eq!(e2.status, "SUCCEEDED", "{:?}: {:?}", e2.error, e2.cause);
+    let before = a.fingerprint().await;
+    // A redrive of E1 must not change the password AWSCURRENT now names.
+    let redrive = run_quick(
+        &a.stack,
+        a.t.input(),
+        json!({}),
+        RunOptions {
+            name: Some(name.clone()),
+            start_at: Some("GenerateAndSetPassword".into()),
+            state_input: Some(super::state_input(&history, "GenerateAndSetPassword")),
+            ..RunOptions::default()
+        },
+    );
+    std::fs::remove_file(&history).ok();
+    assert_eq!(
+        redrive.error.as_deref(),
+        Some("PointerMoved"),
+        "{:?}\n{}",
+        redrive.cause,
+        redrive.progress
+    );
+    assert_eq!(a.fingerprint().await, before);
+    assert_eq!(
+        a.both_log_in().await,
+        (a.t.green_role.clone(), a.t.blue_role.clone())
+    );
+}
+
+#[tokio::test]
+async fn alternating_operator_edit_of_the_current_version_keeps_both_roles() {
+    let a = alt_case("alt_edit").await;
+    let (blue, green) = (a.t.blue_role.clone(), a.t.green_role.clone());
+    let e = a.run(json!({}));
+    assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
+    // The operator adds a field to AWSCURRENT (a new version, as the console
+    // does): AWSPREVIOUS moves onto the clone's old version.
+    // (On AWS, PutSecretValue moves AWSCURRENT and AWSPREVIOUS itself;
+    // moto 5.2.5 moves AWSPREVIOUS from the version it last *put* current,
+    // not the one UpdateSecretVersionStage made current, so the edit is
+    // staged and promoted here, which AWS does the same way.)
+    let secret = a.t.alternating.clone().unwrap();
+    let edited = a
+        .stack
+        .stage_pending(&secret, |v| v["dbClusterIdentifier"] = json!("moved"))
+        .await;
+    let current = a.stack.secret_state(&secret).await.current;
+    for (stage, to, from) in [
+        (AWSCURRENT, Some(&edited), Some(&current)),
+        (AWSPENDING, None, Some(&edited)),
+    ] {
+        a.stack
+            .secrets
+            .update_secret_version_stage()
+            .secret_id(&secret)
+            .version_stage(stage)
+            .set_move_to_version_id(to.cloned())
+            .set_remove_from_version_id(from.cloned())
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        a.user_at(AWSPREVIOUS).await.as_deref(),
+        Some(green.as_str())
+    );
+    // The next run redeploys (the tasks must take the edit), the one after
+    // rotates blue, whose password its role label still finds.
+    let redeploy = a.run(json!({}));
+    assert_eq!(
+        redeploy.status, "SUCCEEDED",
+        "{:?}: {:?}\n{}",
+        redeploy.error, redeploy.cause, redeploy.progress
+    );
+    assert_eq!(redeploy.output["mode"], "redeploy");
+    let rotate = a.run(json!({}));
+    assert_eq!(
+        rotate.status, "SUCCEEDED",
+        "{:?}: {:?}\n{}",
+        rotate.error, rotate.cause, rotate.progress
+    );
+    assert_eq!(rotate.output["mode"], "rotate");
+    assert_eq!(a.both_log_in().await, (blue, green));
+}

@@ -9,7 +9,7 @@ use super::aws::{classify, classify_or, error_code};
 use crate::domain::{DbSecret, SecretVersion, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use crate::errors::RotationError;
 use crate::password::Password;
-use crate::ports::{CurrentVersion, SecretStore, FLIPPED_AT_TAG};
+use crate::ports::{CurrentVersion, FlipRecord, SecretStore, FLIPPED_AT_TAG};
 
 pub struct SecretsManager {
     client: Client,
@@ -208,7 +208,7 @@ impl SecretStore for SecretsManager {
         Ok(())
     }
 
-    async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+    async fn flipped_at(&self, secret_id: &str) -> Result<Option<FlipRecord>, RotationError> {
         let out = self
             .client
             .describe_secret()
@@ -226,13 +226,22 @@ impl SecretStore for SecretsManager {
             .iter()
             .find(|t| t.key() == Some(FLIPPED_AT_TAG))
             .and_then(|t| t.value())
-            .and_then(|v| v.trim().parse::<i64>().ok()))
+            .and_then(FlipRecord::parse))
     }
 
-    async fn record_flip(&self, secret_id: &str, at_ms: i64) -> Result<(), RotationError> {
+    async fn record_flip(
+        &self,
+        secret_id: &str,
+        at_ms: i64,
+        version_id: &str,
+    ) -> Result<(), RotationError> {
+        let record = FlipRecord {
+            at_ms,
+            version_id: version_id.to_string(),
+        };
         let tag = aws_sdk_secretsmanager::types::Tag::builder()
             .key(FLIPPED_AT_TAG)
-            .value(at_ms.to_string())
+            .value(record.render())
             .build();
         self.client
             .tag_resource()
@@ -241,6 +250,21 @@ impl SecretStore for SecretsManager {
             .send()
             .await
             .map_err(|e| classify_or("secretsmanager:TagResource", e, |c| missing(secret_id, c)))?;
+        Ok(())
+    }
+
+    async fn label(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        version_id: &str,
+    ) -> Result<(), RotationError> {
+        let versions = self.versions(secret_id).await?;
+        let holder = stage_of(&versions, stage);
+        if holder != Some(version_id) {
+            self.move_stage(secret_id, stage, Some(version_id), holder)
+                .await?;
+        }
         Ok(())
     }
 

@@ -221,11 +221,28 @@ impl SecretStore for SsmPasswordStore {
     }
 
     /// SecureString parameters hold one user each: never a pointer.
-    async fn flipped_at(&self, secret_id: &str) -> Result<Option<i64>, RotationError> {
+    async fn flipped_at(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<crate::ports::FlipRecord>, RotationError> {
         Err(crate::ports::unsupported_pointer(secret_id))
     }
 
-    async fn record_flip(&self, secret_id: &str, _at_ms: i64) -> Result<(), RotationError> {
+    async fn record_flip(
+        &self,
+        secret_id: &str,
+        _at_ms: i64,
+        _version_id: &str,
+    ) -> Result<(), RotationError> {
+        Err(crate::ports::unsupported_pointer(secret_id))
+    }
+
+    async fn label(
+        &self,
+        secret_id: &str,
+        _stage: &str,
+        _version_id: &str,
+    ) -> Result<(), RotationError> {
         Err(crate::ports::unsupported_pointer(secret_id))
     }
 

@@ -6,6 +6,12 @@
 //! version naming the previous user. ECS injects `AWSCURRENT` at task start,
 //! so the application changes nothing, and a task that started before the
 //! flip keeps the previous user, whose password did not change.
+//!
+//! The flip also keeps a custom label per role, `pgflip-<role>`, on the
+//! version holding that role's password: an operator's new `AWSCURRENT`
+//! (say, a new host) then pushes `AWSPREVIOUS` onto the same role's old
+//! version, and the other role's password is still found, and never
+//! deprecated (deleted) by Secrets Manager.
 
 use async_trait::async_trait;
 use tracing::{info, warn};
@@ -38,7 +44,45 @@ const JSON_ONLY: Owner<'static> = Owner {
     },
 };
 
+/// The custom staging label on the version holding `user`'s password.
+pub fn role_label(user: &str) -> String {
+    let safe: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("pgflip-{safe}")
+}
+
 impl AlternatingSecretPointer<'_> {
+    /// The version that last named `user` apart from `AWSCURRENT`: of the
+    /// one its role label is on and `AWSPREVIOUS`, the newer that names
+    /// `user` (an operator's edit after the label moved is newer).
+    async fn last_of(&self, user: &str) -> Result<Option<SecretVersion>, RotationError> {
+        let mut found: Option<SecretVersion> = None;
+        for stage in [role_label(user).as_str(), AWSPREVIOUS] {
+            let Some(v) = self
+                .at(stage)
+                .await?
+                .filter(|v| v.secret.username() == user)
+            else {
+                continue;
+            };
+            if found
+                .as_ref()
+                .is_none_or(|f| v.created_ms.unwrap_or(0) > f.created_ms.unwrap_or(0))
+            {
+                found = Some(v);
+            }
+        }
+        Ok(found)
+    }
+
     async fn at(&self, stage: &str) -> Result<Option<SecretVersion>, RotationError> {
         read_stage(self.stores.secrets, self.secret_id, stage, JSON_ONLY).await
     }
@@ -71,17 +115,32 @@ impl Pointer for AlternatingSecretPointer<'_> {
         self.users.contains(user).then_some(self.secret_id)
     }
 
-    /// `secretsmanager:GetSecretValue` (`AWSCURRENT`), and the flip time:
-    /// the later of the tag pgflip writes before it moves `AWSCURRENT`
-    /// (`secretsmanager:DescribeSecret`) and the version's creation (a move
-    /// made by another rotator, such as Secrets Manager's own, is no earlier
-    /// than the version it promoted).
+    /// `secretsmanager:GetSecretValue` (`AWSCURRENT`), and the flip time,
+    /// from the tag pgflip writes after it moves `AWSCURRENT`
+    /// (`secretsmanager:DescribeSecret`):
+    /// - the tag names `AWSCURRENT`'s version: its time;
+    /// - `AWSCURRENT` is newer than the tag (another rotator, such as
+    ///   Secrets Manager's own rotation, or an operator's edit): the
+    ///   version's creation, no earlier than its promotion;
+    /// - `AWSCURRENT` is older than the tag and not the version it names
+    ///   (moved back by hand, or a rollback that stopped before its tag):
+    ///   when is unknown, so now, the conservative answer (the services get
+    ///   redeployed before anything is rotated).
     async fn read(&self) -> Result<PointerState, RotationError> {
         let current = self.active_version().await?;
         let tagged = self.stores.secrets.flipped_at(self.secret_id).await?;
+        let created = current.created_ms;
+        let moved_ms = match tagged {
+            None => created,
+            Some(t) if t.version_id == current.version_id => {
+                Some(t.at_ms.max(created.unwrap_or(0)))
+            }
+            Some(t) if created.is_some_and(|c| c >= t.at_ms) => created,
+            Some(_) => Some(crate::steps::now_ms()),
+        };
         Ok(PointerState {
             active: current.secret.username().to_string(),
-            moved_ms: tagged.max(current.created_ms),
+            moved_ms,
         })
     }
 
@@ -96,18 +155,14 @@ impl Pointer for AlternatingSecretPointer<'_> {
         // The version that last named the user holds its password; the
         // server and database are the active version's (an operator edits
         // AWSCURRENT when the database moves).
-        Ok(self
-            .at(AWSPREVIOUS)
-            .await?
-            .filter(|p| p.secret.username() == user)
-            .map(|p| SecretVersion {
-                version_id: p.version_id,
-                secret: active
-                    .secret
-                    .for_user(user)
-                    .with_password(p.secret.password().clone()),
-                created_ms: p.created_ms,
-            }))
+        Ok(self.last_of(user).await?.map(|p| SecretVersion {
+            version_id: p.version_id,
+            secret: active
+                .secret
+                .for_user(user)
+                .with_password(p.secret.password().clone()),
+            created_ms: p.created_ms,
+        }))
     }
 
     async fn template(&self, user: &str) -> Result<SecretVersion, RotationError> {
@@ -153,45 +208,69 @@ impl Pointer for AlternatingSecretPointer<'_> {
 
     /// Moves `AWSCURRENT` to the version naming `to`: the verified
     /// `AWSPENDING` version `version_id` (the forward flip), or without one
-    /// the `AWSPREVIOUS` version (the rollback). The time is tagged first
-    /// (`secretsmanager:TagResource`), then `secretsmanager:UpdateSecretVersionStage`
-    /// moves the label, then the optional parameter follows
-    /// (`ssm:PutParameter`). No version naming `to` is `SecretNotFound`,
-    /// with nothing moved.
+    /// the version that last named `to` (its role label, else
+    /// `AWSPREVIOUS`: the rollback), with `secretsmanager:UpdateSecretVersionStage`.
+    /// Then each role's label goes on its version, the flip is recorded
+    /// (`secretsmanager:TagResource`), and the optional parameter follows
+    /// (`ssm:PutParameter`). No version naming `to` is `SecretNotFound`;
+    /// `AWSCURRENT` already naming `to` in another version than the
+    /// verified one is `PointerMoved` (an old execution redriven after a
+    /// newer rotation); both with nothing moved.
     async fn flip(&self, to: &str, version_id: Option<&str>) -> Result<Flipped, RotationError> {
         check_user(&self.users, to)?;
         let active = self.active_version().await?;
         let was = active.secret.username().to_string();
         let changed = was != to;
-        if changed {
-            let (stage, found) = match version_id {
-                Some(id) => (
-                    AWSPENDING,
-                    self.at(AWSPENDING)
-                        .await?
-                        .filter(|p| p.version_id == id && p.secret.username() == to),
-                ),
-                None => (
-                    AWSPREVIOUS,
-                    self.at(AWSPREVIOUS)
-                        .await?
-                        .filter(|p| p.secret.username() == to),
-                ),
+        if !changed {
+            if let Some(id) = version_id.filter(|id| *id != active.version_id) {
+                return Err(RotationError::PointerMoved(format!(
+                    "{}: {AWSCURRENT} already names {to:?}, in version {}, not in the version {id} this execution verified",
+                    self.secret_id, active.version_id
+                )));
+            }
+        }
+        let promoted = if changed {
+            let version = match version_id {
+                Some(id) => self
+                    .at(AWSPENDING)
+                    .await?
+                    .filter(|p| p.version_id == id && p.secret.username() == to),
+                None => self.last_of(to).await?,
             };
-            let version = found.ok_or_else(|| {
+            let version = version.ok_or_else(|| {
                 RotationError::SecretNotFound(format!(
-                    "{}: no {stage} version{} names {to:?}, so the pointer cannot move to it; {AWSCURRENT} still names {was:?}",
+                    "{}: no {} names {to:?}, so the pointer cannot move to it; {AWSCURRENT} still names {was:?}",
                     self.secret_id,
-                    version_id.map(|v| format!(" {v}")).unwrap_or_default()
+                    match version_id {
+                        Some(v) => format!("{AWSPENDING} version {v}"),
+                        None => format!("version labelled {} or {AWSPREVIOUS}", role_label(to)),
+                    }
                 ))
             })?;
             self.stores
                 .secrets
-                .record_flip(self.secret_id, crate::steps::now_ms())
+                .promote(self.secret_id, &version.version_id)
                 .await?;
+            version.version_id
+        } else {
+            active.version_id.clone()
+        };
+        // Each role's label on its version (idempotent: a replay finishes it).
+        self.stores
+            .secrets
+            .label(self.secret_id, &role_label(to), &promoted)
+            .await?;
+        if changed {
             self.stores
                 .secrets
-                .promote(self.secret_id, &version.version_id)
+                .label(self.secret_id, &role_label(&was), &active.version_id)
+                .await?;
+        }
+        let recorded = self.stores.secrets.flipped_at(self.secret_id).await?;
+        if changed || recorded.is_none_or(|r| r.version_id != promoted) {
+            self.stores
+                .secrets
+                .record_flip(self.secret_id, crate::steps::now_ms(), &promoted)
                 .await?;
         }
         if let Some(parameter) = self.parameter {

@@ -8,8 +8,8 @@ use crate::domain::*;
 use crate::errors::RotationError;
 use crate::layouts::{self, Stores};
 use crate::password::PasswordPolicy;
-use crate::ports::Pointer;
 use crate::ports::{Database, SecretStore};
+use crate::ports::{ParameterStore, Pointer};
 
 /// The `ClientRequestToken` (32 hex characters) for an execution: the same for
 /// every retry and redrive of that execution, different for every other one.
@@ -23,16 +23,23 @@ pub fn client_request_token(execution_id: &str) -> String {
 /// instead of generating another, but only while it is still right: every
 /// field but the password equals the `AWSCURRENT` version's (same user,
 /// server, port, database, form), and its password passes today's policy.
-/// A stale one is discarded first (see [`discard_stale`]).
+/// A stale one is discarded first (see [`discard_stale`]). Refuses
+/// (`PointerMoved`) when the pointer names the target user by now.
 pub async fn generate_and_set_password(
     plan: &Plan,
     policy: &PasswordPolicy,
     setter: &PasswordSetter,
+    parameters: &dyn ParameterStore,
     secrets: &dyn SecretStore,
     database: &dyn Database,
 ) -> Result<PendingPassword, RotationError> {
     let user = &plan.target_user;
-    let pointer = layouts::for_plan(plan, Stores::secrets_only(secrets));
+    let stores = Stores {
+        parameters,
+        secrets,
+    };
+    let pointer = layouts::for_plan(plan, stores);
+    still_inactive(pointer.as_ref(), user).await?;
     // The version the user logs in with now; none (the alternating layout
     // before its first rotation): an administrator sets the first password.
     let known = pointer.current(user).await?;
@@ -156,6 +163,21 @@ pub async fn generate_and_set_password(
         version_id,
         resumed,
     })
+}
+
+/// The user this execution rotates must still be the inactive one: a redrive
+/// of an execution planned before a newer rotation (or another rotator's
+/// move) would otherwise change the password the pointer names.
+/// `PointerMoved` then, with nothing changed.
+pub(crate) async fn still_inactive(pointer: &dyn Pointer, user: &str) -> Result<(), RotationError> {
+    let now = pointer.read().await?;
+    if now.active == user {
+        return Err(RotationError::PointerMoved(format!(
+            "{} names {user:?} now, the user this execution was planned to rotate (the pointer moved since its SelectUser)",
+            pointer.name()
+        )));
+    }
+    Ok(())
 }
 
 /// The administrator's secret (`DB_ADMIN_SECRET_ID`, or the alternating

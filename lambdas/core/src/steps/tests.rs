@@ -152,6 +152,7 @@ impl World {
             plan,
             &self.policy,
             &self.setter,
+            &self.parameters,
             &self.secrets,
             &self.database,
         )
@@ -163,7 +164,14 @@ impl World {
         plan: &Plan,
         pending: &PendingPassword,
     ) -> Result<Verified, RotationError> {
-        verify_login(plan, pending, &self.secrets, &self.database).await
+        verify_login(
+            plan,
+            pending,
+            &self.parameters,
+            &self.secrets,
+            &self.database,
+        )
+        .await
     }
 
     async fn flip(&self, to: &str) -> Result<Flipped, RotationError> {

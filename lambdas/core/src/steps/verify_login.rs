@@ -3,10 +3,11 @@
 use serde::Deserialize;
 use tracing::{info, warn};
 
+use super::generate_and_set_password::still_inactive;
 use crate::domain::*;
 use crate::errors::RotationError;
 use crate::layouts::{self, Stores};
-use crate::ports::{Database, Pointer, SecretStore, ServerFacts};
+use crate::ports::{Database, ParameterStore, Pointer, SecretStore, ServerFacts};
 
 /// What the state machine passes to `verify-login`.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,16 +22,23 @@ pub struct VerifyRequest {
 /// A version already promoted (a replay, or mode `flip`) is checked the
 /// same way; afterwards no version of the secret carries `AWSPENDING`. In
 /// the alternating layout promoting the version is the flip: it stays
-/// `AWSPENDING` here.
+/// `AWSPENDING` here. Refuses (`PointerMoved`) when the pointer names the
+/// target user by now.
 pub async fn verify_login(
     plan: &Plan,
     pending: &PendingPassword,
+    parameters: &dyn ParameterStore,
     secrets: &dyn SecretStore,
     database: &dyn Database,
 ) -> Result<Verified, RotationError> {
     let user = &plan.target_user;
-    let pointer = layouts::for_plan(plan, Stores::secrets_only(secrets));
+    let stores = Stores {
+        parameters,
+        secrets,
+    };
+    let pointer = layouts::for_plan(plan, stores);
     let pointer = pointer.as_ref();
+    still_inactive(pointer, user).await?;
     let current = pointer.current(user).await?;
     if let Some(current) = current.filter(|c| c.version_id == pending.version_id) {
         // Promoted by an earlier attempt, or rotated by another tool: it
@@ -44,7 +52,7 @@ pub async fn verify_login(
         // label behind: nothing will resume it now.
         if let Some(left) = pointer.pending(user).await? {
             pointer.discard(user, &left.version_id).await?;
-            warn!(discarded_version_id = %left.version_id, current_version_id = %current.version_id, "removed a leftover AWSPENDING label");
+            warn!(discarded_version_id = %left.version_id, current_version_id = %current.version_id, "a leftover AWSPENDING version: its label was removed (the alternating secret: the next staged version takes it)");
         }
         return Ok(Verified {
             version_id: current.version_id,

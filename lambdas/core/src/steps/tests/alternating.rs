@@ -473,3 +473,126 @@ async fn a_dry_run_changes_nothing() {
     assert_eq!(w.secrets.version_count(SECRET), 2);
     assert_eq!(*w.database.password_changes.lock().unwrap(), 0);
 }
+
+/// Another execution of the same target, for the redrive cases.
+fn other_execution(w: &World, tag: &str) -> SelectRequest {
+    let arn = format!("{ME}-{tag}");
+    w.executions.stop(ME);
+    w.executions.start(&arn);
+    SelectRequest {
+        input: json!({}),
+        execution_id: arn,
+        execution_name: format!("exec-{tag}"),
+    }
+}
+
+#[tokio::test]
+async fn an_old_plan_redriven_after_a_newer_rotation_changes_nothing() {
+    // Both layouts: E1 planned blue -> green and failed; E2 rotated green
+    // and flipped to it; a redrive of E1 must not touch green's password.
+    for alternating in [false, true] {
+        let w = if alternating {
+            alternating_world()
+        } else {
+            world()
+        };
+        let old = w.select(json!({})).await.unwrap();
+        let newer = w.select_as(other_execution(&w, "e2")).await.unwrap();
+        let pending = w.generate(&newer).await.unwrap();
+        let verified = w.verify(&newer, &pending).await.unwrap();
+        if alternating {
+            w.flip_alternating("green", Some(&verified.version_id))
+                .await
+                .unwrap();
+        } else {
+            w.flip("green").await.unwrap();
+        }
+        let green = w.database.password_of("green");
+        let changes = *w.database.password_changes.lock().unwrap();
+        let err = w.generate(&old).await.unwrap_err();
+        assert_eq!(err.name(), "PointerMoved", "{err}");
+        let err = w
+            .verify(
+                &old,
+                &PendingPassword {
+                    version_id: "x".into(),
+                    resumed: false,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.name(), "PointerMoved", "{err}");
+        assert_eq!(w.database.password_of("green"), green);
+        assert_eq!(*w.database.password_changes.lock().unwrap(), changes);
+        if alternating {
+            // The flip of a version that is not AWSCURRENT's, to the user
+            // AWSCURRENT names already, is refused too.
+            let err = w
+                .flip_alternating("green", Some("an-older-version"))
+                .await
+                .unwrap_err();
+            assert_eq!(err.name(), "PointerMoved", "{err}");
+            assert!(w.alternating_invariant_holds());
+        } else {
+            assert!(w.invariant_holds());
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_operators_edit_of_awscurrent_keeps_the_other_roles_password() {
+    let w = alternating_world();
+    let plan = w.rotate_alternating().await;
+    assert_eq!(plan.target_user, "green");
+    // The database moved: an operator writes a new AWSCURRENT (green, same
+    // password, a new field); Secrets Manager moves AWSPREVIOUS onto the
+    // old green version, and blue's version keeps only its role label.
+    let current = w.secrets.value_at(SECRET, AWSCURRENT).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&current).unwrap();
+    edited["dbClusterIdentifier"] = json!("moved");
+    w.secrets
+        .add_staged(SECRET, "v-edit", &edited.to_string(), &[AWSPENDING]);
+    w.secrets.promote(SECRET, "v-edit").await.unwrap();
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSPREVIOUS).as_deref(),
+        Some("green")
+    );
+    // Services deployed before the edit: finish it by redeploying first,
+    // with blue's password still found (a failed rollout flips back to it).
+    let finish = w.select(json!({})).await.unwrap();
+    assert_eq!(finish.mode, Mode::Redeploy);
+    w.redeploy(&finish).await.unwrap();
+    w.deployments.set_primary_state("app", "COMPLETED");
+    let back = w.flip_alternating("blue", None).await.unwrap();
+    assert!(back.changed);
+    assert_eq!(
+        w.secrets.user_at(SECRET, AWSCURRENT).as_deref(),
+        Some("blue")
+    );
+    assert!(w.alternating_invariant_holds() && w.logs_in_at(AWSPREVIOUS));
+}
+
+#[tokio::test]
+async fn the_flip_time_is_trusted_only_for_the_version_it_names() {
+    let w = alternating_world();
+    w.rotate_alternating().await;
+    let finish = w.select(json!({})).await.unwrap();
+    w.redeploy(&finish).await.unwrap();
+    let pointer = crate::layouts::for_target(
+        &w.config,
+        crate::layouts::Stores {
+            parameters: &w.parameters,
+            secrets: &w.secrets,
+        },
+    );
+    let tagged = w.secrets.flipped_at(SECRET).await.unwrap().unwrap();
+    let read = pointer.read().await.unwrap();
+    assert_eq!(read.moved_ms, Some(tagged.at_ms));
+    // AWSCURRENT moved back by hand (older than the record, another
+    // version): when is unknown, so now, later than every deployment.
+    let before = crate::steps::now_ms();
+    let previous = w.secrets.version_at(SECRET, AWSPREVIOUS).unwrap();
+    w.secrets.promote(SECRET, &previous).await.unwrap();
+    let read = pointer.read().await.unwrap();
+    assert!(read.moved_ms.unwrap() >= before);
+}
