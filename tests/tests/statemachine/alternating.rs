@@ -529,6 +529,9 @@ async fn alternating_operator_edit_of_the_current_version_keeps_both_roles() {
     assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
     // The operator adds a field to AWSCURRENT (a new version, as the console
     // does): AWSPREVIOUS moves onto the clone's old version.
+    // moto dates versions in whole seconds: edit in a later second than
+    // the services' deployments, as an operator would.
+    pgflip_tests::next_second().await;
     // (On AWS, PutSecretValue moves AWSCURRENT and AWSPREVIOUS itself;
     // moto 5.2.5 moves AWSPREVIOUS from the version it last *put* current,
     // not the one UpdateSecretVersionStage made current, so the edit is
