@@ -144,6 +144,25 @@ impl FakeSecrets {
         });
     }
 
+    /// The id and creation of the version carrying `stage`, no value.
+    fn stage_version(
+        &self,
+        id: &str,
+        stage: &str,
+    ) -> Result<Option<CurrentVersion>, RotationError> {
+        let secrets = self.secrets.lock().unwrap();
+        let versions = secrets
+            .get(id)
+            .ok_or_else(|| RotationError::SecretNotFound(id.into()))?;
+        Ok(versions
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == stage))
+            .map(|v| CurrentVersion {
+                version_id: v.id.clone(),
+                created_ms: Some(v.created_ms),
+            }))
+    }
+
     /// The `username` of the version carrying `stage`.
     pub fn user_at(&self, id: &str, stage: &str) -> Option<String> {
         let value = self.value_at(id, stage)?;
@@ -301,17 +320,7 @@ impl SecretStore for FakeSecrets {
         &self,
         secret_id: &str,
     ) -> Result<Option<CurrentVersion>, RotationError> {
-        let secrets = self.secrets.lock().unwrap();
-        let versions = secrets
-            .get(secret_id)
-            .ok_or_else(|| RotationError::SecretNotFound(secret_id.into()))?;
-        Ok(versions
-            .iter()
-            .find(|v| v.stages.iter().any(|s| s == "AWSPREVIOUS"))
-            .map(|v| CurrentVersion {
-                version_id: v.id.clone(),
-                created_ms: Some(v.created_ms),
-            }))
+        self.stage_version(secret_id, "AWSPREVIOUS")
     }
 
     async fn flipped_at(&self, secret_id: &str) -> Result<Option<FlipRecord>, RotationError> {
@@ -361,17 +370,7 @@ impl SecretStore for FakeSecrets {
         secret_id: &str,
     ) -> Result<Option<CurrentVersion>, RotationError> {
         self.faults.take("current_version")?;
-        let secrets = self.secrets.lock().unwrap();
-        let versions = secrets
-            .get(secret_id)
-            .ok_or_else(|| RotationError::SecretNotFound(secret_id.into()))?;
-        Ok(versions
-            .iter()
-            .find(|v| v.stages.iter().any(|s| s == AWSCURRENT))
-            .map(|v| CurrentVersion {
-                version_id: v.id.clone(),
-                created_ms: Some(v.created_ms),
-            }))
+        self.stage_version(secret_id, AWSCURRENT)
     }
 }
 

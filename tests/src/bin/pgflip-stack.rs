@@ -81,6 +81,45 @@ async fn main() {
     }
 }
 
+/// The first lines of a report: the execution, its status and cost.
+fn print_header(execution: &Value) {
+    println!();
+    println!("  rotation {}", execution["name"].as_str().unwrap_or("?"));
+    println!(
+        "  status           {} ({} state transitions, {} ms)",
+        execution["status"].as_str().unwrap_or("?"),
+        execution["transitions"],
+        execution["durationMs"]
+    );
+}
+
+/// The report's checks, printed as they are made.
+struct Checks {
+    ok: bool,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Self { ok: true }
+    }
+}
+
+impl Checks {
+    fn check(&mut self, good: bool, what: String) {
+        println!("  [{}] {what}", if good { "ok" } else { "FAILED" });
+        self.ok &= good;
+    }
+}
+
+/// Whether every service has another PRIMARY deployment after than before.
+fn all_redeployed(before: &Snapshot, after: &Snapshot) -> bool {
+    before
+        .deployments
+        .iter()
+        .zip(&after.deployments)
+        .all(|((_, old), (_, new))| old != new)
+}
+
 /// The role a version of the alternating secret names.
 async fn role_in(stack: &Stack, secret: &str, version_id: &str) -> String {
     let raw = stack
@@ -112,14 +151,7 @@ async fn report_alternating(
     let (b, a) = (before.secret("blue"), after.secret("blue"));
     let was = role_in(stack, secret, &b.current).await;
     let now = role_in(stack, secret, &a.current).await;
-    println!();
-    println!("  rotation {}", execution["name"].as_str().unwrap_or("?"));
-    println!(
-        "  status           {} ({} state transitions, {} ms)",
-        execution["status"].as_str().unwrap_or("?"),
-        execution["transitions"],
-        execution["durationMs"]
-    );
+    print_header(execution);
     println!("  layout           alternating secret {secret}");
     println!(
         "  AWSCURRENT names {was} -> {now} (version {} -> {})",
@@ -130,11 +162,8 @@ async fn report_alternating(
         "  observer param   {} -> {}",
         before.active_user, after.active_user
     );
-    let mut ok = true;
-    let mut check = |good: bool, what: String| {
-        println!("  [{}] {what}", if good { "ok" } else { "FAILED" });
-        ok &= good;
-    };
+    let mut checks = Checks::default();
+    let mut check = |good: bool, what: String| checks.check(good, what);
     check(
         execution["status"] == "SUCCEEDED",
         "the execution succeeded".into(),
@@ -166,14 +195,12 @@ async fn report_alternating(
         ),
         Err(e) => check(false, format!("AWSPREVIOUS login: {e}")),
     }
-    let all_redeployed = before
-        .deployments
-        .iter()
-        .zip(&after.deployments)
-        .all(|((_, old), (_, new))| old != new);
-    check(all_redeployed, "every service got a new deployment".into());
+    check(
+        all_redeployed(before, after),
+        "every service got a new deployment".into(),
+    );
     println!();
-    ok
+    checks.ok
 }
 
 async fn report(
@@ -196,14 +223,7 @@ async fn report(
             .rev()
             .collect::<String>()
     };
-    println!();
-    println!("  rotation {}", execution["name"].as_str().unwrap_or("?"));
-    println!(
-        "  status           {} ({} state transitions, {} ms)",
-        execution["status"].as_str().unwrap_or("?"),
-        execution["transitions"],
-        execution["durationMs"]
-    );
+    print_header(execution);
     println!("  active user      {previous} -> {rotated}");
     for key in ["blue", "green"] {
         let (b, a) = (before.secret(key), after.secret(key));
@@ -231,11 +251,8 @@ async fn report(
         );
     }
 
-    let mut ok = true;
-    let mut check = |good: bool, what: String| {
-        println!("  [{}] {what}", if good { "ok" } else { "FAILED" });
-        ok &= good;
-    };
+    let mut checks = Checks::default();
+    let mut check = |good: bool, what: String| checks.check(good, what);
     check(
         execution["status"] == "SUCCEEDED",
         "the execution succeeded".into(),
@@ -270,12 +287,10 @@ async fn report(
         ),
         Err(e) => check(false, format!("{previous} login: {e}")),
     }
-    let all_redeployed = before
-        .deployments
-        .iter()
-        .zip(&after.deployments)
-        .all(|((_, old), (_, new))| old != new);
-    check(all_redeployed, "every service got a new deployment".into());
+    check(
+        all_redeployed(before, after),
+        "every service got a new deployment".into(),
+    );
     println!();
-    ok
+    checks.ok
 }

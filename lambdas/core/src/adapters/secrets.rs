@@ -20,13 +20,15 @@ impl SecretsManager {
         Self { client }
     }
 
-    /// Version id → staging labels.
-    async fn versions(
+    /// `secretsmanager:DescribeSecret` (a missing secret: `SecretNotFound`).
+    async fn describe(
         &self,
         secret_id: &str,
-    ) -> Result<HashMap<String, Vec<String>>, RotationError> {
-        let out = self
-            .client
+    ) -> Result<
+        aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput,
+        RotationError,
+    > {
+        self.client
             .describe_secret()
             .secret_id(secret_id)
             .send()
@@ -35,8 +37,19 @@ impl SecretsManager {
                 classify_or("secretsmanager:DescribeSecret", e, |c| {
                     missing(secret_id, c)
                 })
-            })?;
-        Ok(out.version_ids_to_stages.unwrap_or_default())
+            })
+    }
+
+    /// Version id → staging labels.
+    async fn versions(
+        &self,
+        secret_id: &str,
+    ) -> Result<HashMap<String, Vec<String>>, RotationError> {
+        Ok(self
+            .describe(secret_id)
+            .await?
+            .version_ids_to_stages
+            .unwrap_or_default())
     }
 
     /// The version carrying `stage`, without its value
@@ -209,18 +222,9 @@ impl SecretStore for SecretsManager {
     }
 
     async fn flipped_at(&self, secret_id: &str) -> Result<Option<FlipRecord>, RotationError> {
-        let out = self
-            .client
-            .describe_secret()
-            .secret_id(secret_id)
-            .send()
-            .await
-            .map_err(|e| {
-                classify_or("secretsmanager:DescribeSecret", e, |c| {
-                    missing(secret_id, c)
-                })
-            })?;
-        Ok(out
+        Ok(self
+            .describe(secret_id)
+            .await?
             .tags
             .unwrap_or_default()
             .iter()
