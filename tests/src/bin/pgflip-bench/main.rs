@@ -25,6 +25,15 @@
 //!       tasks of a forced new deployment take the new user; exits 1 if a
 //!       check fails
 //!
+//!   pgflip-bench chaos [--scenarios N] [--seed S] [--only K] [--max-seconds T]
+//!       the chaos soak (chaos.rs): N seeded random schedules of 3–8 events
+//!       (executions started by hand, schedule or RotationSucceeded event,
+//!       crashes then a redrive or re-run, throttling, Lambda timeouts,
+//!       failed rollouts, runs limited to a service, releases, Secrets
+//!       Manager's own rotations) against the local target under load, the
+//!       invariants checked after every event; exits 1 at the first violation
+//!       and prints the seed, the schedule and the event
+//!
 //!   pgflip-bench footprint --bin-dir DIR --python PY [--samples N]
 //!       size, init time and peak RSS of each Lambda bootstrap and of the
 //!       Python/boto3 equivalents, against a Runtime API emulator
@@ -32,6 +41,7 @@
 //! Load settings (all runs): --tasks 2 --pause-ms 50 --start-ms 300
 //! --stagger-ms 100 --drain-ms 500 --poll-ms 100.
 
+mod chaos;
 mod footprint;
 mod harness;
 mod injection;
@@ -115,7 +125,7 @@ impl Args {
 
 fn usage(problem: &str) -> ! {
     eprintln!("pgflip-bench: {problem}");
-    eprintln!("usage: pgflip-bench run|load|inject-check|footprint [options]   (see the top of tests/src/bin/pgflip-bench/main.rs)");
+    eprintln!("usage: pgflip-bench run|load|inject-check|chaos|footprint [options]   (see the top of tests/src/bin/pgflip-bench/main.rs)");
     std::process::exit(2);
 }
 
@@ -127,6 +137,7 @@ async fn main() {
         "load" => load_only(&args).await,
         "inject-check" => injection::command(&args).await,
         "footprint" => footprint::command(&args).await,
+        "chaos" => chaos::command(&args).await,
         other => usage(&format!("unknown command {other:?}")),
     };
     std::process::exit(if ok { 0 } else { 1 });
