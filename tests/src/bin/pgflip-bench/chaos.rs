@@ -384,6 +384,7 @@ impl Soak {
             ));
         }
         let history_text = std::fs::read_to_string(&history).unwrap_or_default();
+        let _ = std::fs::remove_file(&history);
         self.executions += 1;
         *self.outcomes.entry(outcome(&e)).or_default() += 1;
         (e, history_text)
