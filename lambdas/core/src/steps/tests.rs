@@ -950,7 +950,13 @@ async fn secrets_managers_rotation_of_the_active_user_redeploys_and_alerts() {
         .await
         .unwrap();
     w.secrets.promote(BLUE_SECRET, "sm-blue").await.unwrap();
-    w.database.users.lock().unwrap().get_mut("blue").unwrap().password = "blue-pass-sm".into();
+    w.database
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("blue")
+        .unwrap()
+        .password = "blue-pass-sm".into();
     let plan = w.select(rotation_event("app/db/blue")).await.unwrap();
     assert_eq!(plan.mode, Mode::Redeploy);
     assert_eq!(plan.alert.as_deref(), Some("ActiveUserRotatedExternally"));
