@@ -15,7 +15,7 @@ use pgflip_core::adapters::{
 use pgflip_core::config::{Env, TargetConfig, Targets};
 use pgflip_core::domain::StoreKind;
 use pgflip_core::input::DEFAULT_TARGET;
-use pgflip_core::ports::{ExecutionRecord, ExecutionRecords, ParameterStore, SecretStore};
+use pgflip_core::ports::{ExecutionRecord, ExecutionRecords, SecretStore};
 use serde_json::Value;
 
 /// The Lambdas' environment, as read from a file or this process.
@@ -149,62 +149,43 @@ impl Context {
         })
     }
 
-    /// The target `name` (`None` or `default`: the environment's).
+    /// The target `name` (`None` or `default`: the environment's), from
+    /// the registry under `TARGETS_PATH` or the targets document.
     pub async fn target(&self, name: Option<&str>) -> Result<TargetConfig> {
         let Some(name) = name.filter(|n| *n != DEFAULT_TARGET) else {
             return Ok(self.default_target.clone());
         };
-        let Some(document) = &self.targets.parameter_name else {
-            bail!("no target named {name:?}: there is no targets document (TARGETS_PARAMETER), so the only target is {DEFAULT_TARGET:?}");
-        };
-        let raw = match self.parameters.get(document).await {
-            Ok(raw) => raw,
-            Err(pgflip_core::errors::RotationError::ParameterNotFound(_)) => bail!(
-                "no target named {name:?}: the targets document {document} does not exist, so the only target is {DEFAULT_TARGET:?}"
+        pgflip_core::steps::registry::find_target(
+            &self.targets,
+            &self.default_target,
+            name,
+            &self.parameters,
+        )
+        .await
+        .map_err(|e| match e {
+            pgflip_core::errors::RotationError::InvalidInput(m) => anyhow!(
+                "no target named {name:?}: {}",
+                m.split_once(", which ")
+                    .or_else(|| m.split_once(", but "))
+                    .map_or(m.as_str(), |(_, rest)| rest)
             ),
-            Err(e) => return Err(e.into()),
-        };
-        TargetConfig::from_document(document, &raw.value, name, &self.default_target).map_err(|e| {
-            match e {
-                pgflip_core::errors::RotationError::InvalidInput(m) => anyhow!(
-                    "no target named {name:?}: {}",
-                    m.split_once(", which ")
-                        .map_or(m.as_str(), |(_, rest)| rest)
-                ),
-                other => other.into(),
-            }
+            other => other.into(),
         })
     }
 
-    /// Every target: the environment's and each of the targets document,
-    /// each with its configuration or what is wrong with it.
+    /// Every target: the environment's, each of the registry and each of
+    /// the targets document, each with its configuration or what is wrong
+    /// with it.
     pub async fn all_targets(&self) -> Result<Vec<(String, Result<TargetConfig, String>)>> {
-        let mut out = vec![(DEFAULT_TARGET.to_string(), Ok(self.default_target.clone()))];
-        if let Some(document) = &self.targets.parameter_name {
-            // No document yet: the environment's target is all there is.
-            let raw = match self.parameters.get(document).await {
-                Ok(raw) => raw,
-                Err(pgflip_core::errors::RotationError::ParameterNotFound(_)) => return Ok(out),
-                Err(e) => return Err(e.into()),
-            };
-            let names: BTreeMap<String, Value> = match serde_json::from_str(&raw.value) {
-                Ok(names) => names,
-                Err(e) => {
-                    out.push((
-                        format!("(targets document {document})"),
-                        Err(format!("not a JSON object of targets: {e}")),
-                    ));
-                    return Ok(out);
-                }
-            };
-            for name in names.keys() {
-                let config =
-                    TargetConfig::from_document(document, &raw.value, name, &self.default_target)
-                        .map_err(|e| format!("{}: {e}", e.name()));
-                out.push((name.clone(), config));
-            }
-        }
-        Ok(out)
+        Ok(pgflip_core::steps::registry::all_targets(
+            &self.targets,
+            &self.default_target,
+            &self.parameters,
+        )
+        .await?
+        .into_iter()
+        .map(|(name, config)| (name, config.map_err(|e| format!("{}: {e}", e.name()))))
+        .collect())
     }
 
     pub fn store(&self, t: &TargetConfig) -> &dyn SecretStore {

@@ -66,6 +66,10 @@ pub struct Target {
 /// the local Lambdas, scripts/lib/stack.sh).
 pub const TARGETS_DOCUMENT: &str = "/pgflip-local/targets";
 
+/// The registry path of one parameter per target (`TARGETS_PATH` of the
+/// local Lambdas, scripts/lib/stack.sh).
+pub const TARGETS_REGISTRY: &str = "/pgflip-local/registry";
+
 /// Whether a password id names an SSM parameter (names start with "/") or a
 /// Secrets Manager secret.
 pub fn in_ssm(secret_id: &str) -> bool {
@@ -659,14 +663,8 @@ impl Stack {
         family
     }
 
-    /// Adds (or replaces) the target in the targets document the local
-    /// Lambdas read. Not atomic: callers hold the state-machine tests' lock.
-    pub async fn register_target(&self, t: &Target) {
-        let name = t.name.as_deref().expect("a named target");
-        let mut doc: Value = match self.ssm.get_parameter().name(TARGETS_DOCUMENT).send().await {
-            Ok(out) => serde_json::from_str(&out.parameter.unwrap().value.unwrap()).unwrap(),
-            Err(_) => json!({}),
-        };
+    /// The target's entry, as the targets document and the registry hold it.
+    pub fn target_entry(&self, t: &Target) -> Value {
         let mut entry = match &t.alternating {
             Some(secret) => json!({
                 "alternatingSecretId": secret,
@@ -696,7 +694,18 @@ impl Stack {
             entry["dbPort"] = json!(self.port_of(t));
             entry["dbName"] = json!(t.dbname);
         }
-        doc[name] = entry;
+        entry
+    }
+
+    /// Adds (or replaces) the target in the targets document the local
+    /// Lambdas read. Not atomic: callers hold the state-machine tests' lock.
+    pub async fn register_target(&self, t: &Target) {
+        let name = t.name.as_deref().expect("a named target");
+        let mut doc: Value = match self.ssm.get_parameter().name(TARGETS_DOCUMENT).send().await {
+            Ok(out) => serde_json::from_str(&out.parameter.unwrap().value.unwrap()).unwrap(),
+            Err(_) => json!({}),
+        };
+        doc[name] = self.target_entry(t);
         self.ssm
             .put_parameter()
             .name(TARGETS_DOCUMENT)
@@ -706,6 +715,21 @@ impl Stack {
             .send()
             .await
             .expect("write the targets document");
+    }
+
+    /// Registers the target as its own parameter under the registry path
+    /// the local Lambdas read (`TARGETS_PATH`): `<path>/<name>`.
+    pub async fn register_in_registry(&self, t: &Target) {
+        let name = t.name.as_deref().expect("a named target");
+        self.ssm
+            .put_parameter()
+            .name(format!("{TARGETS_REGISTRY}/{name}"))
+            .value(self.target_entry(t).to_string())
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .expect("write the target's registry parameter");
     }
 
     pub async fn active_user(&self, t: &Target) -> String {

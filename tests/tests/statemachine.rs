@@ -1372,3 +1372,59 @@ async fn a_sweep_rotates_targets_one_after_another_and_a_failed_one_does_not_sto
         Ok(b.key("blue").as_str())
     );
 }
+
+/// The registry (issue 14): one parameter per target under `TARGETS_PATH`;
+/// adding a target is writing its parameter. A broken entry fails only its
+/// own target, with nothing changed.
+#[tokio::test]
+async fn targets_registered_one_parameter_each_rotate_by_name_and_fail_alone() {
+    let _guard = SERIAL.lock().await;
+    let stack = Stack::from_env().await;
+    let fleet = Target::unique_named("reg_a", &format!("reg-a-{}", std::process::id()));
+    stack.seed(&fleet).await;
+    stack.register_in_registry(&fleet).await;
+    let before = stack.snapshot(&fleet).await;
+    let e = run_quick(&stack, fleet.input(), json!({}), RunOptions::default());
+    assert_eq!(
+        e.status, "SUCCEEDED",
+        "{:?}: {:?}\n{}",
+        e.error, e.cause, e.progress
+    );
+    assert_eq!(e.output["target"], json!(fleet.name));
+    assert_target_rotated(&stack, &fleet, &before).await;
+
+    // A broken entry: named, ConfigurationError, at SelectUser, nothing changed.
+    let broken = format!("reg-broken-{}", std::process::id());
+    stack
+        .ssm
+        .put_parameter()
+        .name(format!("{}/{broken}", pgflip_tests::TARGETS_REGISTRY))
+        .value(json!({"activeUserParameter": "/x", "cluster": "x"}).to_string())
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    let e = run_quick(
+        &stack,
+        json!({"target": broken}),
+        json!({}),
+        RunOptions::default(),
+    );
+    assert_eq!(
+        e.error.as_deref(),
+        Some("ConfigurationError"),
+        "{:?}",
+        e.cause
+    );
+    assert!(e.cause.unwrap_or_default().contains(&broken));
+    assert_eq!(e.states, ["SelectUser"]);
+    // The good one still rotates (back to blue).
+    let again = run_quick(&stack, fleet.input(), json!({}), RunOptions::default());
+    assert_eq!(
+        again.status, "SUCCEEDED",
+        "{:?}: {:?}",
+        again.error, again.cause
+    );
+    assert_eq!(stack.active_user(&fleet).await, fleet.key("blue"));
+}

@@ -239,7 +239,12 @@ const STORE_CONDITIONS: &[&str] = &[
 /// Conditions of optional features whose calls the code makes only when the
 /// feature is configured (an RDS Proxy to check, a targets document to
 /// read): granted under them alone.
-const FEATURE_CONDITIONS: &[&str] = &["HasDbProxy", "HasTargetsDocument", "HasActiveUserParameter"];
+const FEATURE_CONDITIONS: &[&str] = &[
+    "HasDbProxy",
+    "HasTargetsDocument",
+    "HasTargetsPath",
+    "HasActiveUserParameter",
+];
 
 // ------------------------------------------------------------ the Lambdas
 
@@ -1395,6 +1400,23 @@ fn iam_is_scoped_to_the_configured_resources() {
                         s.resources
                     );
                 }
+                "ssm" if s.condition.as_deref() == Some("HasTargetsPath") => {
+                    // The registry: one target's parameter under the path,
+                    // or (listing) the path itself.
+                    let p = param("TARGETS_PATH");
+                    let (one, all) = (
+                        format!(":parameter${{{p}}}/*"),
+                        format!(":parameter${{{p}}}"),
+                    );
+                    let listing = s.actions == ["ssm:GetParametersByPath"];
+                    assert!(
+                        subs.len() == 1
+                            && s.resources.len() == 1
+                            && subs[0].ends_with(if listing { &all } else { &one }),
+                        "{owner}/{sid}: the registry path {p}, got {:?}",
+                        s.resources
+                    );
+                }
                 "ssm" => {
                     let p = if s.condition.as_deref() == Some("HasTargetsDocument") {
                         param("TARGETS_PARAMETER")
@@ -1954,7 +1976,12 @@ fn each_layout_and_store_grants_every_call_its_code_makes() {
     let t = template();
     let functions = of_type(&t, "AWS::Serverless::Function");
     let adapters = aws_adapters();
-    let features = ["HasDbProxy", "HasTargetsDocument", "HasActiveUserParameter"];
+    let features = [
+        "HasDbProxy",
+        "HasTargetsDocument",
+        "HasTargetsPath",
+        "HasActiveUserParameter",
+    ];
     let choices: [(&str, &str, &[&str]); 3] = [
         (
             "parameter",

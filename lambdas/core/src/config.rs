@@ -389,6 +389,26 @@ impl TargetConfig {
                 "field \"target\" names {name:?}, which the targets document {document_name} does not define (it has {known:?})"
             )));
         };
+        Self::from_entry(
+            &format!("targets document {document_name}"),
+            raw,
+            name,
+            base,
+        )
+    }
+
+    /// One target entry (the shape of [`Targets`]' entries) named `name`,
+    /// from `source` (for messages: the document, or the target's own
+    /// parameter in the `TARGETS_PATH` registry). Waits not given in the
+    /// entry are `base`'s. Anything wrong is `ConfigurationError` naming
+    /// the source and the field.
+    pub fn from_entry(
+        source: &str,
+        raw: serde_json::Value,
+        name: &str,
+        base: &TargetConfig,
+    ) -> Result<Self, RotationError> {
+        let bad = |what: String| RotationError::Configuration(format!("{source}: {what}"));
         let entry: TargetEntry =
             serde_json::from_value(raw).map_err(|e| bad(format!("target {name:?}: {e}")))?;
         let users = UserKeys {
@@ -431,7 +451,7 @@ impl TargetConfig {
             .unwrap_or(base.stable_timeout_seconds)
             .max(1);
         check_waits(
-            &format!("targets document {document_name}: target {name:?}"),
+            &format!("{source}: target {name:?}"),
             stable_poll_seconds,
             stable_timeout_seconds,
         )?;
@@ -457,7 +477,7 @@ impl TargetConfig {
                         )));
                 }
                 alternating_needs_secrets_manager(
-                    &format!("targets document {document_name}: target {name:?}"),
+                    &format!("{source}: target {name:?}"),
                     password_store,
                 )?;
                 let secret = non_empty("alternatingSecretId", secret)?;
@@ -496,7 +516,7 @@ impl TargetConfig {
                 dbname: entry.db_name,
             },
             readers: readers_from(
-                &format!("targets document {document_name}: target {name:?}: readerEndpoints"),
+                &format!("{source}: target {name:?}: readerEndpoints"),
                 &readers,
             )?,
             proxy_name: entry
@@ -585,15 +605,26 @@ impl UserKeys {
 /// `passwordStore`, `dbHost`, `dbPort`, `dbName`, `stablePollSeconds`,
 /// `stableTimeoutSeconds`). An execution names one with `{"target": …}`;
 /// without it, it rotates the target of the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// For fleets, `TARGETS_PATH` (for example `/pgflip/targets/`) holds one
+/// SSM parameter per target, `<path><name>`, each one such entry: an
+/// execution reads its own target with one `GetParameter`, listings use
+/// `GetParametersByPath`, and a bad entry fails only its own target. A name
+/// is looked up under the path first, then in the document.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Targets {
     pub parameter_name: Option<String>,
+    /// Ends in `/` when set.
+    pub path: Option<String>,
 }
 
 impl Targets {
     pub fn from_env(env: &dyn Env) -> Self {
         Self {
             parameter_name: env.var("TARGETS_PARAMETER").map(|v| v.trim().to_string()),
+            path: env
+                .var("TARGETS_PATH")
+                .map(|v| format!("{}/", v.trim().trim_end_matches('/'))),
         }
     }
 }
@@ -743,7 +774,7 @@ pub const ENV_VARS: &[(&str, &[&str])] = &[
             "VALID_UNTIL_MARGIN_DAYS",
         ],
     ),
-    ("Targets::from_env", &["TARGETS_PARAMETER"]),
+    ("Targets::from_env", &["TARGETS_PARAMETER", "TARGETS_PATH"]),
     (
         "ReportConfig::from_env",
         &["ALERT_TOPIC_ARN", "METRICS_NAMESPACE"],

@@ -95,6 +95,22 @@ impl ParameterStore for FakeParameters {
         self.set(name, value);
         Ok(())
     }
+
+    async fn list(&self, path: &str) -> Result<Vec<(String, String)>, RotationError> {
+        self.faults.take("list")?;
+        let path = format!("{}/", path.trim_end_matches('/'));
+        Ok(self
+            .values
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| {
+                name.strip_prefix(&path)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+            })
+            .map(|(name, v)| (name.clone(), v.value.clone()))
+            .collect())
+    }
 }
 
 #[derive(Clone)]

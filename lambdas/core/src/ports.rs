@@ -21,6 +21,11 @@ pub struct ParameterValue {
 pub trait ParameterStore: Send + Sync {
     async fn get(&self, name: &str) -> Result<ParameterValue, RotationError>;
     async fn put(&self, name: &str, value: &str) -> Result<(), RotationError>;
+
+    /// Every parameter directly under `path` (which ends in `/`), by full
+    /// name, with its value: `ssm:GetParametersByPath` (not recursive,
+    /// paginated, 10 per page). An empty path lists nothing.
+    async fn list(&self, path: &str) -> Result<Vec<(String, String)>, RotationError>;
 }
 
 /// Where each user's password lives, with staging labels: Secrets Manager

@@ -10,6 +10,7 @@ mod guard;
 mod preflight;
 pub(crate) mod read;
 mod redeploy_ecs;
+pub mod registry;
 pub mod report_outcome;
 mod select_user;
 mod verify_login;

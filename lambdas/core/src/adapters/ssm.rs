@@ -56,4 +56,22 @@ impl ParameterStore for SsmParameters {
             .map_err(|e| classify("ssm:PutParameter", e))?;
         Ok(())
     }
+
+    async fn list(&self, path: &str) -> Result<Vec<(String, String)>, RotationError> {
+        let pages: Vec<_> = self
+            .client
+            .get_parameters_by_path()
+            .path(path.trim_end_matches('/'))
+            .recursive(false)
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| classify("ssm:GetParametersByPath", e))?;
+        Ok(pages
+            .into_iter()
+            .flat_map(|p| p.parameters.unwrap_or_default())
+            .filter_map(|p| Some((p.name?, p.value?)))
+            .collect())
+    }
 }

@@ -506,21 +506,11 @@ pub async fn report_password_ages(
     namespace: &str,
     now_ms: i64,
 ) -> Result<Vec<Value>, RotationError> {
-    let mut configs = vec![default.clone()];
-    if let Some(document) = &targets.parameter_name {
-        let raw = parameters.get(document).await?;
-        let names: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(&raw.value)
-            .map(|m| m.keys().cloned().collect())
-            .map_err(|e| {
-                RotationError::Configuration(format!(
-                    "targets document {document}: not a JSON object of targets: {e}"
-                ))
-            })?;
-        for name in names {
-            match TargetConfig::from_document(document, &raw.value, &name, default) {
-                Ok(c) => configs.push(c),
-                Err(e) => warn!(target = %name, error = e.name(), "{e}: skipped"),
-            }
+    let mut configs = Vec::new();
+    for (name, config) in super::registry::all_targets(targets, default, parameters).await? {
+        match config {
+            Ok(c) => configs.push(c),
+            Err(e) => warn!(target = %name, error = e.name(), "{e}: skipped"),
         }
     }
     let mut docs = Vec::new();

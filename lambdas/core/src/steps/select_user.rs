@@ -47,21 +47,10 @@ pub async fn resolve_target(
     let Some(name) = input.target else {
         return Ok(default.clone());
     };
-    let Some(document) = &targets.parameter_name else {
-        return Err(RotationError::InvalidInput(format!(
-            "field \"target\" names {name:?}, but no targets document is configured (TARGETS_PARAMETER)"
-        )));
-    };
-    let raw = parameters.get(document).await.map_err(|e| match e {
-        RotationError::ParameterNotFound(p) => {
-            RotationError::Configuration(format!("the targets document {p} does not exist"))
-        }
-        other => other,
-    })?;
-    let target = TargetConfig::from_document(document, &raw.value, &name, default)?;
-    if target.parameter_name == default.parameter_name {
+    let target = super::registry::find_target(targets, default, &name, parameters).await?;
+    if !target.parameter_name.is_empty() && target.parameter_name == default.parameter_name {
         return Err(RotationError::Configuration(format!(
-            "targets document {document}: target {name:?} uses the active-user parameter {} of the default target; each target needs its own",
+            "target {name:?} uses the active-user parameter {} of the default target; each target needs its own",
             target.parameter_name
         )));
     }

@@ -72,9 +72,7 @@ fn world() -> World {
     executions.start(ME);
     World {
         config,
-        targets: Targets {
-            parameter_name: None,
-        },
+        targets: Targets::default(),
         parameters,
         secrets,
         database,
@@ -2675,3 +2673,79 @@ async fn a_service_deleted_after_it_was_listed_is_no_consumer_and_no_error() {
 }
 
 mod alternating;
+
+mod registry {
+    use super::*;
+    use crate::steps::registry::all_targets;
+
+    const PATH: &str = "/pgflip/targets/";
+
+    /// "orders" as its own parameter under the path, a broken "billing"
+    /// beside it, and no document.
+    fn registry_world() -> World {
+        let mut w = two_target_world();
+        w.parameters.values.lock().unwrap().remove(TARGETS_DOC);
+        w.targets = Targets {
+            parameter_name: None,
+            path: Some(PATH.into()),
+        };
+        let entry = targets_doc()["orders"].to_string();
+        w.parameters.set(&format!("{PATH}orders"), &entry);
+        w.parameters.set(
+            &format!("{PATH}billing"),
+            r#"{"activeUserParameter": "/b"}"#,
+        );
+        w
+    }
+
+    #[tokio::test]
+    async fn a_target_is_read_from_its_own_parameter_under_the_path() {
+        let w = registry_world();
+        let plan = w.select(json!({"target": "orders"})).await.unwrap();
+        assert_eq!(plan.target.as_deref(), Some("orders"));
+        assert_eq!(plan.parameter_name, "/orders/db/active-user");
+        // A bad entry fails its own target only, naming its parameter.
+        let err = w.select(json!({"target": "billing"})).await.unwrap_err();
+        assert_eq!(err.name(), "ConfigurationError");
+        assert!(err.to_string().contains("/pgflip/targets/billing"), "{err}");
+        // An unknown name, and a name that cannot be a parameter.
+        for (name, says) in [("nope", "/pgflip/targets/nope"), ("a/b", "letters, digits")] {
+            let err = w.select(json!({"target": name})).await.unwrap_err();
+            assert_eq!(err.name(), "InvalidInput", "{name}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+        assert_eq!(*w.parameters.puts.lock().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_path_comes_before_the_document_and_listing_sees_both() {
+        let mut w = registry_world();
+        // A document too, with "orders" (shadowed) and "legacy".
+        w.targets.parameter_name = Some(TARGETS_DOC.into());
+        let mut doc = targets_doc();
+        doc["orders"]["cluster"] = json!("shadowed");
+        doc["legacy"] = targets_doc()["orders"].clone();
+        doc["legacy"]["activeUserParameter"] = json!("/legacy/active");
+        w.parameters.set(TARGETS_DOC, &doc.to_string());
+        w.parameters.set("/legacy/active", "orders_green");
+        let plan = w.select(json!({"target": "orders"})).await.unwrap();
+        assert_eq!(plan.cluster, "orders");
+        let plan = w.select(json!({"target": "legacy"})).await.unwrap();
+        assert_eq!(plan.parameter_name, "/legacy/active");
+
+        let all = all_targets(&w.targets, &w.config, &w.parameters)
+            .await
+            .unwrap();
+        let names: Vec<(&str, bool)> = all.iter().map(|(n, c)| (n.as_str(), c.is_ok())).collect();
+        assert_eq!(
+            names,
+            [
+                ("default", true),
+                ("billing", false),
+                ("orders", true),
+                ("legacy", true)
+            ]
+        );
+        assert_eq!(all[2].1.as_ref().unwrap().cluster, "orders");
+    }
+}
