@@ -1,22 +1,66 @@
-//! The chaos soak (issue 15, first increment): seeded random schedules of
-//! executions, crashes, faults, releases and Secrets Manager's own rotations
-//! against the local parameter-layout target, under application load, with
-//! the invariants checked after every event.
+//! The chaos soak (issue 15): seeded random schedules of executions,
+//! crashes, faults, releases, Secrets Manager's own rotations, concurrent
+//! starts, operators' edits and PostgreSQL outages, against the local
+//! parameter-layout target or the alternating-secret target, under
+//! application load, with the invariants checked after every event.
 //!
 //!   pgflip-bench chaos [--scenarios N] [--seed S] [--only K] [--max-seconds T]
-//!                      [--list 1]
+//!                      [--list 1] [--increment 1]
 //!
 //! Scenario K of seed S is a pure function of (S, K): a small SplitMix64
-//! generator draws its 3–8 events before anything runs, so `--only K`
-//! replays exactly that schedule (the passwords, timings and execution names
-//! are not seeded). Each scenario re-seeds `Target::local()` and starts a
-//! fresh load harness. Events run one after another, each execution through
-//! the runner, synchronously; concurrent starts are a later increment.
+//! generator draws its 3–8 events of the first increment's kinds before
+//! anything runs, exactly as the first increment drew them; a second
+//! generator of the same (S, K) then decides the layout (one scenario in
+//! four runs against the alternating target) and inserts, before each of
+//! those events with a chance of 2 in 5, an event of the second
+//! increment's kinds. `--increment 1` skips that second generator: the
+//! first increment's schedules, unchanged, against the parameter layout.
+//! `--only K` replays exactly scenario K (the passwords, timings and
+//! execution names are not seeded).
+//!
+//! Event kinds. First increment: executions started by hand (some limited
+//! to one service), by schedule or by a `RotationSucceeded` event; a crash
+//! after a random step, then a redrive, a re-run or nothing; throttling
+//! (`AwsUnavailable`) and `States.Timeout` at a step; a FAILED rollout; a
+//! release (a deployment pgflip did not make); Secrets Manager's own
+//! rotation of either user's secret. Second increment:
+//! - concurrent starts: two executions of the target, the second started
+//!   100–700 ms after the first, each in its own thread; checked once both
+//!   ended: exactly one may go past `SelectUser`, the other must fail with
+//!   `RotationInProgress` having invoked nothing but `select-user` (both
+//!   going past it counts only when the first was still running at least
+//!   2 s after the second was spawned; otherwise it is counted apart as
+//!   "one after the other"); both refused is a violation;
+//! - an operator editing a secret's connection fields: a new `AWSCURRENT`
+//!   version of the active or the inactive user's secret (alternating: of
+//!   the one secret) whose `dbClusterIdentifier` changed, the password
+//!   unchanged, written in the next whole second (moto keeps whole-second
+//!   version dates) under a label of its own (`chaos-edit`), moved to
+//!   `AWSCURRENT` with UpdateSecretVersionStage (moto's PutSecretValue with
+//!   `AWSCURRENT` relabels the wrong version), the label then removed: an
+//!   existing `AWSPENDING` keeps its label, as after a real operator's
+//!   PutSecretValue;
+//! - PostgreSQL unreachable for a while: the primary is stopped
+//!   (`pg_ctl stop -m fast`) either just before an execution starts or
+//!   right after a random step of it ran (the runner's `afterCommand`), and
+//!   started again 0.5–12 s later; the execution's retries are 1 s apart
+//!   (5 attempts, as the ASL allows). It must succeed or fail with one of
+//!   pgflip's error names (a violation otherwise); the invariants are
+//!   checked once the server accepts connections again. The load's errors
+//!   during the outage are connection errors, not failed logins;
+//! - the alternating-secret layout: `Target::local_alternating()` seeded and
+//!   registered, its services injecting `DB_*` from the secret (the
+//!   harness with `CredentialSource::Injected`), every input naming the
+//!   target; Secrets Manager's own rotation there stages a version naming
+//!   the role `AWSCURRENT` does not name, with a new password (`ALTER ROLE`
+//!   as superuser between staging and promotion), promotes it, then starts
+//!   an execution with a `RotationSucceeded` event naming the secret.
 //!
 //! After every event (and after each run of a crash and its recovery) the
 //! harness is let settle (its tasks replaced, as ECS's COMPLETED would mean:
 //! moto completes a rollout at once), then:
-//!   1. the user the parameter names logs in with its AWSCURRENT password;
+//!   1. the user the pointer names logs in with its AWSCURRENT password
+//!      (alternating: the role AWSCURRENT names, with AWSCURRENT's password);
 //!   2. no application login failed since the last check, except those of
 //!      tasks still holding a password that Secrets Manager's own rotation
 //!      (an event of this soak) changed: from that rotation until every
@@ -28,11 +72,26 @@
 //!      successful execution no version carries AWSPENDING");
 //!   4. no password ever seen (both secrets at AWSCURRENT and AWSPENDING,
 //!      after every check, and every one this soak made) appears in the
-//!      runner's progress, summary or history of that event.
+//!      runner's progress, summary or history of that event;
+//!   5. the pointer only moves to a user verified after its last password
+//!      change, checked as: each role's password verifier (`pg_authid`,
+//!      read as superuser; a SCRAM verifier changes with every `ALTER ROLE
+//!      … PASSWORD`, even to the same password) is recorded as "verified"
+//!      (a) for the role a `VerifyLogin` state of a run of the event exited
+//!      for (the plan's `targetUser`; the verifier read when the run ended:
+//!      no later step of a run sets a password), (b) for the role the
+//!      pointer names at each check, once (1) passed, and (c) for the role
+//!      the soak's own alternating rotation promoted (Secrets Manager's
+//!      testSecret). When the pointer names another role than at the last
+//!      check, and the soak did not move it itself, that role's verifier
+//!      now must equal the one recorded for it before this check's (b):
+//!      never recorded, or recorded and changed since, is a violation;
+//!   6. alternating layout, after a SUCCEEDED execution: the role
+//!      AWSPREVIOUS names logs in with AWSPREVIOUS's password.
 //!
 //! A violation stops the soak: the seed, the scenario, its whole schedule
 //! and the event that broke it are printed, and the command exits 1.
-//! Passwords stay in memory; nothing here prints one.
+//! Passwords (and verifiers) stay in memory; nothing here prints one.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -41,6 +100,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgflip_core::domain::{AWSCURRENT, AWSPENDING};
+
+const AWSPREVIOUS: &str = "AWSPREVIOUS";
 use pgflip_core::password::PasswordPolicy;
 use pgflip_tests::{Execution, RunOptions, Stack, Target};
 use serde_json::{json, Value};
@@ -144,8 +205,48 @@ enum Event {
     },
     /// A deployment pgflip did not make.
     Release { service: &'static str },
-    /// Secrets Manager's own rotation of this user's secret.
+    /// Secrets Manager's own rotation of this user's secret (alternating:
+    /// of the one secret, to the role AWSCURRENT does not name, then an
+    /// execution started by its RotationSucceeded event).
     ExternalRotation { key: &'static str },
+    /// Two executions, the second `delay_ms` after the first.
+    Concurrent {
+        first: Trigger,
+        second: Trigger,
+        delay_ms: u64,
+    },
+    /// An operator's new AWSCURRENT version of a user's secret, only its
+    /// `dbClusterIdentifier` changed.
+    OperatorEdit { which: Which },
+    /// PostgreSQL stopped before an execution starts (`after: None`) or
+    /// right after `after` ran, and started again `down_ms` later.
+    Outage {
+        trigger: Trigger,
+        after: Option<&'static str>,
+        down_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Active,
+    Inactive,
+}
+
+/// A scenario: its layout and its events.
+struct Scenario {
+    alternating: bool,
+    events: Vec<Event>,
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trigger::Hand => write!(f, "by hand"),
+            Trigger::Scheduled => write!(f, "by schedule"),
+            Trigger::SecretEvent(key) => write!(f, "by RotationSucceeded of {key}'s secret"),
+        }
+    }
 }
 
 impl fmt::Display for Event {
@@ -198,17 +299,103 @@ impl fmt::Display for Event {
             }
             Event::ExternalRotation { key } => write!(
                 f,
-                "Secrets Manager rotates {key}'s secret (new AWSCURRENT + ALTER ROLE)"
+                "Secrets Manager rotates {key}'s secret (new AWSCURRENT + ALTER ROLE; alternating: the role AWSCURRENT does not name, then an execution by its RotationSucceeded)"
             ),
+            Event::Concurrent {
+                first,
+                second,
+                delay_ms,
+            } => write!(
+                f,
+                "concurrent starts: an execution {first}, another {second} {delay_ms} ms later"
+            ),
+            Event::OperatorEdit { which } => write!(
+                f,
+                "an operator edits the {} user's secret (new AWSCURRENT, dbClusterIdentifier changed; alternating: the one secret)",
+                match which {
+                    Which::Active => "active",
+                    Which::Inactive => "inactive",
+                }
+            ),
+            Event::Outage {
+                trigger,
+                after,
+                down_ms,
+            } => match after {
+                None => write!(
+                    f,
+                    "PostgreSQL stopped for {down_ms} ms, an execution {trigger} started right after the stop, retryIntervalMs 1000"
+                ),
+                Some(step) => write!(
+                    f,
+                    "an execution {trigger}, PostgreSQL stopped for {down_ms} ms right after {step} ran, retryIntervalMs 1000"
+                ),
+            },
         }
     }
 }
 
-/// Scenario `number` of `seed`: 3–8 events, drawn before anything runs.
-fn schedule(seed: u64, number: u64) -> Vec<Event> {
+/// Scenario `number` of `seed`, drawn before anything runs: 3–8 events of
+/// the first increment's kinds (drawn exactly as the first increment drew
+/// them), then (`increment` 2) the layout and the second increment's
+/// events inserted among them, from a generator of their own.
+fn schedule(seed: u64, number: u64, increment: u64) -> Scenario {
     let mut rng = Rng::for_scenario(seed, number);
     let n = 3 + rng.below(6);
-    (0..n).map(|_| draw(&mut rng)).collect()
+    let first: Vec<Event> = (0..n).map(|_| draw(&mut rng)).collect();
+    if increment < 2 {
+        return Scenario {
+            alternating: false,
+            events: first,
+        };
+    }
+    let mut rng = Rng::for_scenario(seed ^ 0x0002_C4A0_5EED_0002, number);
+    let alternating = rng.below(4) == 0;
+    let mut events = vec![];
+    for e in first {
+        if rng.below(5) < 2 {
+            events.push(draw_second(&mut rng));
+        }
+        events.push(e);
+    }
+    Scenario {
+        alternating,
+        events,
+    }
+}
+
+fn draw_trigger(rng: &mut Rng) -> Trigger {
+    match rng.weighted(&[50, 25, 25]) {
+        0 => Trigger::Hand,
+        1 => Trigger::Scheduled,
+        _ => Trigger::SecretEvent(rng.pick(&["blue", "green"])),
+    }
+}
+
+/// An event of the second increment's kinds: concurrent starts, an
+/// operator's edit, a PostgreSQL outage.
+fn draw_second(rng: &mut Rng) -> Event {
+    match rng.weighted(&[35, 35, 30]) {
+        0 => Event::Concurrent {
+            first: draw_trigger(rng),
+            second: draw_trigger(rng),
+            delay_ms: rng.pick(&[100, 200, 300, 500, 700]),
+        },
+        1 => Event::OperatorEdit {
+            which: rng.pick(&[Which::Active, Which::Inactive]),
+        },
+        _ => Event::Outage {
+            trigger: draw_trigger(rng),
+            after: rng.pick(&[
+                None,
+                Some("SelectUser"),
+                Some("GenerateAndSetPassword"),
+                Some("VerifyLogin"),
+                Some("FlipParameter"),
+            ]),
+            down_ms: rng.pick(&[500, 2000, 2000, 5000, 12000]),
+        },
+    }
 }
 
 fn draw(rng: &mut Rng) -> Event {
@@ -222,11 +409,7 @@ fn draw(rng: &mut Rng) -> Event {
             key: rng.pick(&["blue", "green"]),
         },
         kind => {
-            let trigger = match rng.weighted(&[50, 25, 25]) {
-                0 => Trigger::Hand,
-                1 => Trigger::Scheduled,
-                _ => Trigger::SecretEvent(rng.pick(&["blue", "green"])),
-            };
+            let trigger = draw_trigger(rng);
             let services = match trigger {
                 Trigger::Hand if rng.below(4) == 0 => Some(rng.pick(&["web", "worker"])),
                 _ => None,
@@ -344,6 +527,102 @@ struct Soak {
     failed_logins: u64,
     expected_failed_logins: u64,
     seq: u64,
+    /// Invariant 5: each role's password verifier when it was last
+    /// verified (never printed).
+    trusted: BTreeMap<String, String>,
+    /// The role the pointer named at the last check.
+    last_pointer: Option<String>,
+    /// Roles a `VerifyLogin` exited for in the runs since the last check.
+    verified_roles: Vec<String>,
+    /// The soak itself moved the pointer since the last check (its own
+    /// rotation of the alternating secret).
+    moved_by_soak: bool,
+    /// How to stop and start the stack's primary (`None`: not reachable).
+    pg: Option<PgCtl>,
+    /// Concurrent pairs: one proceeded / both, one after the other.
+    pairs_guarded: u64,
+    pairs_sequential: u64,
+    alternating_scenarios: u64,
+}
+
+/// Runs a command off the async threads; whether it exited 0.
+async fn shell(mut cmd: std::process::Command) -> bool {
+    tokio::task::spawn_blocking(move || cmd.status().is_ok_and(|s| s.success()))
+        .await
+        .unwrap_or(false)
+}
+
+/// The primary's `pg_ctl`, data directory and `pg_isready`
+/// (`$PGFLIP_STACK_DIR/pg_ctl` names the binary, scripts/lib/stack.sh).
+struct PgCtl {
+    ctl: PathBuf,
+    data: PathBuf,
+    isready: PathBuf,
+}
+
+impl PgCtl {
+    fn from_env() -> Option<Self> {
+        let dir = PathBuf::from(std::env::var_os("PGFLIP_STACK_DIR")?);
+        let ctl = PathBuf::from(std::fs::read_to_string(dir.join("pg_ctl")).ok()?.trim());
+        let data = dir.join("pgdata");
+        let isready = ctl.with_file_name("pg_isready");
+        (ctl.is_file() && data.is_dir() && isready.is_file()).then_some(Self { ctl, data, isready })
+    }
+
+    /// A shell script that stops the primary (fast) and starts it again
+    /// `down_ms` later in the background, as the postgres OS user when run
+    /// as root (scripts/lib/stack.sh's `as_postgres`).
+    fn outage_script(&self, down_ms: u64) -> String {
+        let ctl = self.ctl.display();
+        let data = self.data.display();
+        format!(
+            "as_pg() {{ if [ \"$(id -u)\" = 0 ]; then (cd / && runuser -u postgres -- \"$@\"); else \"$@\"; fi; }}
+as_pg '{ctl}' -D '{data}' -m fast -w stop >/dev/null 2>&1 || true
+( sleep {}.{:03}; as_pg '{ctl}' -D '{data}' -l '{data}/server.log' -w -t 60 start ) </dev/null >/dev/null 2>&1 &",
+            down_ms / 1000,
+            down_ms % 1000
+        )
+    }
+
+    /// Whether the primary accepts connections (`pg_isready`).
+    async fn ready(&self, host: &str, port: u16) -> bool {
+        let mut cmd = std::process::Command::new(&self.isready);
+        cmd.args(["-q", "-h", host, "-p", &port.to_string(), "-t", "2"]);
+        shell(cmd).await
+    }
+
+    /// Waits until the primary accepts connections; starts it itself when
+    /// the background start has not brought it back in time.
+    async fn ensure_up(&self, host: &str, port: u16, down_ms: u64) -> Result<Duration, String> {
+        let t0 = Instant::now();
+        let mut started_here = false;
+        loop {
+            let ready = self.ready(host, port).await;
+            if ready {
+                return Ok(t0.elapsed());
+            }
+            let waited = t0.elapsed();
+            if !started_here && waited > Duration::from_millis(down_ms + 30_000) {
+                started_here = true;
+                let script = format!(
+                    "as_pg() {{ if [ \"$(id -u)\" = 0 ]; then (cd / && runuser -u postgres -- \"$@\"); else \"$@\"; fi; }}
+as_pg '{}' -D '{}' -l '{}/server.log' -w -t 60 start >/dev/null 2>&1",
+                    self.ctl.display(),
+                    self.data.display(),
+                    self.data.display()
+                );
+                let mut cmd = std::process::Command::new("sh");
+                cmd.args(["-c", &script]);
+                shell(cmd).await;
+            } else if waited > Duration::from_millis(down_ms + 90_000) {
+                return Err(format!(
+                    "PostgreSQL did not accept connections {} s after the outage began",
+                    waited.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 /// What one check point saw go wrong.
@@ -363,31 +642,59 @@ impl Soak {
         *self.kinds.entry(k.into()).or_default() += 1;
     }
 
-    async fn run(&mut self, options: RunOptions) -> (Execution, String) {
+    /// The options of a run with its history file.
+    fn prepare(&mut self, options: RunOptions) -> (RunOptions, PathBuf) {
         self.seq += 1;
         let history = self
             .work
             .join(format!("chaos-{}-{}.json", std::process::id(), self.seq));
         let mut options = options;
         options.history = Some(history.clone());
-        let stack = self.stack.clone();
-        let t0 = Instant::now();
-        let e = tokio::task::spawn_blocking(move || stack.run(&options))
-            .await
-            .expect("the runner thread");
+        (options, history)
+    }
+
+    /// Reads and removes a run's history, counts its outcome and notes the
+    /// roles its `VerifyLogin` verified (invariant 5).
+    fn finish(&mut self, e: &Execution, history: &std::path::Path, wall: Duration) -> String {
         if std::env::var_os("CHAOS_DEBUG").is_some() {
             say(format!(
                 "    run {}: {} ms in the runner, {} ms wall",
                 e.name,
                 e.duration_ms,
-                t0.elapsed().as_millis()
+                wall.as_millis()
             ));
         }
-        let history_text = std::fs::read_to_string(&history).unwrap_or_default();
-        let _ = std::fs::remove_file(&history);
+        let history_text = std::fs::read_to_string(history).unwrap_or_default();
+        let _ = std::fs::remove_file(history);
         self.executions += 1;
-        *self.outcomes.entry(outcome(&e)).or_default() += 1;
-        (e, history_text)
+        *self.outcomes.entry(outcome(e)).or_default() += 1;
+        let events: Vec<Value> = serde_json::from_str(&history_text).unwrap_or_default();
+        for ev in &events {
+            if ev["type"] == "StateExited" && ev["state"]["name"] == "VerifyLogin" {
+                let out = &ev["state"]["output"];
+                let user = out["targetUser"]
+                    .as_str()
+                    .or_else(|| out["plan"]["targetUser"].as_str());
+                if let Some(role) = user
+                    .filter(|u| self.target.color_of(u).is_some())
+                    .map(|u| self.target.role_of(u).to_string())
+                {
+                    self.verified_roles.push(role);
+                }
+            }
+        }
+        history_text
+    }
+
+    async fn run(&mut self, options: RunOptions) -> (Execution, String) {
+        let (options, history) = self.prepare(options);
+        let stack = self.stack.clone();
+        let t0 = Instant::now();
+        let e = tokio::task::spawn_blocking(move || stack.run(&options))
+            .await
+            .expect("the runner thread");
+        let text = self.finish(&e, &history, t0.elapsed());
+        (e, text)
     }
 
     fn name(&mut self, seed: u64, scenario: u64, event: usize) -> String {
@@ -401,7 +708,7 @@ impl Soak {
     /// Collects the passwords of both secrets at AWSCURRENT and AWSPENDING.
     async fn collect_passwords(&mut self) {
         for key in ["blue", "green"] {
-            let id = self.target.secret_of(key).to_string();
+            let id = self.target.secret_of(&self.target.key(key)).to_string();
             let state = self.stack.secret_state(&id).await;
             self.passwords.insert(
                 self.stack
@@ -420,6 +727,75 @@ impl Soak {
                 );
             }
         }
+    }
+
+    /// The role the pointer names: the parameter's user's role, or the
+    /// role the alternating secret's AWSCURRENT names.
+    async fn pointer_role(&self) -> String {
+        let t = &self.target;
+        if t.alternating.is_some() {
+            self.stack
+                .alternating_user(t, AWSCURRENT)
+                .await
+                .unwrap_or_default()
+        } else {
+            let key = self.stack.active_user(t).await;
+            match t.color_of(&key) {
+                Some(_) => t.role_of(&key).to_string(),
+                None => key,
+            }
+        }
+    }
+
+    /// Both roles' password verifiers (`pg_authid`; never printed).
+    async fn verifiers(&self) -> BTreeMap<String, String> {
+        let roles = vec![
+            self.target.blue_role.clone(),
+            self.target.green_role.clone(),
+        ];
+        self.stack
+            .admin("postgres")
+            .await
+            .query(
+                "SELECT rolname::text, coalesce(rolpassword, '') FROM pg_authid WHERE rolname = ANY($1)",
+                &[&roles],
+            )
+            .await
+            .expect("read pg_authid as superuser")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    /// The execution input for `trigger`, naming the target when it is one
+    /// of the targets document.
+    async fn input(&mut self, trigger: Trigger, services: Option<&str>) -> Value {
+        let t = self.target.clone();
+        let mut input = match trigger {
+            Trigger::Hand => {
+                self.kind("start by hand");
+                match services {
+                    Some(s) => {
+                        self.kind("run limited to some services");
+                        json!({"services": [s]})
+                    }
+                    None => json!({}),
+                }
+            }
+            Trigger::Scheduled => {
+                self.kind("start by schedule");
+                json!({"Comment": "scheduled"})
+            }
+            Trigger::SecretEvent(key) => {
+                self.kind("start by RotationSucceeded event");
+                let arn = self.stack.secret_arn(t.secret_of(&t.key(key))).await;
+                rotation_succeeded_event(&arn)
+            }
+        };
+        if let Some(name) = &t.name {
+            input["target"] = json!(name);
+        }
+        input
     }
 
     /// Versions labelled AWSCURRENT and AWSPENDING of a secret.
@@ -513,7 +889,7 @@ impl Soak {
         }
         // (3) labels
         for key in ["blue", "green"] {
-            let id = self.target.secret_of(key).to_string();
+            let id = self.target.secret_of(&self.target.key(key)).to_string();
             let (current, pending) = self.label_counts(&id).await;
             if current != 1 || pending > 1 {
                 return Err(Violation {
@@ -538,6 +914,53 @@ impl Soak {
                     what: format!(
                         "invariant 4 (no password in output): a password appears in the output of run {} of this event (not shown)",
                         i + 1
+                    ),
+                });
+            }
+        }
+        // (5) the pointer moved only to a user verified since its last
+        // password change
+        let pointer = self.pointer_role().await;
+        let verifiers = self.verifiers().await;
+        for role in std::mem::take(&mut self.verified_roles) {
+            if let Some(v) = verifiers.get(&role) {
+                self.trusted.insert(role, v.clone());
+            }
+        }
+        if let Some(last) = self.last_pointer.clone() {
+            if last != pointer && !self.moved_by_soak {
+                let now = verifiers.get(&pointer);
+                match self.trusted.get(&pointer) {
+                    Some(v) if Some(v) == now => {}
+                    Some(_) => {
+                        return Err(Violation {
+                            what: format!(
+                                "invariant 5 (verified before the pointer moves): the pointer moved from {last} to {pointer}, whose password changed (pg_authid) after it was last verified"
+                            ),
+                        })
+                    }
+                    None => {
+                        return Err(Violation {
+                            what: format!(
+                                "invariant 5 (verified before the pointer moves): the pointer moved from {last} to {pointer}, which no VerifyLogin of this event and no earlier check verified"
+                            ),
+                        })
+                    }
+                }
+            }
+        }
+        self.moved_by_soak = false;
+        if let Some(v) = verifiers.get(&pointer) {
+            self.trusted.insert(pointer.clone(), v.clone());
+        }
+        self.last_pointer = Some(pointer);
+        // (6) alternating: AWSPREVIOUS's role still logs in after a
+        // completed rotation
+        if succeeded && self.target.alternating.is_some() {
+            if let Err(e) = self.stack.login_stage(&self.target, AWSPREVIOUS).await {
+                return Err(Violation {
+                    what: format!(
+                        "invariant 6 (alternating: AWSPREVIOUS's role logs in after a SUCCEEDED execution): {e}"
                     ),
                 });
             }
@@ -571,6 +994,44 @@ impl Soak {
                 self.kind("release (a deployment pgflip did not make)");
                 self.stack.redeploy(&t, service).await;
                 self.check(harness, mark, windows, &[], false).await
+            }
+            Event::ExternalRotation { .. } if t.alternating.is_some() => {
+                self.alternating_rotation((seed, scenario, index), harness, mark, windows, log)
+                    .await
+            }
+            Event::Concurrent {
+                first,
+                second,
+                delay_ms,
+            } => {
+                self.concurrent(
+                    (first, second, delay_ms),
+                    (seed, scenario, index),
+                    harness,
+                    mark,
+                    windows,
+                    log,
+                )
+                .await
+            }
+            Event::OperatorEdit { which } => {
+                self.operator_edit(which, log).await;
+                self.check(harness, mark, windows, &[], false).await
+            }
+            Event::Outage {
+                trigger,
+                after,
+                down_ms,
+            } => {
+                self.outage(
+                    (trigger, after, down_ms),
+                    (seed, scenario, index),
+                    harness,
+                    mark,
+                    windows,
+                    log,
+                )
+                .await
             }
             Event::ExternalRotation { key } => {
                 let active = self.stack.active_user(&t).await;
@@ -655,27 +1116,7 @@ impl Soak {
                 fault,
                 wait_ms,
             } => {
-                let input = match trigger {
-                    Trigger::Hand => {
-                        self.kind("start by hand");
-                        match services {
-                            Some(s) => {
-                                self.kind("run limited to some services");
-                                json!({"services": [s]})
-                            }
-                            None => json!({}),
-                        }
-                    }
-                    Trigger::Scheduled => {
-                        self.kind("start by schedule");
-                        json!({"Comment": "scheduled"})
-                    }
-                    Trigger::SecretEvent(key) => {
-                        self.kind("start by RotationSucceeded event");
-                        let arn = self.stack.secret_arn(t.secret_of(key)).await;
-                        rotation_succeeded_event(&arn)
-                    }
-                };
+                let input = self.input(trigger, services).await;
                 match fault {
                     Fault::None => {}
                     Fault::Crash { then, .. } => self.kind(match then {
@@ -778,6 +1219,422 @@ impl Soak {
     }
 }
 
+/// What a run printed and recorded (for the leak check).
+fn texts(e: &Execution, history: String) -> Vec<String> {
+    vec![
+        format!(
+            "{}\n{}\n{}\n{}",
+            e.progress,
+            e.output,
+            e.cause.as_deref().unwrap_or(""),
+            e.error.as_deref().unwrap_or("")
+        ),
+        history,
+    ]
+}
+
+/// Whether an execution succeeded or failed with one of pgflip's error names.
+fn named(e: &Execution) -> bool {
+    e.status == "SUCCEEDED"
+        || e.error
+            .as_deref()
+            .is_some_and(|n| pgflip_core::errors::ALL.iter().any(|(name, _)| *name == n))
+}
+
+fn run_line(e: &Execution) -> String {
+    format!(
+        "{}: {} | {}",
+        e.name,
+        outcome(e),
+        e.cause.as_deref().unwrap_or("")
+    )
+}
+
+type Names = (u64, u64, usize);
+
+impl Soak {
+    /// Secrets Manager's own rotation of the alternating secret: a version
+    /// naming the role AWSCURRENT does not name, its new password set with
+    /// ALTER ROLE, promoted; then an execution by its RotationSucceeded.
+    async fn alternating_rotation(
+        &mut self,
+        names: Names,
+        harness: &Harness,
+        mark: &mut LoadMark,
+        windows: &mut Vec<Window>,
+        log: &mut Vec<String>,
+    ) -> Result<(), Violation> {
+        let (seed, scenario, index) = names;
+        let t = self.target.clone();
+        let secret = t.alternating.clone().expect("an alternating target");
+        let active = self
+            .stack
+            .alternating_user(&t, AWSCURRENT)
+            .await
+            .unwrap_or_default();
+        let role = if active == t.blue_role {
+            t.green_role.clone()
+        } else {
+            t.blue_role.clone()
+        };
+        let before = harness.totals();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = harness.totals();
+        let in_use = if role == t.blue_role {
+            after.as_blue > before.as_blue
+        } else {
+            after.as_green > before.as_green
+        };
+        self.kind(format!(
+            "Secrets Manager rotation of the alternating secret (to the role AWSCURRENT does not name{}), then its RotationSucceeded",
+            if in_use { "; in use by tasks" } else { "" }
+        ));
+        // Tasks started before the last flip hold this role.
+        windows.push(Window {
+            role: role.clone(),
+            deployments: self.stack.primary_deployments(&t).await,
+        });
+        let password = PasswordPolicy::default().generate();
+        self.passwords.insert(password.expose().to_string());
+        let current = self.stack.secret_state(&secret).await.current;
+        // createSecret: AWSCURRENT's fields, the other role, a new password.
+        let new = self
+            .stack
+            .stage_pending(&secret, |v| {
+                v["username"] = json!(role);
+                v["password"] = json!(password.expose());
+            })
+            .await;
+        // setSecret, as the administrator.
+        self.stack
+            .admin("postgres")
+            .await
+            .batch_execute(&format!(
+                "ALTER ROLE \"{role}\" PASSWORD '{}'",
+                password.scram_verifier()
+            ))
+            .await
+            .expect("ALTER ROLE as Secrets Manager's rotation would");
+        // finishSecret: AWSCURRENT moves (AWSPREVIOUS follows), AWSPENDING removed.
+        self.stack
+            .secrets
+            .update_secret_version_stage()
+            .secret_id(&secret)
+            .version_stage(AWSCURRENT)
+            .move_to_version_id(&new)
+            .remove_from_version_id(&current)
+            .send()
+            .await
+            .expect("finishSecret: AWSCURRENT to the new version");
+        self.stack
+            .secrets
+            .update_secret_version_stage()
+            .secret_id(&secret)
+            .version_stage(AWSPENDING)
+            .remove_from_version_id(&new)
+            .send()
+            .await
+            .expect("remove AWSPENDING from the new version");
+        self.moved_by_soak = true;
+        log.push(format!(
+            "Secrets Manager rotated the alternating secret: AWSCURRENT {active} -> {role} ({})",
+            if in_use {
+                "the new role was in use by old tasks: they fail until redeployed"
+            } else {
+                "no query as that role seen in 500 ms"
+            }
+        ));
+        self.check(harness, mark, windows, &[], false).await?;
+        let input = self.input(Trigger::SecretEvent("blue"), None).await;
+        let name = self.name(seed, scenario, index);
+        let (e, history) = self
+            .run(RunOptions {
+                input: Some(input),
+                name: Some(name),
+                scenario: Some(scenario_json(None, 0)),
+                ..RunOptions::default()
+            })
+            .await;
+        log.push(run_line(&e));
+        self.check(
+            harness,
+            mark,
+            windows,
+            &texts(&e, history),
+            e.status == "SUCCEEDED",
+        )
+        .await
+    }
+
+    /// Two executions, the second `delay_ms` after the first, each in a
+    /// thread of its own; checked once both ended.
+    async fn concurrent(
+        &mut self,
+        (first, second, delay_ms): (Trigger, Trigger, u64),
+        names: Names,
+        harness: &Harness,
+        mark: &mut LoadMark,
+        windows: &mut Vec<Window>,
+        log: &mut Vec<String>,
+    ) -> Result<(), Violation> {
+        let (seed, scenario, index) = names;
+        self.kind("concurrent starts (two executions)");
+        let in1 = self.input(first, None).await;
+        let in2 = self.input(second, None).await;
+        let n1 = self.name(seed, scenario, index);
+        let (o1, h1) = self.prepare(RunOptions {
+            input: Some(in1),
+            name: Some(n1),
+            scenario: Some(scenario_json(None, 0)),
+            ..RunOptions::default()
+        });
+        let n2 = self.name(seed, scenario, index);
+        let (o2, h2) = self.prepare(RunOptions {
+            input: Some(in2),
+            name: Some(n2),
+            scenario: Some(scenario_json(None, 0)),
+            ..RunOptions::default()
+        });
+        let (s1, s2) = (self.stack.clone(), self.stack.clone());
+        let t0 = Instant::now();
+        let j1 = tokio::task::spawn_blocking(move || {
+            let e = s1.run(&o1);
+            (e, t0.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let spawned2 = t0.elapsed();
+        let j2 = tokio::task::spawn_blocking(move || {
+            let e = s2.run(&o2);
+            (e, t0.elapsed())
+        });
+        let (e1, end1) = j1.await.expect("the first runner thread");
+        let (e2, end2) = j2.await.expect("the second runner thread");
+        let text1 = self.finish(&e1, &h1, end1);
+        let text2 = self.finish(&e2, &h2, end2 - spawned2);
+        log.push(format!("{} (first)", run_line(&e1)));
+        log.push(format!(
+            "{} (second, spawned {} ms after the first)",
+            run_line(&e2),
+            spawned2.as_millis()
+        ));
+        let past = |e: &Execution| e.states.iter().any(|s| s != "SelectUser");
+        let refused = |e: &Execution| e.error.as_deref() == Some("RotationInProgress");
+        let mut broke = None;
+        for e in [&e1, &e2] {
+            if refused(e) {
+                let extra: Vec<&String> = e
+                    .invocations
+                    .keys()
+                    .filter(|k| k.as_str() != "select-user")
+                    .collect();
+                if !extra.is_empty() || past(e) {
+                    broke = Some(format!(
+                        "concurrent starts: {} was refused (RotationInProgress) but ran {:?}, invoked {extra:?}",
+                        e.name, e.states
+                    ));
+                }
+            }
+        }
+        // The time both runners ran together after the second was spawned.
+        let overlap = end1.min(end2).saturating_sub(spawned2);
+        match (past(&e1), past(&e2)) {
+            (true, true) if overlap > Duration::from_secs(3) => {
+                broke = Some(format!(
+                    "concurrent starts: both went past SelectUser ({} and {}) although they ran together for {} ms after the second was spawned",
+                    outcome(&e1),
+                    outcome(&e2),
+                    overlap.as_millis()
+                ));
+            }
+            (true, true) => {
+                self.pairs_sequential += 1;
+                self.kind("concurrent starts: both proceeded, one after the other");
+            }
+            (true, false) | (false, true) => {
+                let other = if past(&e1) { &e2 } else { &e1 };
+                if refused(other) {
+                    self.pairs_guarded += 1;
+                } else {
+                    self.kind(format!(
+                        "concurrent starts: the other stopped at SelectUser with {}",
+                        outcome(other)
+                    ));
+                }
+            }
+            (false, false) => {
+                if refused(&e1) && refused(&e2) {
+                    broke = Some(
+                        "concurrent starts: both were refused with RotationInProgress".to_string(),
+                    );
+                } else {
+                    self.kind("concurrent starts: neither went past SelectUser");
+                }
+            }
+        }
+        if let Some(what) = broke {
+            return Err(Violation { what });
+        }
+        let mut all = texts(&e1, text1);
+        all.extend(texts(&e2, text2));
+        let succeeded = e1.status == "SUCCEEDED" || e2.status == "SUCCEEDED";
+        self.check(harness, mark, windows, &all, succeeded).await
+    }
+
+    /// An operator's edit of a connection field: a new AWSCURRENT version,
+    /// the password unchanged.
+    async fn operator_edit(&mut self, which: Which, log: &mut Vec<String>) {
+        let t = self.target.clone();
+        let (secret, whose) = match &t.alternating {
+            Some(alt) => (alt.clone(), "the alternating secret".to_string()),
+            None => {
+                let active = self.stack.active_user(&t).await;
+                let inactive = if t.color_of(&active) == Some("blue") {
+                    t.key("green")
+                } else {
+                    t.key("blue")
+                };
+                let (key, what) = match which {
+                    Which::Active => (active, "active"),
+                    Which::Inactive => (inactive, "inactive"),
+                };
+                (
+                    t.secret_of(&key).to_string(),
+                    format!("the {what} user's secret"),
+                )
+            }
+        };
+        self.kind(format!("operator edit of {whose} (connection fields)"));
+        // A version made from now on compares as newer (whole seconds in moto).
+        pgflip_tests::next_second().await;
+        let current = self.stack.secret_state(&secret).await.current;
+        let raw = self
+            .stack
+            .secrets
+            .get_secret_value()
+            .secret_id(&secret)
+            .version_stage(AWSCURRENT)
+            .send()
+            .await
+            .expect("read the secret")
+            .secret_string
+            .unwrap_or_default();
+        let mut value: Value = serde_json::from_str(&raw).expect("the secret is JSON");
+        self.seq += 1;
+        value["dbClusterIdentifier"] = json!(format!("chaos-cluster-{}", self.seq));
+        let new = self
+            .stack
+            .secrets
+            .put_secret_value()
+            .secret_id(&secret)
+            .secret_string(value.to_string())
+            .version_stages(EDIT_LABEL)
+            .send()
+            .await
+            .expect("put the operator's version")
+            .version_id
+            .unwrap_or_default();
+        self.stack
+            .secrets
+            .update_secret_version_stage()
+            .secret_id(&secret)
+            .version_stage(AWSCURRENT)
+            .move_to_version_id(&new)
+            .remove_from_version_id(&current)
+            .send()
+            .await
+            .expect("AWSCURRENT to the operator's version");
+        self.stack
+            .secrets
+            .update_secret_version_stage()
+            .secret_id(&secret)
+            .version_stage(EDIT_LABEL)
+            .remove_from_version_id(&new)
+            .send()
+            .await
+            .expect("remove the edit's own label");
+        log.push(format!(
+            "an operator edited {whose}: dbClusterIdentifier changed, a new AWSCURRENT"
+        ));
+    }
+
+    /// An execution with PostgreSQL stopped before it starts or right after
+    /// a step, started again `down_ms` later.
+    async fn outage(
+        &mut self,
+        (trigger, after, down_ms): (Trigger, Option<&'static str>, u64),
+        names: Names,
+        harness: &Harness,
+        mark: &mut LoadMark,
+        windows: &mut Vec<Window>,
+        log: &mut Vec<String>,
+    ) -> Result<(), Violation> {
+        let (seed, scenario, index) = names;
+        let Some(pg) = self.pg.take() else {
+            self.kind("PostgreSQL outage skipped (pg_ctl not reachable)");
+            return Ok(());
+        };
+        self.kind(match after {
+            None => "PostgreSQL outage, an execution started during it".to_string(),
+            Some(step) => format!("PostgreSQL outage after {step}"),
+        });
+        let input = self.input(trigger, None).await;
+        let script = pg.outage_script(down_ms);
+        let tasks = match after {
+            None => json!({}),
+            Some(step) => json!({ step: [{"afterCommand": ["sh", "-c", script]}] }),
+        };
+        if after.is_none() {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.args(["-c", &script]);
+            shell(cmd).await;
+        }
+        let name = self.name(seed, scenario, index);
+        let (e, history) = self
+            .run(RunOptions {
+                input: Some(input),
+                name: Some(name),
+                scenario: Some(json!({"waitMs": 0, "retryIntervalMs": 1000, "tasks": tasks})),
+                ..RunOptions::default()
+            })
+            .await;
+        let back = pg
+            .ensure_up(&self.stack.pg_host, self.stack.pg_port, down_ms)
+            .await;
+        self.pg = Some(pg);
+        if after.is_some_and(|s| !e.states.iter().any(|x| x == s)) {
+            self.kind("PostgreSQL outage: its step not reached");
+        }
+        log.push(format!(
+            "{} [PostgreSQL back {} ms after the run ended]",
+            run_line(&e),
+            back.as_ref().map(|d| d.as_millis()).unwrap_or(0)
+        ));
+        if let Err(what) = back {
+            return Err(Violation { what });
+        }
+        if !named(&e) {
+            return Err(Violation {
+                what: format!(
+                    "PostgreSQL outage: the execution ended {} without one of pgflip's error names",
+                    outcome(&e)
+                ),
+            });
+        }
+        self.check(
+            harness,
+            mark,
+            windows,
+            &texts(&e, history),
+            e.status == "SUCCEEDED",
+        )
+        .await
+    }
+}
+
+/// The label an operator's edit is written under before AWSCURRENT moves
+/// to it (AWSPENDING stays where it is).
+const EDIT_LABEL: &str = "chaos-edit";
+
 pub async fn command(args: &Args) -> bool {
     let scenarios = args.number("scenarios", 20);
     let seed = args.number("seed", 1);
@@ -786,6 +1643,7 @@ pub async fn command(args: &Args) -> bool {
             .unwrap_or_else(|_| crate::usage("--only must be a scenario number"))
     });
     let max_seconds = args.number("max-seconds", 3600);
+    let increment = args.number("increment", 2);
     let started = Instant::now();
     let stack = Arc::new(Stack::from_env().await);
     let target = Target::local();
@@ -806,6 +1664,14 @@ pub async fn command(args: &Args) -> bool {
         failed_logins: 0,
         expected_failed_logins: 0,
         seq: 0,
+        trusted: BTreeMap::new(),
+        last_pointer: None,
+        verified_roles: vec![],
+        moved_by_soak: false,
+        pg: PgCtl::from_env(),
+        pairs_guarded: 0,
+        pairs_sequential: 0,
+        alternating_scenarios: 0,
     };
     let numbers: Vec<u64> = match only {
         Some(k) => vec![k],
@@ -814,21 +1680,37 @@ pub async fn command(args: &Args) -> bool {
     if args.text("list").is_some_and(|v| v != "0") {
         // The schedules alone, nothing run (`--list 1`).
         for &number in &numbers {
-            println!("scenario {number} of seed {seed}:");
-            for (i, e) in schedule(seed, number).iter().enumerate() {
+            let sc = schedule(seed, number, increment);
+            println!(
+                "scenario {number} of seed {seed} ({} layout):",
+                if sc.alternating {
+                    "alternating-secret"
+                } else {
+                    "parameter"
+                }
+            );
+            for (i, e) in sc.events.iter().enumerate() {
                 println!("  {}. {e}", i + 1);
             }
         }
         return true;
     }
     say(format!(
-        "== chaos soak: {} scenario(s) of seed {seed}, 3–8 events each, against {} under load; invariants checked after every event",
+        "== chaos soak: {} scenario(s) of seed {seed} (increment {increment}'s schedules), against {}{} under load; invariants checked after every event",
         numbers.len(),
-        target.parameter_name
+        target.parameter_name,
+        if increment >= 2 {
+            " or the alternating target"
+        } else {
+            ""
+        }
     ));
+    if increment >= 2 && soak.pg.is_none() {
+        say("   PostgreSQL outages are skipped: $PGFLIP_STACK_DIR/pg_ctl, pgdata or pg_isready not found");
+    }
     let mut run_count = 0u64;
     // (scenario, schedule, event, what broke, the scenario's runs)
-    type Broken = (u64, Vec<Event>, usize, String, Vec<String>);
+    type Broken = (u64, bool, Vec<Event>, usize, String, Vec<String>);
     let mut violation: Option<Broken> = None;
     let mut stopped_by_time = false;
     for &number in &numbers {
@@ -836,9 +1718,46 @@ pub async fn command(args: &Args) -> bool {
             stopped_by_time = true;
             break;
         }
-        let events = schedule(seed, number);
+        let Scenario {
+            alternating,
+            events,
+        } = schedule(seed, number, increment);
+        let target = if alternating {
+            soak.alternating_scenarios += 1;
+            Target::local_alternating()
+        } else {
+            Target::local()
+        };
+        soak.target = target.clone();
+        soak.trusted.clear();
+        soak.last_pointer = None;
+        soak.verified_roles.clear();
+        soak.moved_by_soak = false;
         soak.stack.seed(&target).await;
         let mut config = args.load_config(&target, target.services.clone());
+        if alternating {
+            // As the bench's alternating phase: listed in the targets
+            // document, its services injecting DB_* from the secret.
+            soak.stack.register_target(&target).await;
+            let secret = target
+                .alternating
+                .as_deref()
+                .expect("an alternating target");
+            let arn = soak.stack.secret_arn(secret).await;
+            if let Err(e) = crate::injection::inject_from_secret(
+                &soak.stack.ecs,
+                &target.cluster,
+                &target.services,
+                "pgflip-local-alt-chaos",
+                &arn,
+            )
+            .await
+            {
+                say(format!("the alternating target could not be prepared: {e}"));
+                return false;
+            }
+            config.credentials = crate::harness::CredentialSource::Injected;
+        }
         let ms = |key: &str, default: u64| Duration::from_millis(args.number(key, default));
         // Lighter than the bench's 50 ms: each query is a fresh SCRAM
         // login, and the soak's time goes into the runner, which shares the
@@ -893,11 +1812,12 @@ pub async fn command(args: &Args) -> bool {
         soak.queries += totals.queries - mark.totals.queries;
         run_count += 1;
         if let Some((at, what)) = broke_at {
-            violation = Some((number, events, at, what, log));
+            violation = Some((number, alternating, events, at, what, log));
             break;
         }
         say(format!(
-            "  scenario {number}: {} events, {} s{}",
+            "  scenario {number}{}: {} events, {} s{}",
+            if alternating { " (alternating)" } else { "" },
             events.len(),
             t0.elapsed().as_secs(),
             if log.is_empty() {
@@ -926,6 +1846,10 @@ pub async fn command(args: &Args) -> bool {
             String::new()
         }
     );
+    println!(
+        "scenarios against the alternating-secret target: {}",
+        soak.alternating_scenarios
+    );
     println!("events: {}", soak.events);
     println!("events by kind:");
     for (k, n) in &soak.kinds {
@@ -936,6 +1860,10 @@ pub async fn command(args: &Args) -> bool {
     for (k, n) in &soak.outcomes {
         println!("  {n:>5}  {k}");
     }
+    println!(
+        "concurrent pairs: {} with one refused RotationInProgress, {} where both proceeded one after the other",
+        soak.pairs_guarded, soak.pairs_sequential
+    );
     println!("application queries: {}", soak.queries);
     println!(
         "failed application logins: {} (must be 0)",
@@ -952,9 +1880,16 @@ pub async fn command(args: &Args) -> bool {
             println!("OK: no invariant broke after any event.");
             true
         }
-        Some((number, events, at, what, log)) => {
+        Some((number, alternating, events, at, what, log)) => {
             println!();
-            println!("VIOLATION: seed {seed}, scenario {number}, event {at}");
+            println!(
+                "VIOLATION: seed {seed}, scenario {number} ({} layout), event {at}",
+                if alternating {
+                    "alternating-secret"
+                } else {
+                    "parameter"
+                }
+            );
             println!("schedule:");
             for (i, e) in events.iter().enumerate() {
                 println!("  {}{}. {e}", if i + 1 == at { ">" } else { " " }, i + 1);
@@ -969,7 +1904,10 @@ pub async fn command(args: &Args) -> bool {
                 println!("  {line}");
             }
             println!("broke at event {at}: {what}");
-            println!("replay: target/debug/pgflip-bench chaos --seed {seed} --only {number}");
+            println!(
+                "replay: target/debug/pgflip-bench chaos --seed {seed} --only {number}{}",
+                if increment < 2 { " --increment 1" } else { "" }
+            );
             false
         }
     }
