@@ -190,6 +190,13 @@ pub async fn select_user(
         ));
     }
     let active_secret = pointer.template(&active).await?;
+    // None: no version holds the inactive user's password (the alternating
+    // layout before its first rotation): only an administrator can set it.
+    let inactive_current = pointer.current(&inactive).await?;
+    let inactive_secret = match &inactive_current {
+        Some(v) => v.clone(),
+        None => pointer.template(&inactive).await?,
+    };
     let rotated = match &input.rotated_secret {
         None => None,
         Some(secret)
@@ -202,7 +209,16 @@ pub async fn select_user(
             Some(Rotated::Pointer)
         }
         Some(secret) => match config.owner_of_secret(secret) {
-            Some(owner) if owner == inactive => Some(Rotated::Inactive),
+            Some(owner) if owner == inactive => {
+                if newer(inactive_secret.created_ms, state.moved_ms) {
+                    Some(Rotated::Inactive)
+                } else {
+                    // Nothing new to verify (a late or repeated event): a
+                    // scheduled run's decision resumes what is pending.
+                    info!(%secret, "the RotationSucceeded event is older than the last flip: the inactive user has no newer version; deciding as for a scheduled run");
+                    None
+                }
+            }
             // The active user's AWSCURRENT predates the pointer's last move:
             // no rotation happened under the running tasks since (a late or
             // repeated event, or one for a rotation done while the user was
@@ -224,13 +240,6 @@ pub async fn select_user(
         },
     };
 
-    // None: no version holds the inactive user's password (the alternating
-    // layout before its first rotation): only an administrator can set it.
-    let inactive_current = pointer.current(&inactive).await?;
-    let inactive_secret = match &inactive_current {
-        Some(v) => v.clone(),
-        None => pointer.template(&inactive).await?,
-    };
     if active_secret.secret.username() == inactive_secret.secret.username() {
         return Err(RotationError::Configuration(format!(
             "both secrets name the database user {:?}; blue and green must be two users",

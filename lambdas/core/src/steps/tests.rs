@@ -2749,3 +2749,21 @@ mod registry {
         assert_eq!(all[2].1.as_ref().unwrap().cluster, "orders");
     }
 }
+
+/// The chaos soak's seed 7, scenario 12: a run crashed after staging and
+/// setting green's new password; a late RotationSucceeded event for green
+/// (no newer version) then resumed it instead of failing LoginRejected.
+#[tokio::test]
+async fn a_late_event_for_the_inactive_user_resumes_what_is_pending() {
+    let w = world();
+    let plan = w.select(json!({})).await.unwrap();
+    let pending = w.generate(&plan).await.unwrap();
+    let plan = w.select(rotation_event(GREEN_SECRET)).await.unwrap();
+    assert_eq!(plan.mode, Mode::Rotate);
+    let resumed = w.generate(&plan).await.unwrap();
+    assert!(resumed.resumed);
+    assert_eq!(resumed.version_id, pending.version_id);
+    w.verify(&plan, &resumed).await.unwrap();
+    w.flip("green").await.unwrap();
+    assert!(w.invariant_holds());
+}
