@@ -1374,6 +1374,49 @@ impl Stack {
         self.put_version(secret_id, AWSCURRENT, edit).await
     }
 
+    /// Makes `version_id`, which carries the label `staged` (`AWSPENDING`,
+    /// or a label of the caller's), the `AWSCURRENT` version of `secret_id`
+    /// in place of `current`, then takes `staged` off it: Secrets Manager's
+    /// finishSecret (AWSPREVIOUS follows AWSCURRENT). Also how a test
+    /// writes a new AWSCURRENT: moto 5.2.5's PutSecretValue(AWSCURRENT)
+    /// moves AWSPREVIOUS from the version it last *put* current, not from
+    /// the one a label move made current.
+    pub async fn promote_staged(
+        &self,
+        secret_id: &str,
+        current: &str,
+        version_id: &str,
+        staged: &str,
+    ) {
+        for (stage, to, from) in [
+            (AWSCURRENT, Some(version_id), current),
+            (staged, None, version_id),
+        ] {
+            self.secrets
+                .update_secret_version_stage()
+                .secret_id(secret_id)
+                .version_stage(stage)
+                .set_move_to_version_id(to.map(str::to_string))
+                .remove_from_version_id(from)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("move {stage} in {secret_id}: {e}"));
+        }
+    }
+
+    /// Sets `role`'s password as the superuser, as a SCRAM verifier (what
+    /// Secrets Manager's own rotation, or an operator, would do).
+    pub async fn set_role_password(&self, role: &str, password: &pgflip_core::password::Password) {
+        self.admin("postgres")
+            .await
+            .batch_execute(&format!(
+                "ALTER ROLE \"{role}\" PASSWORD '{}'",
+                password.scram_verifier()
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("ALTER ROLE {role}: {e}"));
+    }
+
     /// Stages a version labelled `AWSPENDING` only (as a run that stopped,
     /// or another tool, leaves one): the current value, changed by `edit`.
     pub async fn stage_pending(&self, secret_id: &str, edit: impl FnOnce(&mut Value)) -> String {

@@ -542,21 +542,9 @@ async fn alternating_operator_edit_of_the_current_version_keeps_both_roles() {
         .stage_pending(&secret, |v| v["dbClusterIdentifier"] = json!("moved"))
         .await;
     let current = a.stack.secret_state(&secret).await.current;
-    for (stage, to, from) in [
-        (AWSCURRENT, Some(&edited), Some(&current)),
-        (AWSPENDING, None, Some(&edited)),
-    ] {
-        a.stack
-            .secrets
-            .update_secret_version_stage()
-            .secret_id(&secret)
-            .version_stage(stage)
-            .set_move_to_version_id(to.cloned())
-            .set_remove_from_version_id(from.cloned())
-            .send()
-            .await
-            .unwrap();
-    }
+    a.stack
+        .promote_staged(&secret, &current, &edited, AWSPENDING)
+        .await;
     assert_eq!(
         a.user_at(AWSPREVIOUS).await.as_deref(),
         Some(green.as_str())

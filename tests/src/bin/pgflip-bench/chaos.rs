@@ -1090,34 +1090,10 @@ impl Soak {
                     .stack
                     .stage_pending(&secret, |v| v["password"] = json!(password.expose()))
                     .await;
+                self.stack.set_role_password(&role, &password).await;
                 self.stack
-                    .admin("postgres")
-                    .await
-                    .batch_execute(&format!(
-                        "ALTER ROLE \"{role}\" PASSWORD '{}'",
-                        password.scram_verifier()
-                    ))
-                    .await
-                    .expect("ALTER ROLE as Secrets Manager's rotation would");
-                self.stack
-                    .secrets
-                    .update_secret_version_stage()
-                    .secret_id(&secret)
-                    .version_stage(AWSCURRENT)
-                    .move_to_version_id(&new)
-                    .remove_from_version_id(&current)
-                    .send()
-                    .await
-                    .expect("finishSecret: AWSCURRENT to the new version");
-                self.stack
-                    .secrets
-                    .update_secret_version_stage()
-                    .secret_id(&secret)
-                    .version_stage(AWSPENDING)
-                    .remove_from_version_id(&new)
-                    .send()
-                    .await
-                    .expect("remove AWSPENDING from the new version");
+                    .promote_staged(&secret, &current, &new, AWSPENDING)
+                    .await;
                 log.push(format!(
                     "{role} rotated externally ({}, {})",
                     if key == active { "active" } else { "inactive" },
@@ -1336,35 +1312,11 @@ impl Soak {
             })
             .await;
         // setSecret, as the administrator.
-        self.stack
-            .admin("postgres")
-            .await
-            .batch_execute(&format!(
-                "ALTER ROLE \"{role}\" PASSWORD '{}'",
-                password.scram_verifier()
-            ))
-            .await
-            .expect("ALTER ROLE as Secrets Manager's rotation would");
+        self.stack.set_role_password(&role, &password).await;
         // finishSecret: AWSCURRENT moves (AWSPREVIOUS follows), AWSPENDING removed.
         self.stack
-            .secrets
-            .update_secret_version_stage()
-            .secret_id(&secret)
-            .version_stage(AWSCURRENT)
-            .move_to_version_id(&new)
-            .remove_from_version_id(&current)
-            .send()
-            .await
-            .expect("finishSecret: AWSCURRENT to the new version");
-        self.stack
-            .secrets
-            .update_secret_version_stage()
-            .secret_id(&secret)
-            .version_stage(AWSPENDING)
-            .remove_from_version_id(&new)
-            .send()
-            .await
-            .expect("remove AWSPENDING from the new version");
+            .promote_staged(&secret, &current, &new, AWSPENDING)
+            .await;
         self.moved_by_soak = true;
         log.push(format!(
             "Secrets Manager rotated the alternating secret: AWSCURRENT {active} -> {role} ({})",
@@ -1591,24 +1543,8 @@ impl Soak {
             .version_id
             .unwrap_or_default();
         self.stack
-            .secrets
-            .update_secret_version_stage()
-            .secret_id(&secret)
-            .version_stage(AWSCURRENT)
-            .move_to_version_id(&new)
-            .remove_from_version_id(&current)
-            .send()
-            .await
-            .expect("AWSCURRENT to the operator's version");
-        self.stack
-            .secrets
-            .update_secret_version_stage()
-            .secret_id(&secret)
-            .version_stage(EDIT_LABEL)
-            .remove_from_version_id(&new)
-            .send()
-            .await
-            .expect("remove the edit's own label");
+            .promote_staged(&secret, &current, &new, EDIT_LABEL)
+            .await;
         log.push(format!(
             "an operator edited {whose}: dbClusterIdentifier changed, a new AWSCURRENT"
         ));

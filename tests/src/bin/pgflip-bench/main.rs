@@ -149,6 +149,40 @@ fn say(line: impl AsRef<str>) {
     eprintln!("{}", line.as_ref());
 }
 
+/// `lo–hi` of counts (one number when all are equal).
+fn range(v: &[u32]) -> String {
+    let (lo, hi) = (
+        v.iter().min().copied().unwrap_or(0),
+        v.iter().max().copied().unwrap_or(0),
+    );
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}–{hi}")
+    }
+}
+
+/// One row of the load table for a phase of executions: its rotations,
+/// queries, failed logins, other errors, duration p50 / p95 (with the waits
+/// when they were not shortened), transitions and invocations.
+fn print_phase_row(label: &str, phase: &Phase, waits_ms: Option<u64>) {
+    let d: Vec<f64> = phase.runs.iter().map(|r| r.duration_ms as f64).collect();
+    let t: Vec<u32> = phase.runs.iter().map(|r| r.transitions).collect();
+    let i: Vec<u32> = phase.runs.iter().map(|r| r.invocations).collect();
+    let waits = waits_ms.map_or(String::new(), |w| format!(" (waits {w} ms)"));
+    println!(
+        "| {label} | {} | {} | **{}** | {} | {:.0} / {:.0}{waits} | {} | {} |",
+        phase.runs.len(),
+        phase.load.queries,
+        phase.load.failed_logins,
+        phase.load.other_errors,
+        percentile(&d, 50.0),
+        percentile(&d, 95.0),
+        range(&t),
+        range(&i)
+    );
+}
+
 fn percentile(values: &[f64], p: f64) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -747,23 +781,9 @@ async fn baseline(ctx: &mut Ctx, args: &Args, n: u64) -> Phase {
             .await
             .expect("ALTER ROLE of the active user");
         // 3. promote it to AWSCURRENT
-        secrets
-            .update_secret_version_stage()
-            .secret_id(&secret_id)
-            .version_stage(AWSCURRENT)
-            .move_to_version_id(&pending)
-            .remove_from_version_id(&current_version)
-            .send()
-            .await
-            .expect("promote the new version");
-        secrets
-            .update_secret_version_stage()
-            .secret_id(&secret_id)
-            .version_stage(AWSPENDING)
-            .remove_from_version_id(&pending)
-            .send()
-            .await
-            .expect("remove AWSPENDING");
+        ctx.stack
+            .promote_staged(&secret_id, &current_version, &pending, AWSPENDING)
+            .await;
         // 4. redeploy every service, concurrently
         redeploy(&ecs, &ctx.target.cluster, &ctx.target.services).await;
         let rotated = t0.elapsed();
@@ -1196,17 +1216,6 @@ async fn run(args: &Args) -> bool {
     let settles: Vec<f64> = bg.runs.iter().map(|r| r.settle_ms as f64).collect();
     let transitions: Vec<u32> = bg.runs.iter().map(|r| r.transitions).collect();
     let invocations: Vec<u32> = bg.runs.iter().map(|r| r.invocations).collect();
-    let range = |v: &[u32]| {
-        let (lo, hi) = (
-            v.iter().min().copied().unwrap_or(0),
-            v.iter().max().copied().unwrap_or(0),
-        );
-        if lo == hi {
-            lo.to_string()
-        } else {
-            format!("{lo}–{hi}")
-        }
-    };
     println!();
     println!(
         "### Rotations under load ({} s)",
@@ -1232,55 +1241,18 @@ async fn run(args: &Args) -> bool {
             p.queries, p.failed_logins, p.duration_ms, p.transitions, p.invocations
         );
     }
-    if let Some(rb) = &rb {
-        let d: Vec<f64> = rb.runs.iter().map(|r| r.duration_ms as f64).collect();
-        let t: Vec<u32> = rb.runs.iter().map(|r| r.transitions).collect();
-        let i: Vec<u32> = rb.runs.iter().map(|r| r.invocations).collect();
-        println!(
-            "| forced rollback (FAILED rollout) | {} | {} | **{}** | {} | {:.0} / {:.0} (waits {} ms) | {} | {} |",
-            rb.runs.len(),
-            rb.load.queries,
-            rb.load.failed_logins,
-            rb.load.other_errors,
-            percentile(&d, 50.0),
-            percentile(&d, 95.0),
-            rollback_wait,
-            range(&t),
-            range(&i)
-        );
-    }
-    if let Some(alt) = &alt {
-        let d: Vec<f64> = alt.runs.iter().map(|r| r.duration_ms as f64).collect();
-        let t: Vec<u32> = alt.runs.iter().map(|r| r.transitions).collect();
-        let i: Vec<u32> = alt.runs.iter().map(|r| r.invocations).collect();
-        println!(
-            "| alternating secret (ECS-injected) | {} | {} | **{}** | {} | {:.0} / {:.0} | {} | {} |",
-            alt.runs.len(),
-            alt.load.queries,
-            alt.load.failed_logins,
-            alt.load.other_errors,
-            percentile(&d, 50.0),
-            percentile(&d, 95.0),
-            range(&t),
-            range(&i)
-        );
-    }
-    if let Some(rb) = &alt_rb {
-        let d: Vec<f64> = rb.runs.iter().map(|r| r.duration_ms as f64).collect();
-        let t: Vec<u32> = rb.runs.iter().map(|r| r.transitions).collect();
-        let i: Vec<u32> = rb.runs.iter().map(|r| r.invocations).collect();
-        println!(
-            "| alternating rollback (FAILED rollout) | {} | {} | **{}** | {} | {:.0} / {:.0} (waits {} ms) | {} | {} |",
-            rb.runs.len(),
-            rb.load.queries,
-            rb.load.failed_logins,
-            rb.load.other_errors,
-            percentile(&d, 50.0),
-            percentile(&d, 95.0),
-            rollback_wait,
-            range(&t),
-            range(&i)
-        );
+    for (label, phase, waits) in [
+        ("forced rollback (FAILED rollout)", &rb, Some(rollback_wait)),
+        ("alternating secret (ECS-injected)", &alt, None),
+        (
+            "alternating rollback (FAILED rollout)",
+            &alt_rb,
+            Some(rollback_wait),
+        ),
+    ] {
+        if let Some(phase) = phase {
+            print_phase_row(label, phase, waits);
+        }
     }
     if let Some(base) = &base {
         let d: Vec<f64> = base.runs.iter().map(|r| r.duration_ms as f64).collect();
