@@ -1404,6 +1404,30 @@ impl Stack {
         }
     }
 
+    /// What Secrets Manager's own rotation does to `secret_id`: createSecret
+    /// (a version staged `AWSPENDING`: the current one's fields, `role` and
+    /// `password`), setSecret (`ALTER ROLE`, a SCRAM verifier) and
+    /// finishSecret (`AWSCURRENT` moved to it, `AWSPENDING` removed).
+    /// Returns the new version's id.
+    pub async fn rotate_like_secrets_manager(
+        &self,
+        secret_id: &str,
+        role: &str,
+        password: &pgflip_core::password::Password,
+    ) -> String {
+        let current = self.secret_state(secret_id).await.current;
+        let new = self
+            .stage_pending(secret_id, |v| {
+                v["username"] = json!(role);
+                v["password"] = json!(password.expose());
+            })
+            .await;
+        self.set_role_password(role, password).await;
+        self.promote_staged(secret_id, &current, &new, AWSPENDING)
+            .await;
+        new
+    }
+
     /// Sets `role`'s password as the superuser, as a SCRAM verifier (what
     /// Secrets Manager's own rotation, or an operator, would do).
     pub async fn set_role_password(&self, role: &str, password: &pgflip_core::password::Password) {
@@ -1517,4 +1541,19 @@ pub async fn next_second() {
         1000 - u64::from(now.subsec_millis()) + 10,
     ))
     .await;
+}
+
+/// Secrets Manager's `RotationSucceeded` event for a secret, as EventBridge
+/// delivers it (through CloudTrail).
+pub fn rotation_succeeded_event(secret_arn: &str) -> Value {
+    json!({
+        "version": "0", "id": "7e0c2d4f", "detail-type": "AWS Service Event via CloudTrail",
+        "source": "aws.secretsmanager", "account": "123456789012", "time": "2026-11-01T00:00:00Z",
+        "region": "us-east-1", "resources": [],
+        "detail": {
+            "eventVersion": "1.08", "eventSource": "secretsmanager.amazonaws.com",
+            "eventName": "RotationSucceeded", "awsRegion": "us-east-1", "eventType": "AwsServiceEvent",
+            "additionalEventData": {"SecretId": secret_arn}
+        }
+    })
 }

@@ -25,7 +25,7 @@ mod cli;
 mod alternating;
 
 use pgflip_core::domain::AWSCURRENT;
-use pgflip_tests::{Execution, RunOptions, Snapshot, Stack, Target};
+use pgflip_tests::{rotation_succeeded_event, Execution, RunOptions, Snapshot, Stack, Target};
 use serde_json::{json, Value};
 
 // A tokio mutex: the guard is held across awaits, and each test has its own runtime.
@@ -1054,50 +1054,11 @@ async fn no_password_reaches_logs_outputs_history_or_test_output() {
 async fn rotate_externally(c: &Case, key: &str) -> String {
     let secret = c.target.secret_of(key).to_string();
     let role = c.target.role_of(key).to_string();
-    let raw = c
-        .stack
-        .secrets
-        .get_secret_value()
-        .secret_id(&secret)
-        .send()
-        .await
-        .unwrap()
-        .secret_string
-        .unwrap();
-    let mut v: Value = serde_json::from_str(&raw).unwrap();
     let new = pgflip_core::password::PasswordPolicy::default().generate();
-    v["password"] = json!(new.expose());
     c.stack
-        .secrets
-        .put_secret_value()
-        .secret_id(&secret)
-        .secret_string(v.to_string())
-        .send()
-        .await
-        .unwrap();
-    c.stack
-        .admin("postgres")
-        .await
-        .batch_execute(&format!(
-            "ALTER ROLE \"{role}\" PASSWORD '{}'",
-            new.scram_verifier()
-        ))
-        .await
-        .unwrap();
+        .rotate_like_secrets_manager(&secret, &role, &new)
+        .await;
     c.stack.secret_arn(&secret).await
-}
-
-fn rotation_succeeded_event(secret_arn: &str) -> Value {
-    json!({
-        "version": "0", "id": "7e0c2d4f", "detail-type": "AWS Service Event via CloudTrail",
-        "source": "aws.secretsmanager", "account": "123456789012", "time": "2026-11-01T00:00:00Z",
-        "region": "us-east-1", "resources": [],
-        "detail": {
-            "eventVersion": "1.08", "eventSource": "secretsmanager.amazonaws.com",
-            "eventName": "RotationSucceeded", "awsRegion": "us-east-1", "eventType": "AwsServiceEvent",
-            "additionalEventData": {"SecretId": secret_arn}
-        }
-    })
 }
 
 #[tokio::test]

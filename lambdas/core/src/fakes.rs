@@ -465,6 +465,17 @@ impl FakeDatabase {
             .collect()
     }
 
+    /// Changes `user`'s password behind the rotation's back (another tool,
+    /// an operator, Secrets Manager's own rotation).
+    pub fn set_password(&self, user: &str, password: &str) {
+        self.users
+            .lock()
+            .unwrap()
+            .get_mut(user)
+            .unwrap_or_else(|| panic!("no fake user {user}"))
+            .password = password.into();
+    }
+
     pub fn password_of(&self, user: &str) -> Option<String> {
         self.users
             .lock()

@@ -330,34 +330,13 @@ async fn secrets_managers_own_rotation_of_the_alternating_secret_is_verified_red
         let (blue, green) = (a.t.blue_role.clone(), a.t.green_role.clone());
         let secret = a.t.alternating.clone().unwrap();
         // Secrets Manager's alternating rotation: the clone gets a new
-        // password (ALTER ROLE by its master user), then becomes AWSCURRENT.
+        // password (set by its master user), then becomes AWSCURRENT.
         let fresh = pgflip_core::password::PasswordPolicy::default().generate();
-        let admin = a.stack.admin(&a.t.dbname).await;
-        admin
-            .batch_execute(&format!(
-                "ALTER ROLE \"{green}\" PASSWORD '{}'",
-                fresh.expose()
-            ))
-            .await
-            .unwrap();
         a.stack
-            .secrets
-            .put_secret_value()
-            .secret_id(&secret)
-            .secret_string(
-                json!({"engine": "postgres", "host": a.stack.pg_host, "port": a.stack.pg_port,
-                "dbname": a.t.dbname, "username": green, "password": fresh.expose()})
-                .to_string(),
-            )
-            .send()
-            .await
-            .unwrap();
+            .rotate_like_secrets_manager(&secret, &green, &fresh)
+            .await;
         let arn = a.stack.secret_arn(&secret).await;
-        let event = json!({
-            "source": "aws.secretsmanager", "detail-type": "AWS Service Event via CloudTrail",
-            "detail": {"eventSource": "secretsmanager.amazonaws.com", "eventName": "RotationSucceeded",
-                       "additionalEventData": {"SecretId": arn}}
-        });
+        let event = pgflip_tests::rotation_succeeded_event(&arn);
         let scenario = match rollout {
             "completes" => json!({}),
             _ => {

@@ -114,13 +114,7 @@ impl World {
             .promote(GREEN_SECRET, "sm-rotation")
             .await
             .unwrap();
-        self.database
-            .users
-            .lock()
-            .unwrap()
-            .get_mut("green")
-            .unwrap()
-            .password = password.into();
+        self.database.set_password("green", password);
     }
 
     async fn select(&self, input: serde_json::Value) -> Result<Plan, RotationError> {
@@ -444,13 +438,7 @@ async fn generate_resumes_when_the_database_change_was_lost() {
 #[tokio::test]
 async fn preflight_rejects_an_inactive_user_whose_password_does_not_work() {
     let w = world();
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("green")
-        .unwrap()
-        .password = "changed-behind-our-back".into();
+    w.database.set_password("green", "changed-behind-our-back");
     let err = w.select(json!({})).await.unwrap_err();
     assert_eq!(err.name(), "LoginRejected");
     assert!(err.to_string().contains("inactive user"), "{err}");
@@ -473,13 +461,7 @@ async fn preflight_accepts_a_pending_password_already_set() {
 async fn generate_fails_when_no_known_password_logs_in() {
     let w = world();
     let plan = w.select(json!({})).await.unwrap();
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("green")
-        .unwrap()
-        .password = "changed-behind-our-back".into();
+    w.database.set_password("green", "changed-behind-our-back");
     let err = w.generate(&plan).await.unwrap_err();
     assert_eq!(err.name(), "LoginRejected");
     assert!(err.to_string().contains("neither"));
@@ -491,13 +473,7 @@ async fn verify_rejects_a_password_that_does_not_log_in_and_promotes_nothing() {
     let w = world();
     let plan = w.select(json!({})).await.unwrap();
     let pending = w.generate(&plan).await.unwrap();
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("green")
-        .unwrap()
-        .password = "someone-else".into();
+    w.database.set_password("green", "someone-else");
     let err = w.verify(&plan, &pending).await.unwrap_err();
     assert_eq!(err.name(), "LoginRejected");
     assert_eq!(
@@ -745,13 +721,7 @@ async fn a_rollout_still_running_after_the_flip_is_waited_for() {
 async fn a_finish_needs_the_active_user_to_log_in() {
     let w = world();
     w.flip("green").await.unwrap();
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("green")
-        .unwrap()
-        .password = "broken".into();
+    w.database.set_password("green", "broken");
     assert_eq!(
         w.select(json!({})).await.unwrap_err().name(),
         "LoginRejected"
@@ -816,13 +786,7 @@ async fn an_administrator_can_set_the_password_instead() {
         secret_id: "app/db/admin".into(),
     };
     // Even a user that could not log in with its own password gets rotated.
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("green")
-        .unwrap()
-        .password = "unknown-to-us".into();
+    w.database.set_password("green", "unknown-to-us");
     let plan = plan_without_preflight(&w).await;
     let pending = w.generate(&plan).await.unwrap();
     let staged = w.secrets.password_at(GREEN_SECRET, AWSPENDING).unwrap();
@@ -865,21 +829,9 @@ async fn an_administrator_without_rights_is_a_named_error() {
 /// The plan select-user would make, for cases its preflight would refuse.
 async fn plan_without_preflight(w: &World) -> Plan {
     let saved = w.database.password_of("green").unwrap();
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("green")
-        .unwrap()
-        .password = "green-pass-1".into();
+    w.database.set_password("green", "green-pass-1");
     let plan = w.select(json!({})).await.unwrap();
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("green")
-        .unwrap()
-        .password = saved;
+    w.database.set_password("green", &saved);
     plan
 }
 
@@ -948,13 +900,7 @@ async fn secrets_managers_rotation_of_the_active_user_redeploys_and_alerts() {
         .await
         .unwrap();
     w.secrets.promote(BLUE_SECRET, "sm-blue").await.unwrap();
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("blue")
-        .unwrap()
-        .password = "blue-pass-sm".into();
+    w.database.set_password("blue", "blue-pass-sm");
     let plan = w.select(rotation_event("app/db/blue")).await.unwrap();
     assert_eq!(plan.mode, Mode::Redeploy);
     assert_eq!(plan.alert.as_deref(), Some("ActiveUserRotatedExternally"));
@@ -1012,13 +958,7 @@ async fn finishing_a_rollout_needs_the_rollback_user_to_log_in_too() {
     let w = world();
     w.flip("green").await.unwrap();
     // Blue is what a failed rollout would flip back to.
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("blue")
-        .unwrap()
-        .password = "broken".into();
+    w.database.set_password("blue", "broken");
     let err = w.select(json!({})).await.unwrap_err();
     assert_eq!(err.name(), "LoginRejected");
     assert!(err.to_string().contains("\"blue\""), "{err}");

@@ -106,7 +106,7 @@ use pgflip_core::domain::{AWSCURRENT, AWSPENDING};
 
 const AWSPREVIOUS: &str = "AWSPREVIOUS";
 use pgflip_core::password::PasswordPolicy;
-use pgflip_tests::{Execution, RunOptions, Stack, Target};
+use pgflip_tests::{rotation_succeeded_event, Execution, RunOptions, Stack, Target};
 use serde_json::{json, Value};
 
 use crate::harness::{Harness, Totals};
@@ -466,19 +466,6 @@ fn scenario_json(fault: Option<&Fault>, wait_ms: u64) -> Value {
         _ => json!({}),
     };
     json!({"waitMs": wait_ms, "retryIntervalMs": 0, "tasks": tasks})
-}
-
-fn rotation_succeeded_event(secret_arn: &str) -> Value {
-    json!({
-        "version": "0", "id": "c4a05e11", "detail-type": "AWS Service Event via CloudTrail",
-        "source": "aws.secretsmanager", "account": "123456789012", "time": "2026-11-01T00:00:00Z",
-        "region": "us-east-1", "resources": [],
-        "detail": {
-            "eventVersion": "1.08", "eventSource": "secretsmanager.amazonaws.com",
-            "eventName": "RotationSucceeded", "awsRegion": "us-east-1", "eventType": "AwsServiceEvent",
-            "additionalEventData": {"SecretId": secret_arn}
-        }
-    })
 }
 
 /// The input a state had when it was entered last, from a run's history
@@ -1085,14 +1072,8 @@ impl Soak {
                 let password = PasswordPolicy::default().generate();
                 self.passwords.insert(password.expose().to_string());
                 let secret = t.secret_of(key).to_string();
-                let current = self.stack.secret_state(&secret).await.current;
-                let new = self
-                    .stack
-                    .stage_pending(&secret, |v| v["password"] = json!(password.expose()))
-                    .await;
-                self.stack.set_role_password(&role, &password).await;
                 self.stack
-                    .promote_staged(&secret, &current, &new, AWSPENDING)
+                    .rotate_like_secrets_manager(&secret, &role, &password)
                     .await;
                 log.push(format!(
                     "{role} rotated externally ({}, {})",
@@ -1302,20 +1283,10 @@ impl Soak {
         });
         let password = PasswordPolicy::default().generate();
         self.passwords.insert(password.expose().to_string());
-        let current = self.stack.secret_state(&secret).await.current;
-        // createSecret: AWSCURRENT's fields, the other role, a new password.
-        let new = self
-            .stack
-            .stage_pending(&secret, |v| {
-                v["username"] = json!(role);
-                v["password"] = json!(password.expose());
-            })
-            .await;
-        // setSecret, as the administrator.
-        self.stack.set_role_password(&role, &password).await;
-        // finishSecret: AWSCURRENT moves (AWSPREVIOUS follows), AWSPENDING removed.
+        // createSecret (AWSCURRENT's fields, the other role, a new
+        // password), setSecret as the administrator, finishSecret.
         self.stack
-            .promote_staged(&secret, &current, &new, AWSPENDING)
+            .rotate_like_secrets_manager(&secret, &role, &password)
             .await;
         self.moved_by_soak = true;
         log.push(format!(

@@ -398,13 +398,7 @@ async fn secrets_managers_own_rotation_of_the_secret_is_verified_and_redeployed(
         &[AWSPENDING],
     );
     w.secrets.promote(SECRET, "sm-1").await.unwrap();
-    w.database
-        .users
-        .lock()
-        .unwrap()
-        .get_mut("green")
-        .unwrap()
-        .password = "sm-pass-1".into();
+    w.database.set_password("green", "sm-pass-1");
     let plan = w
         .select(json!({"source": "aws.secretsmanager", "detail": {"eventName": "RotationSucceeded",
             "additionalEventData": {"SecretId": format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{SECRET}-AbCdEf")}}}))
