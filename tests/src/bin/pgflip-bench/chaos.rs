@@ -59,6 +59,15 @@
 //!   as superuser between staging and promotion), promotes it, then starts
 //!   an execution with a `RotationSucceeded` event naming the secret.
 //!
+//! Third increment (a third generator of the same (S, K) inserts one before
+//! each event so far with a chance of 1 in 3; `--increment 2` skips it):
+//! - a release pgflip did not make IN_PROGRESS (by ECS's rolloutState)
+//!   when an execution starts, completing 0.3–7 s after the start;
+//! - ECS's deployment circuit breaker rolling a service back during a
+//!   rotation, 0–2.5 s after RedeployEcs ran. Both are partly emulated, as
+//!   moto cannot fail a rollout nor keep two deployments: see
+//!   `recreate_service` and `Soak::ecs_rollback`.
+//!
 //! After every event (and after each run of a crash and its recovery) the
 //! harness is let settle (its tasks replaced, as ECS's COMPLETED would mean:
 //! moto completes a rollout at once), then:
@@ -228,6 +237,22 @@ enum Event {
         after: Option<&'static str>,
         down_ms: u64,
     },
+    /// A release of `service` pgflip did not make is IN_PROGRESS when an
+    /// execution starts; it completes `finish_ms` after the start.
+    ForeignRollout {
+        service: &'static str,
+        trigger: Trigger,
+        finish_ms: u64,
+    },
+    /// An execution during which ECS's deployment circuit breaker rolls
+    /// `service`'s deployment back: `delay_ms` after RedeployEcs ran, after
+    /// `looks` looks that saw it IN_PROGRESS.
+    EcsRollback {
+        service: &'static str,
+        trigger: Trigger,
+        delay_ms: u64,
+        looks: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -334,6 +359,23 @@ impl fmt::Display for Event {
                     "an execution {trigger}, PostgreSQL stopped for {down_ms} ms right after {step} ran, retryIntervalMs 1000"
                 ),
             },
+            Event::ForeignRollout {
+                service,
+                trigger,
+                finish_ms,
+            } => write!(
+                f,
+                "a release of {service} pgflip did not make is IN_PROGRESS when an execution {trigger} starts; it completes {finish_ms} ms later"
+            ),
+            Event::EcsRollback {
+                service,
+                trigger,
+                delay_ms,
+                looks,
+            } => write!(
+                f,
+                "an execution {trigger}; ECS's circuit breaker rolls {service}'s deployment back {delay_ms} ms after RedeployEcs ran ({looks} look(s) IN_PROGRESS, then FAILED)"
+            ),
         }
     }
 }
@@ -361,9 +403,44 @@ fn schedule(seed: u64, number: u64, increment: u64) -> Scenario {
         }
         events.push(e);
     }
+    if increment < 3 {
+        return Scenario {
+            alternating,
+            events,
+        };
+    }
+    // The third increment's events, from a generator of their own: before
+    // each event so far with a chance of 1 in 3.
+    let mut rng = Rng::for_scenario(seed ^ 0x0003_C4A0_5EED_0003, number);
+    let mut third = vec![];
+    for e in events {
+        if rng.below(3) == 0 {
+            third.push(draw_third(&mut rng));
+        }
+        third.push(e);
+    }
     Scenario {
         alternating,
-        events,
+        events: third,
+    }
+}
+
+/// An event of the third increment's kinds: a deployment status by ECS (a
+/// release in progress when pgflip starts, a circuit-breaker rollback
+/// during a rotation).
+fn draw_third(rng: &mut Rng) -> Event {
+    match rng.weighted(&[50, 50]) {
+        0 => Event::ForeignRollout {
+            service: rng.pick(&["web", "worker"]),
+            trigger: draw_trigger(rng),
+            finish_ms: rng.pick(&[300, 1000, 2000, 3500, 7000]),
+        },
+        _ => Event::EcsRollback {
+            service: rng.pick(&["web", "worker"]),
+            trigger: draw_trigger(rng),
+            delay_ms: rng.pick(&[0, 200, 500, 1000, 2500]),
+            looks: rng.pick(&[1, 1, 2, 3]),
+        },
     }
 }
 
@@ -1039,6 +1116,37 @@ impl Soak {
                 )
                 .await
             }
+            Event::ForeignRollout {
+                service,
+                trigger,
+                finish_ms,
+            } => {
+                self.foreign_rollout(
+                    (service, trigger, finish_ms),
+                    (seed, scenario, index),
+                    harness,
+                    mark,
+                    windows,
+                    log,
+                )
+                .await
+            }
+            Event::EcsRollback {
+                service,
+                trigger,
+                delay_ms,
+                looks,
+            } => {
+                self.ecs_rollback(
+                    (service, trigger, delay_ms, looks),
+                    (seed, scenario, index),
+                    harness,
+                    mark,
+                    windows,
+                    log,
+                )
+                .await
+            }
             Event::ExternalRotation { key } => {
                 let active = self.stack.active_user(&t).await;
                 let role = t.role_of(key).to_string();
@@ -1595,6 +1703,216 @@ impl Soak {
     }
 }
 
+/// Creates `service` of `cluster` anew on its task definition with
+/// `desired` tasks wanted: how the soak sets a deployment's rolloutState.
+///
+/// Emulated, because moto cannot do better: moto's ECS keeps one
+/// deployment per service, changed in place by UpdateService, and fixes
+/// its rolloutState when the service is created: COMPLETED when
+/// MOTO_ECS_SERVICE_RUNNING (2 on the local stack) covers the desired
+/// count, else IN_PROGRESS for good. So a release in progress is the
+/// service created anew wanting 3 tasks (a new PRIMARY deployment,
+/// IN_PROGRESS), and that release completing is the service created anew
+/// wanting 2 (another new PRIMARY, COMPLETED; on ECS the same deployment
+/// would turn COMPLETED: pgflip reads a newer PRIMARY that replaced the one
+/// it waits for as that one's outcome, so both read the same).
+async fn recreate_service(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    service: &str,
+    desired: i32,
+) -> Result<(), String> {
+    let out = ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .map_err(|e| format!("ecs:DescribeServices {service}: {e}"))?;
+    let task_definition = out
+        .services()
+        .iter()
+        .find(|s| s.service_name() == Some(service) && s.status() == Some("ACTIVE"))
+        .and_then(|s| s.task_definition())
+        .ok_or_else(|| format!("service {service} has no task definition"))?
+        .to_string();
+    ecs.delete_service()
+        .cluster(cluster)
+        .service(service)
+        .force(true)
+        .send()
+        .await
+        .map_err(|e| format!("ecs:DeleteService {service}: {e}"))?;
+    ecs.create_service()
+        .cluster(cluster)
+        .service_name(service)
+        .task_definition(task_definition)
+        .desired_count(desired)
+        .send()
+        .await
+        .map_err(|e| format!("ecs:CreateService {service}: {e}"))?;
+    Ok(())
+}
+
+impl Soak {
+    /// A release pgflip did not make, IN_PROGRESS when an execution
+    /// starts, completing `finish_ms` after the start (see
+    /// [`recreate_service`] for how moto is made to report it).
+    async fn foreign_rollout(
+        &mut self,
+        (service, trigger, finish_ms): (&'static str, Trigger, u64),
+        names: Names,
+        harness: &Harness,
+        mark: &mut LoadMark,
+        windows: &mut Vec<Window>,
+        log: &mut Vec<String>,
+    ) -> Result<(), Violation> {
+        let (seed, scenario, index) = names;
+        self.kind("release IN_PROGRESS (by ECS) when an execution starts");
+        let cluster = self.target.cluster.clone();
+        if let Err(what) = recreate_service(&self.stack.ecs, &cluster, service, 3).await {
+            return Err(Violation { what });
+        }
+        let input = self.input(trigger, None).await;
+        let ecs = self.stack.ecs.clone();
+        let finisher = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(finish_ms)).await;
+            recreate_service(&ecs, &cluster, service, 2).await
+        });
+        let name = self.name(seed, scenario, index);
+        let (e, history) = self
+            .run(RunOptions {
+                input: Some(input),
+                name: Some(name),
+                scenario: Some(json!({"waitMs": 300, "retryIntervalMs": 0, "tasks": {}})),
+                ..RunOptions::default()
+            })
+            .await;
+        // The release completes in any case (after the run, if it was late).
+        let finished = finisher.await.unwrap_or_else(|e| Err(e.to_string()));
+        log.push(format!(
+            "{} [release of {service} completed {finish_ms} ms after the start]",
+            run_line(&e)
+        ));
+        if let Err(what) = finished {
+            return Err(Violation { what });
+        }
+        if !named(&e) {
+            return Err(Violation {
+                what: format!(
+                    "release in progress: the execution ended {} without one of pgflip's error names",
+                    outcome(&e)
+                ),
+            });
+        }
+        self.check(
+            harness,
+            mark,
+            windows,
+            &texts(&e, history),
+            e.status == "SUCCEEDED",
+        )
+        .await
+    }
+
+    /// An execution during which ECS's deployment circuit breaker rolls
+    /// `service` back. On ECS: the deployment RedeployEcs made is
+    /// IN_PROGRESS for a while, then FAILED, and the previous deployment
+    /// (the previous task definition) becomes PRIMARY again, IN_PROGRESS
+    /// then COMPLETED, starting tasks of its own. Emulated, as moto never
+    /// fails a rollout nor keeps two deployments: `delay_ms` after
+    /// RedeployEcs ran (a marker file its `afterCommand` writes) the soak
+    /// makes that rollback's deployment in moto (UpdateService with a new
+    /// deployment on the service's task definition, which RedeployEcs did
+    /// not change: the previous one; the harness starts its tasks), and the
+    /// runner makes WaitForStable's first `looks` looks report IN_PROGRESS
+    /// (`merge`, after the real Lambda ran) and the next one fail with
+    /// RolloutFailed (`throwAfter`), as the Lambda does on ECS when its
+    /// deployment is FAILED or an older one is PRIMARY again.
+    async fn ecs_rollback(
+        &mut self,
+        (service, trigger, delay_ms, looks): (&'static str, Trigger, u64, u64),
+        names: Names,
+        harness: &Harness,
+        mark: &mut LoadMark,
+        windows: &mut Vec<Window>,
+        log: &mut Vec<String>,
+    ) -> Result<(), Violation> {
+        let (seed, scenario, index) = names;
+        self.kind("rollback by ECS (circuit breaker) during a rotation");
+        let input = self.input(trigger, None).await;
+        self.seq += 1;
+        let marker = self.work.join(format!(
+            "chaos-redeployed-{}-{}",
+            std::process::id(),
+            self.seq
+        ));
+        let _ = std::fs::remove_file(&marker);
+        let mut wait_actions: Vec<Value> =
+            vec![json!({"merge": {"status": "IN_PROGRESS"}}); looks as usize];
+        wait_actions.push(json!({"throwAfter": {
+            "error": "RolloutFailed",
+            "cause": format!("chaos: ECS's circuit breaker rolled {service} back (emulated, moto never fails a rollout)")
+        }}));
+        let tasks = json!({
+            "RedeployEcs": [{"afterCommand": ["touch", marker.display().to_string()]}],
+            "WaitForStable": wait_actions,
+        });
+        let (stack, t, watched) = (self.stack.clone(), self.target.clone(), marker.clone());
+        let rollback = tokio::spawn(async move {
+            while !watched.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            stack.redeploy(&t, service).await;
+        });
+        let name = self.name(seed, scenario, index);
+        let (e, history) = self
+            .run(RunOptions {
+                input: Some(input),
+                name: Some(name),
+                scenario: Some(json!({"waitMs": 300, "retryIntervalMs": 0, "tasks": tasks})),
+                ..RunOptions::default()
+            })
+            .await;
+        let rolled_back = if marker.exists() {
+            // RedeployEcs ran: ECS's rollback happens, late or not.
+            let _ = rollback.await;
+            true
+        } else {
+            rollback.abort();
+            self.kind("rollback by ECS: RedeployEcs not reached");
+            false
+        };
+        let _ = std::fs::remove_file(&marker);
+        log.push(format!(
+            "{}{}",
+            run_line(&e),
+            if rolled_back {
+                format!(" [ECS rolled {service} back {delay_ms} ms after RedeployEcs]")
+            } else {
+                String::new()
+            }
+        ));
+        if !named(&e) {
+            return Err(Violation {
+                what: format!(
+                    "rollback by ECS: the execution ended {} without one of pgflip's error names",
+                    outcome(&e)
+                ),
+            });
+        }
+        self.check(
+            harness,
+            mark,
+            windows,
+            &texts(&e, history),
+            e.status == "SUCCEEDED",
+        )
+        .await
+    }
+}
+
 /// The label an operator's edit is written under before AWSCURRENT moves
 /// to it (AWSPENDING stays where it is).
 const EDIT_LABEL: &str = "chaos-edit";
@@ -1607,7 +1925,7 @@ pub async fn command(args: &Args) -> bool {
             .unwrap_or_else(|_| crate::usage("--only must be a scenario number"))
     });
     let max_seconds = args.number("max-seconds", 3600);
-    let increment = args.number("increment", 2);
+    let increment = args.number("increment", 3);
     let started = Instant::now();
     let stack = Arc::new(Stack::from_env().await);
     let target = Target::local();
