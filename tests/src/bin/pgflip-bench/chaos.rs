@@ -66,7 +66,16 @@
 //! - ECS's deployment circuit breaker rolling a service back during a
 //!   rotation, 0–2.5 s after RedeployEcs ran. Both are partly emulated, as
 //!   moto cannot fail a rollout nor keep two deployments: see
-//!   `recreate_service` and `Soak::ecs_rollback`.
+//!   `recreate_service` and `Soak::ecs_rollback`;
+//! - a consumer service added between runs (`extra-N`, its task definition
+//!   taking the target's credentials as the target's own services do,
+//!   created and its tasks started by the harness under load) or the newest
+//!   one deleted (its tasks stop). Executions by hand then list every
+//!   consumer (`services`); by schedule or event they use the target's
+//!   configuration, which does not name it: `UnlistedConsumer`, nothing
+//!   changed. Invariant 2 covers the added services' tasks: after a
+//!   successful rotation every running task of every consumer logs in.
+//!   The added services are deleted at the end of the scenario.
 //!
 //! After every event (and after each run of a crash and its recovery) the
 //! harness is let settle (its tasks replaced, as ECS's COMPLETED would mean:
@@ -253,6 +262,11 @@ enum Event {
         delay_ms: u64,
         looks: u64,
     },
+    /// A new ECS service that takes the target's credentials, created and
+    /// started under load (a new consumer).
+    ServiceAdded,
+    /// The newest service a `ServiceAdded` made is deleted.
+    ServiceRemoved,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -376,6 +390,11 @@ impl fmt::Display for Event {
                 f,
                 "an execution {trigger}; ECS's circuit breaker rolls {service}'s deployment back {delay_ms} ms after RedeployEcs ran ({looks} look(s) IN_PROGRESS, then FAILED)"
             ),
+            Event::ServiceAdded => write!(
+                f,
+                "a new service taking the target's credentials is created and started under load (executions by hand list every consumer)"
+            ),
+            Event::ServiceRemoved => write!(f, "the newest added service is deleted"),
         }
     }
 }
@@ -427,9 +446,11 @@ fn schedule(seed: u64, number: u64, increment: u64) -> Scenario {
 
 /// An event of the third increment's kinds: a deployment status by ECS (a
 /// release in progress when pgflip starts, a circuit-breaker rollback
-/// during a rotation).
+/// during a rotation), a consumer service added or removed.
 fn draw_third(rng: &mut Rng) -> Event {
-    match rng.weighted(&[50, 50]) {
+    match rng.weighted(&[35, 35, 18, 12]) {
+        2 => Event::ServiceAdded,
+        3 => Event::ServiceRemoved,
         0 => Event::ForeignRollout {
             service: rng.pick(&["web", "worker"]),
             trigger: draw_trigger(rng),
@@ -611,6 +632,8 @@ struct Soak {
     pairs_sequential: u64,
     alternating_scenarios: u64,
     sfn: aws_sdk_sfn::Client,
+    /// Services this scenario added (consumers beside the target's own).
+    extras: Vec<String>,
 }
 
 /// Runs a command off the async threads; whether it exited 0.
@@ -861,6 +884,14 @@ impl Soak {
                     Some(s) => {
                         self.kind("run limited to some services");
                         json!({"services": [s]})
+                    }
+                    // An operator who added a consumer lists it (runs by
+                    // schedule or event use the target's configuration,
+                    // which does not: UnlistedConsumer).
+                    None if !self.extras.is_empty() => {
+                        let mut all = t.services.clone();
+                        all.extend(self.extras.iter().cloned());
+                        json!({ "services": all })
                     }
                     None => json!({}),
                 }
@@ -1146,6 +1177,22 @@ impl Soak {
                     log,
                 )
                 .await
+            }
+            Event::ServiceAdded => {
+                self.add_service(harness).await?;
+                self.check(harness, mark, windows, &[], false).await
+            }
+            Event::ServiceRemoved => {
+                match self.extras.pop() {
+                    Some(name) => {
+                        self.kind("consumer service removed");
+                        harness.remove_service(&name);
+                        delete_service(&self.stack.ecs, &t.cluster, &name).await;
+                        log.push(format!("service {name} deleted"));
+                    }
+                    None => self.kind("service removal skipped (none added)"),
+                }
+                self.check(harness, mark, windows, &[], false).await
             }
             Event::ExternalRotation { key } => {
                 let active = self.stack.active_user(&t).await;
@@ -1913,6 +1960,67 @@ impl Soak {
     }
 }
 
+/// Deletes a service (force: its tasks stop).
+async fn delete_service(ecs: &aws_sdk_ecs::Client, cluster: &str, service: &str) {
+    let _ = ecs
+        .delete_service()
+        .cluster(cluster)
+        .service(service)
+        .force(true)
+        .send()
+        .await;
+}
+
+impl Soak {
+    /// A new consumer service under load: its task definition takes the
+    /// target's credentials the way the target's own services do (the
+    /// parameter and both secrets, following the pointer; alternating: DB_*
+    /// injected from the secret), created wanting 2 tasks, its tasks
+    /// started by the harness. pgflip's consumer discovery finds it.
+    async fn add_service(&mut self, harness: &Harness) -> Result<(), Violation> {
+        self.kind("consumer service added under load");
+        self.seq += 1;
+        let name = format!("extra-{}", self.seq);
+        let t = self.target.clone();
+        let family = match &t.alternating {
+            Some(secret) => {
+                let arn = self.stack.secret_arn(secret).await;
+                crate::injection::register_injected_task_definition(
+                    &self.stack.ecs,
+                    &format!("{}-{name}", t.cluster),
+                    &arn,
+                )
+                .await
+                .map_err(|what| Violation { what })?
+            }
+            None => self.stack.register_consumer(&t, &name).await,
+        };
+        self.stack
+            .ecs
+            .create_service()
+            .cluster(&t.cluster)
+            .service_name(&name)
+            .task_definition(family)
+            .desired_count(2)
+            .send()
+            .await
+            .map_err(|e| Violation {
+                what: format!("ecs:CreateService {name}: {e}"),
+            })?;
+        harness.add_service(&name);
+        self.extras.push(name);
+        Ok(())
+    }
+
+    /// Deletes the services this scenario added.
+    async fn remove_extras(&mut self, harness: &Harness) {
+        for name in std::mem::take(&mut self.extras) {
+            harness.remove_service(&name);
+            delete_service(&self.stack.ecs, &self.target.cluster, &name).await;
+        }
+    }
+}
+
 /// The label an operator's edit is written under before AWSCURRENT moves
 /// to it (AWSPENDING stays where it is).
 const EDIT_LABEL: &str = "chaos-edit";
@@ -1954,6 +2062,7 @@ pub async fn command(args: &Args) -> bool {
         pairs_guarded: 0,
         pairs_sequential: 0,
         alternating_scenarios: 0,
+        extras: vec![],
         sfn: aws_sdk_sfn::Client::new(
             &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
         ),
@@ -2092,6 +2201,7 @@ pub async fn command(args: &Args) -> bool {
                 ));
             }
         }
+        soak.remove_extras(&harness).await;
         let totals = harness.stop().await;
         // What the load did after the last check (normally nothing).
         soak.queries += totals.queries - mark.totals.queries;

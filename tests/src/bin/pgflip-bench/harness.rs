@@ -190,6 +190,11 @@ struct Shared {
     /// The same clients, as the ECS agent uses them for injection.
     agent: injection::Agent,
     counters: Counters,
+    /// The services whose tasks run now (the configured ones, then as
+    /// [`Harness::add_service`] and [`Harness::remove_service`] change it).
+    services: Mutex<Vec<String>>,
+    /// Services to start (`true`) or stop, for the controller.
+    changes: Mutex<Vec<(String, bool)>>,
 }
 
 struct Task {
@@ -243,12 +248,14 @@ impl Harness {
         let aws = harness_aws().await;
         let shared = Arc::new(Shared {
             target: target.clone(),
-            config,
+            config: config.clone(),
             ssm: aws_sdk_ssm::Client::new(&aws),
             secrets: aws_sdk_secretsmanager::Client::new(&aws),
             ecs: aws_sdk_ecs::Client::new(&aws),
             agent: injection::Agent::new(&aws),
             counters: Counters::default(),
+            services: Mutex::new(config.services.clone()),
+            changes: Mutex::new(vec![]),
         });
         let ids = primary_deployments(&shared)
             .await
@@ -318,6 +325,25 @@ impl Harness {
         Ok(started.elapsed())
     }
 
+    /// Starts the tasks of a service created since (a new consumer): a full
+    /// set on its current deployment, then rolled like the others.
+    pub fn add_service(&self, name: &str) {
+        self.shared
+            .changes
+            .lock()
+            .unwrap()
+            .push((name.to_string(), true));
+    }
+
+    /// Stops the tasks of a service (deleted: ECS stops its tasks).
+    pub fn remove_service(&self, name: &str) {
+        self.shared
+            .changes
+            .lock()
+            .unwrap()
+            .push((name.to_string(), false));
+    }
+
     /// Stops every task and the controller, and waits for them.
     pub async fn stop(mut self) -> Totals {
         self.quit.store(true, Ordering::SeqCst);
@@ -342,7 +368,8 @@ impl Drop for Harness {
 
 async fn primary_deployments(shared: &Shared) -> Result<BTreeMap<String, String>, String> {
     let mut ids = BTreeMap::new();
-    for batch in shared.config.services.chunks(10) {
+    let names = shared.services.lock().unwrap().clone();
+    for batch in names.chunks(10) {
         let out = shared
             .ecs
             .describe_services()
@@ -399,6 +426,28 @@ async fn control(
     let born = Instant::now();
     let mut last_poll = Instant::now() - config.poll_every;
     while !quit.load(Ordering::SeqCst) && born.elapsed() < config.max_life {
+        let changes: Vec<(String, bool)> = std::mem::take(&mut *shared.changes.lock().unwrap());
+        for (name, add) in changes {
+            if add {
+                // Its deployment is taken at the next poll: none yet, so
+                // that poll sees a "new deployment" and starts the tasks.
+                shared.services.lock().unwrap().push(name.clone());
+                services.push(Service {
+                    name,
+                    deployment_id: String::new(),
+                    generation: 0,
+                    tasks: vec![],
+                });
+            } else {
+                shared.services.lock().unwrap().retain(|n| *n != name);
+                for service in services.iter().filter(|s| s.name == name) {
+                    for task in &service.tasks {
+                        task.stop.store(true, Ordering::SeqCst);
+                    }
+                }
+                services.retain(|s| s.name != name);
+            }
+        }
         let now = Instant::now();
         let mut polled = false;
         if now.duration_since(last_poll) >= config.poll_every {
