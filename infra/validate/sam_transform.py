@@ -141,7 +141,8 @@ def check_policies(template):
                     if isinstance(a, str) and "*" in a:
                         problems.append(f"{name}: wildcard action {a}")
                 if "*" in as_list(st.get("Resource", [])):
-                    held = "ecs:cluster" in (st.get("Condition") or {}).get("ArnEquals", {})
+                    cond = st.get("Condition") or {}
+                    held = any("ecs:cluster" in cond.get(op, {}) for op in ("ArnEquals", "ArnLike"))
                     scoped = [
                         a
                         for a in acts

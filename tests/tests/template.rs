@@ -229,22 +229,12 @@ fn statements<'a>(owner: &str, policies: &'a Value) -> Vec<Statement<'a>> {
     out
 }
 
-/// The template conditions that choose the password store.
-const STORE_CONDITIONS: &[&str] = &[
-    "UsesSecretsManagerStore",
-    "UsesSsmStore",
-    "UsesParameterLayout",
-    "UsesAlternatingSecret",
-];
 /// Conditions of optional features whose calls the code makes only when the
-/// feature is configured (an RDS Proxy to check, a targets document to
-/// read): granted under them alone.
-const FEATURE_CONDITIONS: &[&str] = &[
-    "HasDbProxy",
-    "HasTargetsDocument",
-    "HasTargetsPath",
-    "HasActiveUserParameter",
-];
+/// feature is configured for the whole deployment (the registry: a targets
+/// document to read, a path to list): granted under them alone. Nothing a
+/// single target chooses (its layout, store, proxy) is a condition: the
+/// targets of one deployment may each choose differently.
+const FEATURE_CONDITIONS: &[&str] = &["HasTargetsDocument", "HasTargetsPath"];
 
 // ------------------------------------------------------------ the Lambdas
 
@@ -1223,28 +1213,33 @@ fn each_function_may_make_exactly_the_aws_calls_its_code_makes() {
             .filter(|s| !s.conditional)
             .flat_map(|s| s.actions.clone())
             .collect();
-        // The password store is chosen at deploy time: the calls of either
-        // store's adapter are granted under that store's condition.
-        let by_store: BTreeSet<String> = st
+        // The registry's calls are granted under its feature's condition.
+        let by_feature: BTreeSet<String> = st
             .iter()
             .filter(|s| {
                 let c = s.condition.as_deref().unwrap_or_default();
-                STORE_CONDITIONS.contains(&c) || FEATURE_CONDITIONS.contains(&c)
+                FEATURE_CONDITIONS.contains(&c)
             })
             .flat_map(|s| s.actions.clone())
             .collect();
-        let covered: BTreeSet<String> = granted.union(&by_store).cloned().collect();
+        let covered: BTreeSet<String> = granted.union(&by_feature).cloned().collect();
         let conditional: BTreeSet<String> = st
             .iter()
             .filter(|s| s.conditional)
             .flat_map(|s| s.actions.clone())
             .collect();
+        let kms_granted: BTreeSet<String> = st
+            .iter()
+            .flat_map(|s| s.actions.clone())
+            .filter(|a| a.starts_with("kms:"))
+            .collect();
         report.push(format!("{}: {:?}", l.name, code));
         let id = &l.logical_id;
-        // Unconditional grants are exactly the code's calls. Grants inside an
-        // !If (an optional key or secret) may only repeat those calls or add
-        // the KMS ones, and the KMS ones must be there for a customer key.
-        for extra in granted.difference(&code) {
+        // Grants are exactly the code's calls, plus the KMS ones a customer
+        // managed key of a target's store needs (any target may use one; the
+        // statements hold them to the stores, see iam_is_scoped_…). Grants
+        // inside an !If (an optional feature) may only repeat those calls.
+        for extra in granted.difference(&code).filter(|a| !a.starts_with("kms:")) {
             errors.push(format!(
                 "{id} may call {extra}, which its code does not call"
             ));
@@ -1260,9 +1255,14 @@ fn each_function_may_make_exactly_the_aws_calls_its_code_makes() {
                 "{id} may call {extra} (conditionally), which its code does not call"
             ));
         }
-        for missing in kms.difference(&conditional) {
+        for missing in kms.difference(&kms_granted) {
             errors.push(format!(
-                "{id} lacks {missing} for a customer managed key (SecretsKmsKeyArn)"
+                "{id} lacks {missing} for a customer managed key of its password store"
+            ));
+        }
+        for extra in kms_granted.difference(&kms) {
+            errors.push(format!(
+                "{id} may call {extra}, which no password store call of its code needs"
             ));
         }
     }
@@ -1274,264 +1274,578 @@ fn each_function_may_make_exactly_the_aws_calls_its_code_makes() {
     );
 }
 
-#[test]
-fn iam_is_scoped_to_the_configured_resources() {
-    let t = template();
-    let functions = of_type(&t, "AWS::Serverless::Function");
-    // The parameter each variable is set from, wherever it is set.
-    let mut param_of: BTreeMap<String, String> = BTreeMap::new();
-    for f in functions.values() {
-        for (var, v) in environment(&t, f) {
-            if let Some(p) = ref_param(&t, &v) {
-                let prev = param_of.insert(var.clone(), p.to_string());
-                assert!(
-                    prev.is_none_or(|q| q == p),
-                    "{var} is set from two parameters"
-                );
+// ------------------------------------------------------- the tag convention
+
+/// The tag every resource pgflip may touch carries, equal to the stack name.
+const DEPLOYMENT_TAG: &str = "aws:ResourceTag/pgflip:deployment";
+/// The tag that says what a secret or parameter is to pgflip.
+const KIND_TAG: &str = "aws:ResourceTag/pgflip:kind";
+const KINDS: &[&str] = &[
+    "password",
+    "alternating-secret",
+    "admin-secret",
+    "active-user-parameter",
+];
+
+/// Actions whose resource type takes `aws:ResourceTag` in the Service
+/// Authorization Reference (secret, parameter, service, task, key,
+/// execution). `ssm:PutParameter` is not one: it lists no resource-tag key.
+const TAGGABLE: &[&str] = &[
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:ListSecretVersionIds",
+    "secretsmanager:TagResource",
+    "ssm:GetParameter",
+    "ssm:GetParameterHistory",
+    "ssm:LabelParameterVersion",
+    "ssm:UnlabelParameterVersion",
+    "ecs:UpdateService",
+    "ecs:DescribeServices",
+    "ecs:DescribeServiceDeployments",
+    "ecs:DescribeTasks",
+    "kms:Decrypt",
+    "kms:GenerateDataKey",
+    "states:DescribeExecution",
+    "states:GetExecutionHistory",
+];
+
+/// Reads granted on every such resource of the account and region without a
+/// tag condition, and why: select-user's consumer discovery and
+/// unlisted-consumer check must see the cluster's untagged services and
+/// their tasks (tasks carry tags only when a service propagates them); a
+/// service deployment has no tags of its own (its service is tag-checked
+/// where only tagged services are read).
+const UNTAGGED_READS: &[(&str, &str, &str)] = &[
+    ("SelectUserFunction", "ecs:DescribeServices", "service"),
+    (
+        "SelectUserFunction",
+        "ecs:DescribeServiceDeployments",
+        "service",
+    ),
+    ("SelectUserFunction", "ecs:DescribeTasks", "task"),
+    ("*", "ecs:DescribeServiceDeployments", "service-deployment"),
+];
+
+/// `arn:${AWS::Partition}:<service>:${AWS::Region}:${AWS::AccountId}:<rest>`.
+fn account_arn(service: &str, rest: &str) -> String {
+    format!("arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{rest}")
+}
+
+/// A resource's text: the literal, or the `!Sub` string.
+fn resource_text(r: &Value) -> Option<&str> {
+    r.as_str().or_else(|| match &r["Fn::Sub"] {
+        Value::String(s) => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+/// `(type, name)` of a resource ARN: `service/*` → `("service", "*")`,
+/// `parameter${TargetsPath}/*` → `("parameter", "${TargetsPath}/*")`,
+/// `secret:*` → `("secret", "*")`; `"*"` → `("*", "*")`.
+fn resource_parts(text: &str) -> (String, String) {
+    if text == "*" {
+        return ("*".into(), "*".into());
+    }
+    // arn:partition:service:region:account:<resource>, where a `!Sub`
+    // writes the account as ${AWS::AccountId} (whose `::` is no separator).
+    let resource = match text.split_once("${AWS::AccountId}:") {
+        Some((_, rest)) => rest,
+        None => text.splitn(6, ':').nth(5).unwrap_or(""),
+    };
+    let end = resource.find(['/', ':', '$']).unwrap_or(resource.len());
+    let (kind, name) = resource.split_at(end);
+    let name = name.strip_prefix(['/', ':']).unwrap_or(name);
+    (kind.to_string(), name.to_string())
+}
+
+fn held_to_deployment(s: &Statement) -> bool {
+    s.value["Condition"]["StringEquals"][DEPLOYMENT_TAG] == json!({"Ref": "AWS::StackName"})
+}
+
+/// The `pgflip:kind` values a statement's condition admits.
+fn kinds_of(s: &Statement) -> BTreeSet<String> {
+    as_list(&s.value["Condition"]["StringEquals"][KIND_TAG])
+        .into_iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
+/// Every template parameter a value mentions (`!Ref P`, `${P}` in a `!Sub`),
+/// at any depth.
+fn params_anywhere(t: &Value, v: &Value) -> BTreeSet<String> {
+    let mut out = params_in(t, v);
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| out.extend(params_anywhere(t, i))),
+        Value::Object(map) => map.values().for_each(|i| out.extend(params_anywhere(t, i))),
+        _ => {}
+    }
+    out
+}
+
+/// The parameters a template condition depends on, through other conditions.
+fn condition_params(t: &Value, name: &str) -> BTreeSet<String> {
+    fn walk(t: &Value, v: &Value, out: &mut BTreeSet<String>) {
+        if let Some(c) = v["Condition"].as_str() {
+            walk(t, &t["Conditions"][c], out);
+        }
+        out.extend(params_in(t, v));
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| walk(t, i, out)),
+            Value::Object(map) => map.values().for_each(|i| walk(t, i, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(t, &t["Conditions"][name], &mut out);
+    out
+}
+
+/// IAM's wildcard match: `*` any run of characters (`/` too), `?` one.
+fn iam_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
+            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
+        }
+    }
+    go(&p, &n)
+}
+
+/// Every statement of every role of the template: the functions' and the
+/// state machines'.
+fn all_statements(t: &Value) -> Vec<(String, Statement<'_>)> {
+    let mut out = vec![];
+    for kind in ["AWS::Serverless::Function", "AWS::Serverless::StateMachine"] {
+        for (id, r) in of_type(t, kind) {
+            for s in statements(id, &r["Properties"]["Policies"]) {
+                out.push((id.to_string(), s));
             }
         }
     }
-    let param = |var: &str| -> String {
-        param_of
-            .get(var)
-            .cloned()
-            .unwrap_or_else(|| panic!("no function sets {var} from a parameter"))
-    };
+    out
+}
+
+#[test]
+fn iam_is_scoped_by_tag_name_pattern_or_stack() {
+    let t = template();
     // The sweep may start and follow rotations: both name the rotation machine.
     let machine_name = machine(&t, "rotation").1["Properties"]["Name"]["Fn::Sub"]
         .as_str()
         .expect("the state machine has a !Sub Name")
         .to_string();
-
-    let mut owners: Vec<(String, &Value)> = functions
-        .iter()
-        .map(|(id, f)| (id.to_string(), &f["Properties"]["Policies"]))
-        .collect();
-    for (id, sm) in of_type(&t, "AWS::Serverless::StateMachine") {
-        owners.push((id.to_string(), &sm["Properties"]["Policies"]));
-    }
-    for (owner, policies) in owners {
-        for s in statements(&owner, policies) {
-            let sid = &s.sid;
-            for a in &s.actions {
-                assert!(!a.contains('*'), "{owner}/{sid}: wildcard action {a}");
-            }
-            let services: BTreeSet<&str> = s
-                .actions
-                .iter()
-                .map(|a| a.split(':').next().unwrap())
-                .collect();
-            assert_eq!(
-                services.len(),
-                1,
-                "{owner}/{sid}: one service per statement"
-            );
-            let service = *services.iter().next().unwrap();
-            if s.resources.iter().any(|r| *r == "*") {
-                // Only the APIs that have no resource-level permissions, or
-                // the ECS list calls, held to the cluster by a condition.
-                let cluster_arn = &s.value["Condition"]["ArnEquals"]["ecs:cluster"]["Fn::Sub"];
-                let held_to_cluster = cluster_arn.as_str().is_some_and(|c| {
-                    c.ends_with(&format!(":cluster/${{{}}}", param("ECS_CLUSTER")))
-                });
-                assert!(
-                    s.actions.iter().all(|a| UNSCOPABLE.contains(&a.as_str()))
-                        || (held_to_cluster
-                            && s.actions
-                                .iter()
-                                .all(|a| HELD_TO_CLUSTER.contains(&a.as_str()))),
-                    "{owner}/{sid}: Resource \"*\" for {:?}, which can be scoped",
+    let mut errors = vec![];
+    for (owner, s) in all_statements(&t) {
+        let sid = &s.sid;
+        let here = format!("{owner}/{sid}");
+        for a in &s.actions {
+            assert!(!a.contains('*'), "{here}: wildcard action {a}");
+        }
+        let services: BTreeSet<&str> = s
+            .actions
+            .iter()
+            .map(|a| a.split(':').next().unwrap())
+            .collect();
+        assert_eq!(services.len(), 1, "{here}: one service per statement");
+        let service = *services.iter().next().unwrap();
+        assert!(!s.resources.is_empty(), "{here}: no Resource");
+        let texts: Vec<&str> = s
+            .resources
+            .iter()
+            .map(|r| resource_text(r).unwrap_or(""))
+            .collect();
+        let only = |want: &[String]| -> bool {
+            let got: BTreeSet<&str> = texts.iter().copied().collect();
+            got == want.iter().map(String::as_str).collect()
+        };
+        if texts.contains(&"*") {
+            // Only the APIs that have no resource-level permissions, or the
+            // ECS list calls, held to this account's clusters by ecs:cluster.
+            let cluster = &s.value["Condition"]["ArnLike"]["ecs:cluster"]["Fn::Sub"];
+            let held = *cluster == Value::String(account_arn("ecs", "cluster/*"));
+            if !(s.actions.iter().all(|a| UNSCOPABLE.contains(&a.as_str()))
+                || (held
+                    && s.actions
+                        .iter()
+                        .all(|a| HELD_TO_CLUSTER.contains(&a.as_str()))))
+            {
+                errors.push(format!(
+                    "{here}: Resource \"*\" for {:?}, which can be scoped",
                     s.actions
-                );
-                continue;
+                ));
             }
-            assert!(!s.resources.is_empty(), "{owner}/{sid}: no Resource");
-            let referred: Vec<BTreeSet<String>> =
-                s.resources.iter().map(|r| params_in(&t, r)).collect();
-            let subs: Vec<&str> = s
-                .resources
-                .iter()
-                .filter_map(|r| r["Fn::Sub"].as_str())
-                .collect();
-            match service {
-                "secretsmanager" => {
-                    // The two users' secrets; an optional one (inside an !If)
-                    // must be another *_SECRET_ID the template configures.
-                    let pair = BTreeSet::from([param("BLUE_SECRET_ID"), param("GREEN_SECRET_ID")]);
-                    let configured: BTreeSet<String> = param_of
-                        .iter()
-                        .filter(|(var, _)| var.ends_with("SECRET_ID"))
-                        .map(|(_, p)| p.clone())
-                        .collect();
-                    let got: BTreeSet<String> = s
-                        .resources
-                        .iter()
-                        .filter_map(|r| ref_param(&t, r))
-                        .map(String::from)
-                        .collect();
-                    assert_eq!(
-                        got.len(),
-                        s.resources.len(),
-                        "{owner}/{sid}: secrets are !Ref to their parameters"
-                    );
-                    if s.conditional {
-                        assert!(
-                            got.is_subset(&configured),
-                            "{owner}/{sid}: {got:?} are not configured secrets"
-                        );
-                    } else {
-                        assert_eq!(got, pair, "{owner}/{sid}: the two users' secrets");
+            continue;
+        }
+        let tagged = |kinds: &[&str]| -> Option<String> {
+            if !held_to_deployment(&s) {
+                return Some(format!("{here}: no {DEPLOYMENT_TAG} = the stack name"));
+            }
+            let got = kinds_of(&s);
+            if got.is_empty() || !got.iter().all(|k| kinds.contains(&k.as_str())) {
+                return Some(format!("{here}: {KIND_TAG} {got:?} not among {kinds:?}"));
+            }
+            None
+        };
+        let problem: Option<String> = match service {
+            "secretsmanager" => {
+                let kinds = &KINDS[..3];
+                if !only(&[account_arn("secretsmanager", "secret:*")]) {
+                    Some(format!(
+                        "{here}: the account's secrets, by tag; got {texts:?}"
+                    ))
+                } else if let Some(p) = tagged(kinds) {
+                    Some(p)
+                } else if s.actions.iter().any(|a| a == "secretsmanager:TagResource")
+                    && s.value["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
+                        != json!([pgflip_core::ports::FLIPPED_AT_TAG])
+                {
+                    Some(format!(
+                        "{here}: TagResource may write only {}",
+                        pgflip_core::ports::FLIPPED_AT_TAG
+                    ))
+                } else {
+                    None
+                }
+            }
+            "ssm" if s.condition.as_deref() == Some("HasTargetsPath") => {
+                // The registry: one target's parameter under the path, or
+                // (listing) the path itself.
+                let listing = s.actions == ["ssm:GetParametersByPath"];
+                let want = if listing {
+                    "parameter${TargetsPath}"
+                } else {
+                    "parameter${TargetsPath}/*"
+                };
+                (!only(&[account_arn("ssm", want)]))
+                    .then(|| format!("{here}: the registry path, got {texts:?}"))
+            }
+            "ssm" if s.condition.as_deref() == Some("HasTargetsDocument") => {
+                (!only(&[account_arn("ssm", "parameter${TargetsParameterName}")]))
+                    .then(|| format!("{here}: the targets document, got {texts:?}"))
+            }
+            "ssm" if s.actions == ["ssm:PutParameter"] => {
+                // No resource-tag key for PutParameter: a name pattern,
+                // overwriting an existing parameter only.
+                let patterns = [
+                    account_arn("ssm", "parameter${ActiveUserParameterPattern}"),
+                    account_arn("ssm", "parameter${PasswordParameterPattern}"),
+                ];
+                if texts.len() != 1 || !patterns.iter().any(|p| p == texts[0]) {
+                    Some(format!("{here}: a name pattern parameter, got {texts:?}"))
+                } else if s.value["Condition"]["StringEquals"]["ssm:Overwrite"] != "true" {
+                    Some(format!("{here}: only with ssm:Overwrite = \"true\""))
+                } else {
+                    None
+                }
+            }
+            "ssm" => {
+                if s.actions.iter().any(|a| a == "ssm:PutParameter") {
+                    Some(format!("{here}: PutParameter in its own statement"))
+                } else if !only(&[account_arn("ssm", "parameter/*")]) {
+                    Some(format!(
+                        "{here}: the account's parameters, by tag; got {texts:?}"
+                    ))
+                } else {
+                    tagged(&["password", "active-user-parameter"])
+                }
+            }
+            "ecs" => {
+                let mut p = None;
+                for text in &texts {
+                    let (kind, name) = resource_parts(text);
+                    if *text != account_arn("ecs", &format!("{kind}/*"))
+                        || name != "*"
+                        || !["service", "service-deployment", "task"].contains(&kind.as_str())
+                    {
+                        p = Some(format!("{here}: {text} is not this account's {kind}s"));
+                        continue;
+                    }
+                    for a in &s.actions {
+                        let exempt = UNTAGGED_READS.iter().any(|(o, act, k)| {
+                            (*o == "*" || *o == owner) && act == a && k == &kind
+                        });
+                        if !exempt && !held_to_deployment(&s) {
+                            p = Some(format!("{here}: {a} on {kind}s without {DEPLOYMENT_TAG}"));
+                        }
                     }
                 }
-                "ssm" if s.condition.as_deref() == Some("UsesSsmStore") => {
-                    // The two users' SecureString parameters.
-                    let want: BTreeSet<String> =
-                        [param("BLUE_SECRET_ID"), param("GREEN_SECRET_ID")]
-                            .iter()
-                            .map(|p| format!(":parameter${{{p}}}"))
-                            .collect();
-                    let got: BTreeSet<String> = subs
-                        .iter()
-                        .filter_map(|s| s.find(":parameter$").map(|i| s[i..].to_string()))
-                        .collect();
-                    assert!(
-                        subs.len() == s.resources.len() && got == want,
-                        "{owner}/{sid}: the two password parameters {want:?}, got {:?}",
-                        s.resources
-                    );
+                p
+            }
+            "kms" => {
+                let via = &s.value["Condition"]["StringEquals"]["kms:ViaService"]["Fn::Sub"];
+                let context = &s.value["Condition"]["StringLike"];
+                let (store, key, want) = match via.as_str() {
+                    Some("secretsmanager.${AWS::Region}.amazonaws.com") => (
+                        "secretsmanager",
+                        "kms:EncryptionContext:SecretARN",
+                        account_arn("secretsmanager", "secret:*"),
+                    ),
+                    Some("ssm.${AWS::Region}.amazonaws.com") => (
+                        "ssm",
+                        "kms:EncryptionContext:PARAMETER_ARN",
+                        account_arn("ssm", "parameter${PasswordParameterPattern}"),
+                    ),
+                    _ => ("", "", String::new()),
+                };
+                if store.is_empty() {
+                    Some(format!(
+                        "{here}: only through a password store (kms:ViaService)"
+                    ))
+                } else if !only(&[account_arn("kms", "key/*")]) {
+                    Some(format!("{here}: the account's keys, got {texts:?}"))
+                } else if context[key]["Fn::Sub"] != want.as_str() {
+                    Some(format!("{here}: {key} like {want}"))
+                } else {
+                    None
                 }
-                "ssm" if s.condition.as_deref() == Some("HasTargetsPath") => {
-                    // The registry: one target's parameter under the path,
-                    // or (listing) the path itself.
-                    let p = param("TARGETS_PATH");
-                    let (one, all) = (
-                        format!(":parameter${{{p}}}/*"),
-                        format!(":parameter${{{p}}}"),
-                    );
-                    let listing = s.actions == ["ssm:GetParametersByPath"];
-                    assert!(
-                        subs.len() == 1
-                            && s.resources.len() == 1
-                            && subs[0].ends_with(if listing { &all } else { &one }),
-                        "{owner}/{sid}: the registry path {p}, got {:?}",
-                        s.resources
-                    );
+            }
+            "states" => {
+                let ok = texts.len() == 1
+                    && (texts[0].ends_with(&format!(":stateMachine:{machine_name}"))
+                        || texts[0].ends_with(&format!(":execution:{machine_name}:*")));
+                (!ok).then(|| {
+                    format!("{here}: the rotation state machine ({machine_name}), got {texts:?}")
+                })
+            }
+            "events" => {
+                // The managed rule through which startExecution.sync learns
+                // that a rotation ended.
+                let ok = texts.len() == 1
+                    && texts[0]
+                        .ends_with(":rule/StepFunctionsGetEventsForStepFunctionsExecutionRule");
+                (!ok).then(|| format!("{here}: only Step Functions' managed rule, got {texts:?}"))
+            }
+            "lambda" => (!s.resources.iter().all(|r| r["Fn::GetAtt"][1] == "Arn"))
+                .then(|| format!("{here}: functions of the template")),
+            "rds" => {
+                // A proxy's ARN carries its resource id (prx-…), not the name
+                // a target gives: this account's proxies, DescribeDBProxies only.
+                let ok = s.actions == ["rds:DescribeDBProxies"]
+                    && only(&[account_arn("rds", "db-proxy:*")]);
+                (!ok).then(|| {
+                    format!("{here}: DescribeDBProxies on the account's proxies, got {texts:?}")
+                })
+            }
+            "sns" => {
+                let ok = s.actions == ["sns:Publish"]
+                    && s.resources.len() == 1
+                    && s.resources[0]["Ref"]
+                        .as_str()
+                        .is_some_and(|r| t["Resources"][r]["Type"] == "AWS::SNS::Topic");
+                (!ok).then(|| format!("{here}: sns:Publish to the stack's topic, got {texts:?}"))
+            }
+            other => Some(format!("{here}: no rule for {other} here: add one")),
+        };
+        errors.extend(problem);
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// No taggable action on a wildcard (`"*"`, or an ARN pattern whose name is
+/// `*`: every secret, parameter, service… of the account) without a
+/// condition, except the reads listed (and explained) in `UNTAGGED_READS`.
+/// A prefix (`${TargetsPath}/*`, `${AWS::StackName}-rotation:*`) scopes by
+/// itself.
+#[test]
+fn no_taggable_action_on_a_wildcard_without_a_condition() {
+    let t = template();
+    let mut errors = vec![];
+    for (owner, s) in all_statements(&t) {
+        let unconditioned = s
+            .value
+            .get("Condition")
+            .is_none_or(|c| c.as_object().is_none_or(|m| m.is_empty()));
+        for a in s.actions.iter().filter(|a| TAGGABLE.contains(&a.as_str())) {
+            for r in &s.resources {
+                let text = resource_text(r).unwrap_or("");
+                let (kind, name) = resource_parts(text);
+                if !name.starts_with('*') || !unconditioned {
+                    continue;
                 }
-                "ssm" => {
-                    let p = if s.condition.as_deref() == Some("HasTargetsDocument") {
-                        param("TARGETS_PARAMETER")
-                    } else {
-                        param("ACTIVE_USER_PARAMETER")
-                    };
-                    assert!(
-                        subs.len() == 1
-                            && s.resources.len() == 1
-                            && subs[0].ends_with(&format!(":parameter${{{p}}}")),
-                        "{owner}/{sid}: the parameter {p}, got {:?}",
-                        s.resources
-                    );
-                }
-                "ecs" => {
-                    let p = param("ECS_CLUSTER");
-                    // DescribeServiceDeployments authorizes the service
-                    // deployment (`service-deployment/<cluster>/<service>/<id>`),
-                    // DescribeTasks the task (`task/<cluster>/<id>`), the
-                    // other actions the service.
-                    let kind = if s
-                        .actions
-                        .iter()
-                        .all(|a| a == "ecs:DescribeServiceDeployments")
-                    {
-                        "service-deployment"
-                    } else if s.actions.iter().all(|a| a == "ecs:DescribeTasks") {
-                        "task"
-                    } else {
-                        "service"
-                    };
-                    assert!(
-                        subs.len() == 1
-                            && s.resources.len() == 1
-                            && subs[0].ends_with(&format!(":{kind}/${{{p}}}/*")),
-                        "{owner}/{sid}: the {kind}s of cluster {p}, got {:?}",
-                        s.resources
-                    );
-                }
-                "states" => {
-                    assert!(
-                        subs.len() == 1
-                            && (subs[0].ends_with(&format!(":stateMachine:{machine_name}"))
-                                || subs[0].ends_with(&format!(":execution:{machine_name}:*"))),
-                        "{owner}/{sid}: the rotation state machine ({machine_name}), got {:?}",
-                        s.resources
-                    );
-                }
-                "kms" => {
-                    assert!(
-                        s.conditional,
-                        "{owner}/{sid}: KMS only when a key is configured"
-                    );
-                    assert!(
-                        s.resources.len() == 1 && ref_param(&t, s.resources[0]).is_some(),
-                        "{owner}/{sid}: the configured key"
-                    );
-                    assert!(
-                        s.value["Condition"]["StringEquals"]["kms:ViaService"].is_object(),
-                        "{owner}/{sid}: only through the password store (kms:ViaService)"
-                    );
-                }
-                "events" => {
-                    // The managed rule through which startExecution.sync
-                    // learns that a rotation ended.
-                    assert!(
-                        subs.len() == 1
-                            && s.resources.len() == 1
-                            && subs[0].ends_with(
-                                ":rule/StepFunctionsGetEventsForStepFunctionsExecutionRule"
-                            ),
-                        "{owner}/{sid}: only Step Functions' managed rule, got {:?}",
-                        s.resources
-                    );
-                }
-                "lambda" => {
-                    assert!(
-                        s.resources.iter().all(|r| r["Fn::GetAtt"][1] == "Arn"),
-                        "{owner}/{sid}"
-                    );
-                }
-                "rds" => {
-                    // A proxy's ARN carries its resource id (prx-…), not the
-                    // name the template is given: any proxy of the account,
-                    // only DescribeDBProxies, only when a proxy is configured.
-                    assert!(
-                        s.condition.as_deref() == Some("HasDbProxy")
-                            && s.actions == ["rds:DescribeDBProxies"]
-                            && subs.len() == 1
-                            && subs[0].ends_with(":db-proxy:*"),
-                        "{owner}/{sid}: DescribeDBProxies on the account's proxies, when DbProxyName is set; got {:?}",
-                        s.resources
-                    );
-                }
-                "sns" => {
-                    // Only the stack's own alert topic.
-                    assert!(
-                        s.actions == ["sns:Publish"]
-                            && s.resources.len() == 1
-                            && s.resources[0]["Ref"]
-                                .as_str()
-                                .is_some_and(|r| t["Resources"][r]["Type"] == "AWS::SNS::Topic"),
-                        "{owner}/{sid}: sns:Publish to the stack's topic, got {:?}",
-                        s.resources
-                    );
-                }
-                other => {
-                    assert!(
-                        referred.iter().all(|r| !r.is_empty()),
-                        "{owner}/{sid}: {other} resources must come from parameters"
-                    );
+                let exempt = UNTAGGED_READS
+                    .iter()
+                    .any(|(o, act, k)| (*o == "*" || *o == owner) && act == a && *k == kind);
+                if !exempt {
+                    errors.push(format!(
+                        "{owner}/{}: {a} on {text} with no condition (tag it: {DEPLOYMENT_TAG})",
+                        s.sid
+                    ));
                 }
             }
         }
     }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// Adding a target changes no template: no grant mentions a parameter that
+/// describes one target (those `TargetConfig::from_env` reads, which a
+/// registry entry replaces), and none is held back by a condition on one
+/// (a target's store, layout or proxy is its own). The default target
+/// follows the same convention: its active-user parameter matches the
+/// pattern flip-parameter may write.
+#[test]
+fn no_grant_names_a_targets_resource() {
+    let t = template();
+    let target_vars: BTreeSet<&str> = ENV_VARS
+        .iter()
+        .find(|(parser, _)| *parser == "TargetConfig::from_env")
+        .expect("ENV_VARS lists TargetConfig::from_env")
+        .1
+        .iter()
+        .copied()
+        .collect();
+    let mut per_target = BTreeSet::new();
+    for f in of_type(&t, "AWS::Serverless::Function").values() {
+        for (var, v) in environment(&t, f) {
+            if target_vars.contains(var.as_str()) {
+                per_target.extend(ref_param(&t, &v).map(String::from));
+            }
+        }
+    }
+    assert!(
+        per_target.contains("BlueSecretArn") && per_target.contains("EcsClusterName"),
+        "the default target's parameters: {per_target:?}"
+    );
+    let mut errors = vec![];
+    for (owner, s) in all_statements(&t) {
+        let named: Vec<String> = params_anywhere(&t, s.value)
+            .intersection(&per_target)
+            .cloned()
+            .collect();
+        if !named.is_empty() {
+            errors.push(format!(
+                "{owner}/{}: names the default target's {named:?}; scope it by tag instead",
+                s.sid
+            ));
+        }
+        if let Some(c) = &s.condition {
+            let on: Vec<String> = condition_params(&t, c)
+                .intersection(&per_target)
+                .cloned()
+                .collect();
+            if !on.is_empty() {
+                errors.push(format!(
+                    "{owner}/{}: granted only if {c}, which depends on the default target's {on:?}",
+                    s.sid
+                ));
+            }
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let p = &t["Parameters"];
+    let (pattern, name) = (
+        p["ActiveUserParameterPattern"]["Default"].as_str().unwrap(),
+        p["ActiveUserParameterName"]["Default"].as_str().unwrap(),
+    );
+    assert!(
+        iam_match(pattern, name),
+        "the default {name} must match ActiveUserParameterPattern {pattern}"
+    );
+    assert!(iam_match("/*/password*", "/legacy/db/password-green") && !iam_match("/a?", "/abc"));
+}
+
+/// What each function may do to each kind of resource (the README's threat
+/// model): only flip-parameter moves an alternating secret's labels, tags it
+/// or writes an active-user parameter; only generate-and-set-password writes
+/// a password; nobody writes an administrator's secret; report-outcome reads
+/// no password.
+#[test]
+fn each_kind_of_resource_is_touched_only_as_the_threat_model_says() {
+    let t = template();
+    let mut by: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut writers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (owner, s) in all_statements(&t) {
+        for kind in kinds_of(&s) {
+            by.entry((owner.clone(), kind))
+                .or_default()
+                .extend(s.actions.iter().cloned());
+        }
+        if s.actions == ["ssm:PutParameter"] {
+            let text = resource_text(s.resources[0]).unwrap_or("").to_string();
+            writers.entry(text).or_default().insert(owner.clone());
+        }
+    }
+    let may = |owner: &str, kind: &str| -> BTreeSet<String> {
+        by.get(&(owner.to_string(), kind.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let holders = |action: &str, kind: &str| -> BTreeSet<String> {
+        by.iter()
+            .filter(|((_, k), acts)| k == kind && acts.contains(action))
+            .map(|((o, _), _)| o.clone())
+            .collect()
+    };
+    let one = |id: &str| BTreeSet::from([id.to_string()]);
+    for action in [
+        "secretsmanager:UpdateSecretVersionStage",
+        "secretsmanager:TagResource",
+    ] {
+        assert_eq!(
+            holders(action, "alternating-secret"),
+            one("FlipParameterFunction"),
+            "only the step that flips may {action} an alternating secret"
+        );
+    }
+    assert_eq!(
+        holders("secretsmanager:PutSecretValue", "password"),
+        one("GenerateAndSetPasswordFunction")
+    );
+    assert_eq!(
+        holders("ssm:LabelParameterVersion", "password"),
+        BTreeSet::from([
+            "GenerateAndSetPasswordFunction".to_string(),
+            "VerifyLoginFunction".to_string()
+        ])
+    );
+    assert_eq!(
+        may("GenerateAndSetPasswordFunction", "admin-secret"),
+        BTreeSet::from([
+            "secretsmanager:GetSecretValue".to_string(),
+            "secretsmanager:DescribeSecret".to_string()
+        ]),
+        "the administrator's secret is read, never written"
+    );
+    assert!(
+        may("ReportOutcomeFunction", "password")
+            .iter()
+            .chain(&may("ReportOutcomeFunction", "alternating-secret"))
+            .all(|a| a == "secretsmanager:ListSecretVersionIds" || a == "ssm:GetParameterHistory"),
+        "report-outcome reads dates and labels, never a password"
+    );
+    assert!(
+        holders("ssm:GetParameter", "active-user-parameter").len() >= 4,
+        "the steps that read the pointer"
+    );
+    assert_eq!(
+        writers.get(&account_arn(
+            "ssm",
+            "parameter${ActiveUserParameterPattern}"
+        )),
+        Some(&one("FlipParameterFunction")),
+        "only flip-parameter writes an active-user parameter"
+    );
+    assert_eq!(
+        writers.get(&account_arn("ssm", "parameter${PasswordParameterPattern}")),
+        Some(&one("GenerateAndSetPasswordFunction")),
+        "only generate-and-set-password writes a password parameter"
+    );
+    // The layout is a parameter; each layout's rule names what it needs.
+    let rules = &t["Rules"];
+    for rule in [
+        "ParameterLayoutNeedsTheParameterAndBothSecrets",
+        "AlternatingSecretNeedsOneSecretsManagerSecret",
+    ] {
+        assert!(rules[rule]["Assertions"].is_array(), "Rules.{rule}");
+    }
+    assert_eq!(
+        t["Parameters"]["PointerLayout"]["AllowedValues"],
+        json!(["parameter", "alternating-secret"])
+    );
 }
 
 #[test]
@@ -1916,91 +2230,22 @@ fn secrets_managers_rotation_event_starts_the_workflow() {
     );
 }
 
-#[test]
-fn only_the_flip_moves_the_alternating_secrets_labels() {
-    let t = template();
-    let functions = of_type(&t, "AWS::Serverless::Function");
-    let mut movers = BTreeSet::new();
-    let mut readers = BTreeSet::new();
-    for (id, f) in &functions {
-        for s in statements(id, &f["Properties"]["Policies"]) {
-            let on_it = s
-                .resources
-                .iter()
-                .any(|r| ref_param(&t, r) == Some("AlternatingSecretArn"));
-            if !on_it {
-                continue;
-            }
-            assert_eq!(
-                s.condition.as_deref(),
-                Some("UsesAlternatingSecret"),
-                "{id}/{}: grants on the alternating secret only in that layout",
-                s.sid
-            );
-            readers.insert(id.to_string());
-            if s.actions
-                .iter()
-                .any(|a| a == "secretsmanager:UpdateSecretVersionStage")
-            {
-                movers.insert(id.to_string());
-            }
-        }
-    }
-    assert_eq!(
-        movers,
-        BTreeSet::from(["FlipParameterFunction".to_string()]),
-        "only the step that flips may move the alternating secret's labels"
-    );
-    assert!(readers.len() >= 4, "the steps that read it: {readers:?}");
-    // The layout is a parameter; each layout's rule names what it needs.
-    let rules = &t["Rules"];
-    for rule in [
-        "ParameterLayoutNeedsTheParameterAndBothSecrets",
-        "AlternatingSecretNeedsOneSecretsManagerSecret",
-    ] {
-        assert!(rules[rule]["Assertions"].is_array(), "Rules.{rule}");
-    }
-    assert_eq!(
-        t["Parameters"]["PointerLayout"]["AllowedValues"],
-        json!(["parameter", "alternating-secret"])
-    );
-}
-
-/// Per deployment choice (layout × password store), every call a
-/// function's code can make is granted by a statement that exists in that
-/// choice: the statements without a condition and those whose condition
-/// holds (optional features on; the administrator's secret and a customer
-/// managed key off, their statements are checked above).
+/// Per target choice (layout × password store), every call a function's
+/// code can make is granted by a statement without a condition (or under a
+/// registry feature's): one deployment's targets may each choose another
+/// layout and store, so no grant may depend on the default target's choice.
 #[test]
 fn each_layout_and_store_grants_every_call_its_code_makes() {
     let t = template();
     let functions = of_type(&t, "AWS::Serverless::Function");
     let adapters = aws_adapters();
-    let features = [
-        "HasDbProxy",
-        "HasTargetsDocument",
-        "HasTargetsPath",
-        "HasActiveUserParameter",
-    ];
-    let choices: [(&str, &str, &[&str]); 3] = [
-        (
-            "parameter",
-            "SecretsManager",
-            &["UsesParameterLayout", "UsesSecretsManagerStore"],
-        ),
-        (
-            "parameter",
-            "SsmPasswordStore",
-            &["UsesParameterLayout", "UsesSsmStore"],
-        ),
-        (
-            "alternating_secret",
-            "SecretsManager",
-            &["UsesAlternatingSecret"],
-        ),
+    let choices: [(&str, &str); 3] = [
+        ("parameter", "SecretsManager"),
+        ("parameter", "SsmPasswordStore"),
+        ("alternating_secret", "SecretsManager"),
     ];
     let mut errors = vec![];
-    for (layout, store, holds) in choices {
+    for (layout, store) in choices {
         for l in lambdas() {
             let f = functions[l.logical_id.as_str()];
             let code = actions_in(&l, &adapters, Some(layout), Some(store));
@@ -2009,7 +2254,7 @@ fn each_layout_and_store_grants_every_call_its_code_makes() {
                 .filter(|s| {
                     s.condition
                         .as_deref()
-                        .is_none_or(|c| holds.contains(&c) || features.contains(&c))
+                        .is_none_or(|c| FEATURE_CONDITIONS.contains(&c))
                 })
                 .flat_map(|s| s.actions.clone())
                 .collect();
