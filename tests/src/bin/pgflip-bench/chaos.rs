@@ -75,7 +75,14 @@
 //!   configuration, which does not name it: `UnlistedConsumer`, nothing
 //!   changed. Invariant 2 covers the added services' tasks: after a
 //!   successful rotation every running task of every consumer logs in.
-//!   The added services are deleted at the end of the scenario.
+//!   The added services are deleted at the end of the scenario;
+//! - PostgreSQL hanging, not stopped: the primary's postmaster and every
+//!   process it forked get SIGSTOP (connections hang instead of failing)
+//!   before an execution starts or right after a step, and SIGCONT 1–8 s
+//!   later from a watchdog in a session of its own; the soak also resumes
+//!   them when the event ends (a guard's `Drop`, also on a panic) and on
+//!   Ctrl-C or SIGTERM. The execution must succeed or fail with one of
+//!   pgflip's error names, and every invariant must hold after it.
 //!
 //! After every event (and after each run of a crash and its recovery) the
 //! harness is let settle (its tasks replaced, as ECS's COMPLETED would mean:
@@ -267,6 +274,14 @@ enum Event {
     ServiceAdded,
     /// The newest service a `ServiceAdded` made is deleted.
     ServiceRemoved,
+    /// PostgreSQL hangs: the primary's postmaster and backends stopped
+    /// (SIGSTOP) before an execution starts (`after: None`) or right after
+    /// `after` ran, resumed (SIGCONT) `hang_ms` later.
+    Hang {
+        trigger: Trigger,
+        after: Option<&'static str>,
+        hang_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -395,6 +410,20 @@ impl fmt::Display for Event {
                 "a new service taking the target's credentials is created and started under load (executions by hand list every consumer)"
             ),
             Event::ServiceRemoved => write!(f, "the newest added service is deleted"),
+            Event::Hang {
+                trigger,
+                after,
+                hang_ms,
+            } => match after {
+                None => write!(
+                    f,
+                    "PostgreSQL hangs (SIGSTOP) for {hang_ms} ms, an execution {trigger} started right after, retryIntervalMs 1000"
+                ),
+                Some(step) => write!(
+                    f,
+                    "an execution {trigger}, PostgreSQL hangs (SIGSTOP) for {hang_ms} ms right after {step} ran, retryIntervalMs 1000"
+                ),
+            },
         }
     }
 }
@@ -446,11 +475,23 @@ fn schedule(seed: u64, number: u64, increment: u64) -> Scenario {
 
 /// An event of the third increment's kinds: a deployment status by ECS (a
 /// release in progress when pgflip starts, a circuit-breaker rollback
-/// during a rotation), a consumer service added or removed.
+/// during a rotation), a consumer service added or removed, PostgreSQL
+/// hanging.
 fn draw_third(rng: &mut Rng) -> Event {
-    match rng.weighted(&[35, 35, 18, 12]) {
+    match rng.weighted(&[25, 25, 14, 10, 26]) {
         2 => Event::ServiceAdded,
         3 => Event::ServiceRemoved,
+        4 => Event::Hang {
+            trigger: draw_trigger(rng),
+            after: rng.pick(&[
+                None,
+                Some("SelectUser"),
+                Some("GenerateAndSetPassword"),
+                Some("VerifyLogin"),
+                Some("FlipParameter"),
+            ]),
+            hang_ms: rng.pick(&[1000, 3000, 5000, 8000]),
+        },
         0 => Event::ForeignRollout {
             service: rng.pick(&["web", "worker"]),
             trigger: draw_trigger(rng),
@@ -675,6 +716,39 @@ as_pg '{ctl}' -D '{data}' -m fast -w stop >/dev/null 2>&1 || true
         )
     }
 
+    /// A shell script that stops (SIGSTOP) the primary's postmaster and
+    /// every process it forked (backends, walsender, background workers):
+    /// connections hang, they are not refused. A watchdog in a session of
+    /// its own (setsid: a Ctrl-C to the soak's process group does not reach
+    /// it) resumes them `hang_ms` later, whatever becomes of the soak; the
+    /// soak resumes them itself too when the event ends ([`HangGuard`]).
+    fn hang_script(&self, hang_ms: u64) -> String {
+        let pids = self.pids_script();
+        format!(
+            "{pids}; kill -STOP $pids 2>/dev/null
+setsid sh -c \"sleep {}.{:03}; kill -CONT $pids\" </dev/null >/dev/null 2>&1 &",
+            hang_ms / 1000,
+            hang_ms % 1000
+        )
+    }
+
+    /// Sets `$pids` to the postmaster's pid and its children's.
+    fn pids_script(&self) -> String {
+        format!(
+            "pm=$(head -1 '{}/postmaster.pid'); pids=\"$pm $(pgrep -P $pm | tr '\\n' ' ')\"",
+            self.data.display()
+        )
+    }
+
+    /// Resumes the postmaster and its children (SIGCONT; harmless when
+    /// none is stopped). Synchronous: runs from `Drop` too.
+    fn resume(&self) {
+        let script = format!("{}; kill -CONT $pids 2>/dev/null; true", self.pids_script());
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status();
+    }
+
     /// Whether the primary accepts connections (`pg_isready`).
     async fn ready(&self, host: &str, port: u16) -> bool {
         let mut cmd = std::process::Command::new(&self.isready);
@@ -714,6 +788,39 @@ as_pg '{}' -D '{}' -l '{}/server.log' -w -t 60 start >/dev/null 2>&1",
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Resumes a stopped PostgreSQL when dropped: at the end of the event,
+/// and on a panic's unwinding.
+struct HangGuard<'a>(&'a PgCtl);
+
+impl Drop for HangGuard<'_> {
+    fn drop(&mut self) {
+        self.0.resume();
+    }
+}
+
+/// The primary's data directory while a hang may be in effect, for the
+/// Ctrl-C and SIGTERM handler ([`resume_on_signal`]).
+static HANGING: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// On Ctrl-C or SIGTERM: resume a hanging PostgreSQL, then exit 130.
+fn resume_on_signal() {
+    tokio::spawn(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        if let Some(data) = HANGING.lock().unwrap().clone() {
+            if let Some(pg) = PgCtl::from_env() {
+                debug_assert_eq!(pg.data, data);
+                pg.resume();
+            }
+        }
+        std::process::exit(130);
+    });
 }
 
 /// What one check point saw go wrong.
@@ -1170,6 +1277,21 @@ impl Soak {
             } => {
                 self.ecs_rollback(
                     (service, trigger, delay_ms, looks),
+                    (seed, scenario, index),
+                    harness,
+                    mark,
+                    windows,
+                    log,
+                )
+                .await
+            }
+            Event::Hang {
+                trigger,
+                after,
+                hang_ms,
+            } => {
+                self.hang(
+                    (trigger, after, hang_ms),
                     (seed, scenario, index),
                     harness,
                     mark,
@@ -2021,6 +2143,95 @@ impl Soak {
     }
 }
 
+impl Soak {
+    /// An execution with PostgreSQL hung (SIGSTOP) before it starts or
+    /// right after a step, resumed `hang_ms` later.
+    async fn hang(
+        &mut self,
+        (trigger, after, hang_ms): (Trigger, Option<&'static str>, u64),
+        names: Names,
+        harness: &Harness,
+        mark: &mut LoadMark,
+        windows: &mut Vec<Window>,
+        log: &mut Vec<String>,
+    ) -> Result<(), Violation> {
+        let (seed, scenario, index) = names;
+        let Some(pg) = self.pg.take() else {
+            self.kind("PostgreSQL hang skipped (pg_ctl not reachable)");
+            return Ok(());
+        };
+        self.kind(match after {
+            None => "PostgreSQL hang (SIGSTOP), an execution started during it".to_string(),
+            Some(step) => format!("PostgreSQL hang (SIGSTOP) after {step}"),
+        });
+        let input = self.input(trigger, None).await;
+        let script = pg.hang_script(hang_ms);
+        let tasks = match after {
+            None => json!({}),
+            Some(step) => json!({ step: [{"afterCommand": ["sh", "-c", script]}] }),
+        };
+        *HANGING.lock().unwrap() = Some(pg.data.clone());
+        let (e, history, back) = {
+            let _guard = HangGuard(&pg);
+            if after.is_none() {
+                let mut cmd = std::process::Command::new("sh");
+                cmd.args(["-c", &script]);
+                shell(cmd).await;
+            }
+            let name = self.name(seed, scenario, index);
+            let (e, history) = self
+                .run(RunOptions {
+                    input: Some(input),
+                    name: Some(name),
+                    scenario: Some(json!({"waitMs": 0, "retryIntervalMs": 1000, "tasks": tasks})),
+                    ..RunOptions::default()
+                })
+                .await;
+            // Hung until the watchdog resumed it, or resumed now.
+            let t0 = Instant::now();
+            let _ = tokio::time::timeout(Duration::from_millis(hang_ms), async {
+                while !pg.ready(&self.stack.pg_host, self.stack.pg_port).await {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await;
+            (e, history, t0.elapsed())
+        };
+        *HANGING.lock().unwrap() = None;
+        let up = pg
+            .ensure_up(&self.stack.pg_host, self.stack.pg_port, 0)
+            .await;
+        self.pg = Some(pg);
+        if after.is_some_and(|s| !e.states.iter().any(|x| x == s)) {
+            self.kind("PostgreSQL hang: its step not reached");
+        }
+        log.push(format!(
+            "{} [PostgreSQL answered {} ms after the run ended]",
+            run_line(&e),
+            back.as_millis()
+        ));
+        if let Err(what) = up {
+            return Err(Violation { what });
+        }
+        if !named(&e) {
+            return Err(Violation {
+                what: format!(
+                    "PostgreSQL hang: the execution ended {} without one of pgflip's error names",
+                    outcome(&e)
+                ),
+            });
+        }
+        self.check(
+            harness,
+            mark,
+            windows,
+            &texts(&e, history),
+            e.status == "SUCCEEDED",
+        )
+        .await
+    }
+}
+
 /// The label an operator's edit is written under before AWSCURRENT moves
 /// to it (AWSPENDING stays where it is).
 const EDIT_LABEL: &str = "chaos-edit";
@@ -2035,6 +2246,7 @@ pub async fn command(args: &Args) -> bool {
     let max_seconds = args.number("max-seconds", 3600);
     let increment = args.number("increment", 3);
     let started = Instant::now();
+    resume_on_signal();
     let stack = Arc::new(Stack::from_env().await);
     let target = Target::local();
     let work = std::env::var_os("PGFLIP_STACK_DIR")
