@@ -212,6 +212,11 @@ EOF
   MOTO_ECS_SERVICE_RUNNING=2 setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$STACK_DIR/moto.log" 2>&1 &
   echo $! >"$STACK_DIR/moto.pid"
   wait_for 30 moto port_open "$moto_port"
+  # The alert topic report-outcome publishes to (the template's AlertTopic).
+  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "$VENV/bin/python" -c '
+import sys, boto3
+boto3.client("sns", region_name="us-east-1", endpoint_url=sys.argv[1]).create_topic(Name="pgflip-local-alerts")
+' "http://127.0.0.1:$moto_port" || die "could not create the local alert topic"
 
   # Holds the superuser password: readable by the invoking user only (the
   # scripts and tests source it; PostgreSQL's tools never read it).
@@ -254,6 +259,7 @@ TARGETS_PATH=/pgflip-local/registry
 DB_SSLMODE=disable
 STABLE_POLL_SECONDS=${PGFLIP_STABLE_POLL_SECONDS:-1}
 STABLE_TIMEOUT_SECONDS=${PGFLIP_STABLE_TIMEOUT_SECONDS:-60}
+ALERT_TOPIC_ARN=arn:aws:sns:us-east-1:123456789012:pgflip-local-alerts
 RUST_LOG=${PGFLIP_LAMBDA_LOG:-info}
 EOF
 

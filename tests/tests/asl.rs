@@ -215,8 +215,9 @@ fn tasks_call_the_six_functions_through_substitutions() {
     let crates: BTreeSet<String> = std::fs::read_dir(repo_root().join("lambdas"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        // report-outcome runs after an execution, not as one of its states.
-        .filter(|n| n != "core" && n != "report-outcome")
+        // report-outcome runs after an execution, not as one of its states;
+        // plan-sweep is the sweep's (statemachine/sweep.asl.json).
+        .filter(|n| n != "core" && n != "report-outcome" && n != "plan-sweep")
         .collect();
     assert_eq!(crates.len(), 6);
     let mut resources: HashMap<String, Vec<String>> = HashMap::new();
@@ -332,7 +333,7 @@ fn a_rollout_in_progress_is_no_error_and_each_extra_look_costs_three_transitions
 }
 
 #[test]
-fn the_sweep_raises_only_known_errors_and_runs_one_target_at_a_time() {
+fn the_sweep_runs_lanes_side_by_side_and_each_lanes_targets_one_at_a_time() {
     let text = std::fs::read_to_string(repo_root().join("statemachine/sweep.asl.json")).unwrap();
     let sweep: Value = serde_json::from_str(&text).unwrap();
     let known: BTreeSet<&str> = ALL.iter().map(|(n, _)| *n).collect();
@@ -344,8 +345,49 @@ fn the_sweep_raises_only_known_errors_and_runs_one_target_at_a_time() {
         .collect();
     assert_eq!(fails, ["SweepIncomplete"]);
     assert!(fails.iter().all(|e| known.contains(e)));
-    let map = &s["RotateEachTarget"];
-    assert_eq!(map["MaxConcurrency"], 1);
-    assert_eq!(map["ItemsPath"], "$.targets");
     assert!(sweep["TimeoutSeconds"].is_u64());
+    assert_eq!(sweep["StartAt"], "PlanSweep");
+    assert_eq!(s["PlanSweep"]["Resource"], "${PlanSweepFunctionArn}");
+    assert_eq!(s["PlanSweep"]["Next"], "RotateEachLane");
+    // Lanes: a Distributed Map bounded by the plan's global limit, which
+    // a lane's failure never fails.
+    let lanes = &s["RotateEachLane"];
+    assert_eq!(
+        lanes["ItemProcessor"]["ProcessorConfig"]["Mode"],
+        "DISTRIBUTED"
+    );
+    assert_eq!(
+        lanes["ItemProcessor"]["ProcessorConfig"]["ExecutionType"],
+        "STANDARD"
+    );
+    assert_eq!(lanes["ItemsPath"], "$.plan.lanes");
+    assert_eq!(lanes["MaxConcurrencyPath"], "$.plan.maxConcurrency");
+    assert_eq!(lanes["ToleratedFailurePercentage"], 100);
+    assert_eq!(lanes["Next"], "ReportOutcome");
+    // A lane: its jitter, then its targets one at a time.
+    let lane = states(&lanes["ItemProcessor"]);
+    assert_eq!(lane["SpreadStart"]["SecondsPath"], "$.lane.jitterSeconds");
+    let each = &lane["RotateEachTarget"];
+    assert_eq!(each["MaxConcurrency"], 1);
+    assert_eq!(each["ItemsPath"], "$.lane.targets");
+    // Every failure of a target is caught: the lane goes on.
+    let target = states(&each["ItemProcessor"]);
+    let rotate = &target["RotateTarget"];
+    assert_eq!(
+        rotate["Resource"],
+        "arn:aws:states:::states:startExecution.sync:2"
+    );
+    let catches = rotate["Catch"].as_array().unwrap();
+    assert_eq!(catches.len(), 1);
+    assert_eq!(catches[0]["ErrorEquals"], serde_json::json!(["States.ALL"]));
+    assert_eq!(catches[0]["Next"], "TargetFailed");
+    // The summary is report-outcome's, fed the lanes and the refusals.
+    let report = &s["ReportOutcome"];
+    assert_eq!(report["Resource"], "${ReportOutcomeFunctionArn}");
+    assert_eq!(report["Parameters"]["sweep"]["lanes.$"], "$.lanes");
+    assert_eq!(report["Parameters"]["sweep"]["refused.$"], "$.plan.refused");
+    assert_eq!(
+        s["AllRotated"]["Choices"][0]["Variable"],
+        "$.summary.failed"
+    );
 }

@@ -1258,7 +1258,8 @@ async fn two_targets_from_one_deployment_one_keeping_bare_passwords_in_ssm() {
 }
 
 #[tokio::test]
-async fn a_sweep_rotates_targets_one_after_another_and_a_failed_one_does_not_stop_the_rest() {
+async fn a_sweep_rotates_one_servers_targets_one_after_another_and_a_failed_one_does_not_stop_the_rest(
+) {
     let _guard = SERIAL.lock().await;
     let stack = Stack::from_env().await;
     let default = Target::local();
@@ -1313,7 +1314,7 @@ async fn a_sweep_rotates_targets_one_after_another_and_a_failed_one_does_not_sto
     assert_eq!(e.error.as_deref(), Some("SweepIncomplete"));
     let cause = e.cause.clone().unwrap_or_default();
     assert!(
-        cause.contains(r#"["sweep-a","sweep-b"]"#) && cause.contains(r#"["FAILED","SUCCEEDED"]"#),
+        cause.starts_with("1 of 2 targets did not rotate (PrivilegeDrift 1, SUCCEEDED 1)"),
         "{cause}"
     );
     let outcomes: Vec<(&str, &str)> = e

@@ -651,6 +651,38 @@ impl ReportConfig {
     }
 }
 
+/// The sweep's limits (`plan-sweep`): `SWEEP_MAX_CONCURRENCY` (default 10,
+/// 1–10,000: rotations at once in all), `SWEEP_PER_CLUSTER` (default 2,
+/// 1–1,000: rotations at once per ECS cluster) and `SWEEP_JITTER_SECONDS`
+/// (default 60, 0–3,600: each lane's start is delayed by up to this many
+/// seconds). A sweep's input may override each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepConfig {
+    pub max_concurrency: u32,
+    pub per_cluster: u32,
+    pub jitter_seconds: u32,
+}
+
+impl SweepConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Self, RotationError> {
+        let n = |key, default, max| {
+            number(
+                env,
+                key,
+                default,
+                u64::from(key != "SWEEP_JITTER_SECONDS"),
+                max,
+            )
+            .map(|n| n as u32)
+        };
+        Ok(Self {
+            max_concurrency: n("SWEEP_MAX_CONCURRENCY", 10, 10_000)?,
+            per_cluster: n("SWEEP_PER_CLUSTER", 2, 1_000)?,
+            jitter_seconds: n("SWEEP_JITTER_SECONDS", 60, 3_600)?,
+        })
+    }
+}
+
 /// How to reach the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {

@@ -7,6 +7,7 @@ pub mod consumers;
 mod flip_parameter;
 mod generate_and_set_password;
 mod guard;
+pub mod plan_sweep;
 mod preflight;
 pub(crate) mod read;
 mod redeploy_ecs;
@@ -19,9 +20,10 @@ mod wait_for_stable;
 pub use flip_parameter::flip_parameter;
 pub use generate_and_set_password::{client_request_token, generate_and_set_password};
 pub use guard::now_ms;
+pub use plan_sweep::{plan_sweep, SweepPlan, SweepRequest};
 pub use read::{password_dates, PasswordDates};
 pub use redeploy_ecs::redeploy_ecs;
-pub use report_outcome::{report_outcome, report_password_ages, ReportRequest};
+pub use report_outcome::{report_outcome, report_password_ages, report_sweep, ReportRequest};
 pub use select_user::{
     choose_mode, resolve_target, select_user, ModeFacts, Rotated, SelectRequest,
 };

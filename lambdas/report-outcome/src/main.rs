@@ -1,6 +1,6 @@
 //! report-outcome: after each execution of the rotation state machine, its
 //! metrics (EMF) and, unless it succeeded, a notification; on a schedule,
-//! every target's password ages.
+//! every target's password ages; at the end of a sweep, its summary.
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use pgflip_core::adapters::{
@@ -42,6 +42,11 @@ async fn handle(payload: Value, c: &Context) -> Result<Value, RotationError> {
             )
             .await?
             .metrics
+        }
+        ReportRequest::Sweep(ended) => {
+            let (summary, _) = steps::report_sweep(&ended, &c.history, &c.notifier).await?;
+            return serde_json::to_value(summary)
+                .map_err(|e| RotationError::InvalidInput(format!("the sweep's summary: {e}")));
         }
         ReportRequest::PasswordAges => {
             steps::report_password_ages(

@@ -18,15 +18,20 @@ use crate::errors::RotationError;
 use crate::input::DEFAULT_TARGET;
 use crate::ports::{ExecutionHistory, HistoryEvent, Notifier, ParameterStore, SecretStore};
 
+mod sweep;
+pub use sweep::{report_sweep, FailedTarget, SweepEnded, SweepSummary, TargetResult};
+
 const DAY_MS: f64 = 86_400_000.0;
 
 /// What the function is invoked with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReportRequest {
     /// An execution of the rotation state machine ended.
     Ended(EndedExecution),
     /// The schedule: every target's password ages (`{"report": "passwordAges"}`).
     PasswordAges,
+    /// A sweep's Map ended (`{"sweep": {"executionArn", "lanes", "refused"}}`).
+    Sweep(SweepEnded),
 }
 
 /// The `detail` of a "Step Functions Execution Status Change" event.
@@ -49,6 +54,11 @@ impl ReportRequest {
         if payload.get("report").and_then(Value::as_str) == Some("passwordAges") {
             return Ok(Self::PasswordAges);
         }
+        if let Some(sweep) = payload.get("sweep") {
+            return serde_json::from_value(sweep.clone())
+                .map(Self::Sweep)
+                .map_err(|e| RotationError::InvalidInput(format!("the sweep's results: {e}")));
+        }
         let detail = payload
             .get("detail")
             .filter(|_| {
@@ -57,7 +67,7 @@ impl ReportRequest {
             })
             .ok_or_else(|| {
                 RotationError::InvalidInput(
-                    "expected a \"Step Functions Execution Status Change\" event or {\"report\": \"passwordAges\"}".into(),
+                    "expected a \"Step Functions Execution Status Change\" event, {\"report\": \"passwordAges\"} or {\"sweep\": …}".into(),
                 )
             })?;
         let text = |k: &str| detail.get(k).and_then(Value::as_str).map(str::to_string);

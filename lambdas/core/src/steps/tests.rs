@@ -2613,6 +2613,7 @@ async fn a_service_deleted_after_it_was_listed_is_no_consumer_and_no_error() {
 }
 
 mod alternating;
+mod sweep;
 
 mod registry {
     use super::*;
