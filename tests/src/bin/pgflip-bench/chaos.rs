@@ -119,6 +119,12 @@
 //!
 //! A violation stops the soak: the seed, the scenario, its whole schedule
 //! and the event that broke it are printed, and the command exits 1.
+//! After every scenario, invariant 4 in the logs: what cargo lambda watch
+//! logged (every Lambda, `$PGFLIP_STACK_DIR/lambda.log`) and the primary's
+//! server log (`log_statement = 'all'`) gained since the last search must
+//! hold none of the passwords the soak knows (every value it read from
+//! either secret at any check, every one it set).
+//!
 //! Passwords (and verifiers) stay in memory; nothing here prints one.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -675,6 +681,9 @@ struct Soak {
     sfn: aws_sdk_sfn::Client,
     /// Services this scenario added (consumers beside the target's own).
     extras: Vec<String>,
+    /// The logs searched for passwords after each scenario, with how far
+    /// each has been searched (bytes).
+    logs: Vec<(PathBuf, u64)>,
 }
 
 /// Runs a command off the async threads; whether it exited 0.
@@ -2082,6 +2091,39 @@ impl Soak {
     }
 }
 
+impl Soak {
+    /// Invariant 4 in the logs: searches what the Lambda log and the
+    /// PostgreSQL server log gained since the last search (up to their last
+    /// complete line) for every password the soak knows: every value it
+    /// read from either secret and every one it set.
+    fn search_logs(&mut self) -> Result<(), Violation> {
+        for (path, searched) in self.logs.iter_mut() {
+            use std::io::{Read, Seek, SeekFrom};
+            let Ok(mut file) = std::fs::File::open(&*path) else {
+                continue;
+            };
+            let mut bytes = vec![];
+            if file.seek(SeekFrom::Start(*searched)).is_err()
+                || file.read_to_end(&mut bytes).is_err()
+            {
+                continue;
+            }
+            let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let text = String::from_utf8_lossy(&bytes[..end]);
+            *searched += end as u64;
+            if self.passwords.iter().any(|p| text.contains(p.as_str())) {
+                return Err(Violation {
+                    what: format!(
+                        "invariant 4 (no password in any log): a password the soak knows appears in {} (not shown)",
+                        path.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Deletes a service (force: its tasks stop).
 async fn delete_service(ecs: &aws_sdk_ecs::Client, cluster: &str, service: &str) {
     let _ = ecs
@@ -2275,10 +2317,17 @@ pub async fn command(args: &Args) -> bool {
         pairs_sequential: 0,
         alternating_scenarios: 0,
         extras: vec![],
+        logs: vec![],
         sfn: aws_sdk_sfn::Client::new(
             &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
         ),
     };
+    // cargo lambda watch's output (every Lambda's log) and the primary's
+    // server log (log_statement = 'all': every statement pgflip sent).
+    if let Some(dir) = std::env::var_os("PGFLIP_STACK_DIR") {
+        soak.logs.push((PathBuf::from(dir).join("lambda.log"), 0));
+    }
+    soak.logs.push((soak.stack.pg_log.clone(), 0));
     let numbers: Vec<u64> = match only {
         Some(k) => vec![k],
         None => (1..=scenarios).collect(),
@@ -2415,6 +2464,11 @@ pub async fn command(args: &Args) -> bool {
         }
         soak.remove_extras(&harness).await;
         let totals = harness.stop().await;
+        if broke_at.is_none() {
+            if let Err(v) = soak.search_logs() {
+                broke_at = Some((events.len(), v.what));
+            }
+        }
         // What the load did after the last check (normally nothing).
         soak.queries += totals.queries - mark.totals.queries;
         run_count += 1;
