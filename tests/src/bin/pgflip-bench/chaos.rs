@@ -2278,7 +2278,72 @@ impl Soak {
 /// to it (AWSPENDING stays where it is).
 const EDIT_LABEL: &str = "chaos-edit";
 
+/// `pgflip-bench chaos --help`.
+const HELP: &str = "\
+pgflip-bench chaos: the chaos soak (issue 15). Seeded random schedules of
+faults and events against the local stack under application load, the
+invariants checked after every event. Needs a running local stack
+(source $STACK_DIR/stack.env; scripts/bench --chaos N --seed S starts one).
+
+usage: pgflip-bench chaos [--scenarios N] [--seed S] [--only K] [--list 1]
+                          [--increment 1|2|3] [--max-seconds T]
+                          [--pause-ms 200] [--start-ms 100] [--stagger-ms 50]
+                          [--drain-ms 200] [--poll-ms 50] [--tasks 2]
+
+  --scenarios N     scenarios 1..N of the seed (20)
+  --seed S          the seed (1); scenario K of seed S is a pure function of
+                    (S, K): the same events in the same order on any machine
+                    (passwords, exact timings and execution names are not
+                    seeded)
+  --only K          run scenario K alone (to replay a violation)
+  --list 1          print the schedules, run nothing
+  --increment I     which increments' event kinds to draw (3): 1 the first
+                    increment's schedules unchanged; 2 adds concurrent
+                    starts, operators' edits, PostgreSQL stopped, the
+                    alternating-secret layout; 3 adds releases IN_PROGRESS
+                    when pgflip starts, rollbacks by ECS's circuit breaker,
+                    consumer services added and removed, PostgreSQL hanging
+  --max-seconds T   start no scenario after T seconds (3600)
+  --pause-ms ...    the load harness: pause after each query of a task, a
+                    new task's start-up delay, the stagger between new
+                    tasks, how long an old task drains, how often the
+                    harness polls ECS, tasks per service
+
+Events: executions started by hand (some limited to one service), by
+schedule, or by a Secrets Manager RotationSucceeded event; two at once; a
+crash after a random step, then a redrive, a re-run or nothing; throttling;
+a Lambda timeout; a failed rollout; a release pgflip did not make (finished
+at once, or IN_PROGRESS when pgflip starts); a rollback by ECS; Secrets
+Manager's own rotation of either user; an operator's edit of a secret's
+connection fields; PostgreSQL stopped or hanging (SIGSTOP) before or during
+a run; a consumer service added or removed. One scenario in four runs
+against the alternating-secret target with ECS-injected credentials.
+
+Checked after every event (a violation stops the soak, prints the seed, the
+schedule and the event, and exits 1):
+  1. the user the pointer names logs in with its AWSCURRENT password;
+  2. no application login failed (every running task of every consumer
+     service logs in with what it started with, or was replaced), except
+     tasks holding a password Secrets Manager's own rotation changed;
+  3. one AWSCURRENT and at most one AWSPENDING per secret, none after a
+     SUCCEEDED execution;
+  4. no password the soak knows in the runner's output or history (and,
+     after each scenario, in the Lambda log and the PostgreSQL server log);
+  5. the pointer moved only to a user verified since its last password
+     change (pg_authid verifiers);
+  6. alternating: AWSPREVIOUS's role logs in after a SUCCEEDED execution;
+  and every execution under a fault ends SUCCEEDED or with one of pgflip's
+  error names.
+
+Figures at the end: scenarios, events by kind, executions by outcome,
+application queries, failed logins, violations, wall time.
+";
+
 pub async fn command(args: &Args) -> bool {
+    if args.flag("help") {
+        print!("{HELP}");
+        return true;
+    }
     let scenarios = args.number("scenarios", 20);
     let seed = args.number("seed", 1);
     let only = args.text("only").map(|v| {

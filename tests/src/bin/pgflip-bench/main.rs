@@ -77,7 +77,7 @@ impl Args {
             let key = rest[i]
                 .strip_prefix("--")
                 .unwrap_or_else(|| usage(&format!("unexpected argument {}", rest[i])));
-            if matches!(key, "moto-recorder") {
+            if matches!(key, "moto-recorder" | "help") {
                 flags.push(key.to_string());
                 i += 1;
             } else {
