@@ -684,6 +684,8 @@ struct Soak {
     /// The logs searched for passwords after each scenario, with how far
     /// each has been searched (bytes).
     logs: Vec<(PathBuf, u64)>,
+    /// Where the time went, by phase (`--profile 1`).
+    profile: BTreeMap<&'static str, Duration>,
 }
 
 /// Runs a command off the async threads; whether it exited 0.
@@ -845,6 +847,11 @@ struct LoadMark {
 }
 
 impl Soak {
+    /// Adds the time since `since` to `phase`.
+    fn spent(&mut self, phase: &'static str, since: Instant) {
+        *self.profile.entry(phase).or_default() += since.elapsed();
+    }
+
     fn kind(&mut self, k: impl Into<String>) {
         *self.kinds.entry(k.into()).or_default() += 1;
     }
@@ -900,6 +907,7 @@ impl Soak {
         let e = tokio::task::spawn_blocking(move || stack.run(&options))
             .await
             .expect("the runner thread");
+        self.spent("events: executions (the runner: node, the Lambdas)", t0);
         let text = self.finish(&e, &history, t0.elapsed());
         (e, text)
     }
@@ -1065,6 +1073,8 @@ impl Soak {
             });
         }
         let settled = t0.elapsed();
+        self.spent("checks: the load settling (tasks replaced)", t0);
+        let t1 = Instant::now();
         // (1) the pointer's user logs in with its AWSCURRENT password
         if let Err(e) = self.stack.invariant(&self.target).await {
             return Err(Violation {
@@ -1195,6 +1205,7 @@ impl Soak {
                 });
             }
         }
+        self.spent("checks: the invariants", t1);
         if std::env::var_os("CHAOS_DEBUG").is_some() {
             say(format!(
                 "    check: settled in {} ms, checked in {} ms",
@@ -2286,7 +2297,7 @@ invariants checked after every event. Needs a running local stack
 (source $STACK_DIR/stack.env; scripts/bench --chaos N --seed S starts one).
 
 usage: pgflip-bench chaos [--scenarios N] [--seed S] [--only K] [--list 1]
-                          [--increment 1|2|3] [--max-seconds T]
+                          [--increment 1|2|3] [--max-seconds T] [--profile 1]
                           [--pause-ms 200] [--start-ms 100] [--stagger-ms 50]
                           [--drain-ms 200] [--poll-ms 50] [--tasks 2]
 
@@ -2304,6 +2315,7 @@ usage: pgflip-bench chaos [--scenarios N] [--seed S] [--only K] [--list 1]
                     when pgflip starts, rollbacks by ECS's circuit breaker,
                     consumer services added and removed, PostgreSQL hanging
   --max-seconds T   start no scenario after T seconds (3600)
+  --profile 1       print where the time went, by phase, at the end
   --pause-ms ...    the load harness: pause after each query of a task, a
                     new task's start-up delay, the stagger between new
                     tasks, how long an old task drains, how often the
@@ -2383,6 +2395,7 @@ pub async fn command(args: &Args) -> bool {
         alternating_scenarios: 0,
         extras: vec![],
         logs: vec![],
+        profile: BTreeMap::new(),
         sfn: aws_sdk_sfn::Client::new(
             &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
         ),
@@ -2453,7 +2466,10 @@ pub async fn command(args: &Args) -> bool {
         soak.last_pointer = None;
         soak.verified_roles.clear();
         soak.moved_by_soak = false;
+        let phase = Instant::now();
         soak.stack.seed(&target).await;
+        soak.spent("scenario start: seeding the target", phase);
+        let phase = Instant::now();
         let mut config = args.load_config(&target, target.services.clone());
         if alternating {
             // As the bench's alternating phase: listed in the targets
@@ -2489,6 +2505,11 @@ pub async fn command(args: &Args) -> bool {
         config.poll_every = ms("poll-ms", 50);
         config.max_life = Duration::from_secs(600);
         let harness = Harness::start(&target, config).await;
+        soak.spent(
+            "scenario start: registering, injection, harness start",
+            phase,
+        );
+        let phase = Instant::now();
         let mut mark = LoadMark {
             totals: Totals::default(),
             samples: BTreeSet::new(),
@@ -2497,6 +2518,7 @@ pub async fn command(args: &Args) -> bool {
         let first = soak
             .check(&harness, &mut mark, &mut windows, &[], false)
             .await;
+        soak.spent("scenario start: first check (tasks up)", phase);
         let t0 = Instant::now();
         let mut log = vec![];
         let mut broke_at = None;
@@ -2516,6 +2538,7 @@ pub async fn command(args: &Args) -> bool {
                         &mut log,
                     )
                     .await;
+                soak.spent("events (all of it)", e0);
                 if let Err(v) = r {
                     broke_at = Some((i + 1, v.what));
                     break;
@@ -2527,13 +2550,17 @@ pub async fn command(args: &Args) -> bool {
                 ));
             }
         }
+        let phase = Instant::now();
         soak.remove_extras(&harness).await;
         let totals = harness.stop().await;
+        soak.spent("scenario end: harness stop", phase);
+        let phase = Instant::now();
         if broke_at.is_none() {
             if let Err(v) = soak.search_logs() {
                 broke_at = Some((events.len(), v.what));
             }
         }
+        soak.spent("scenario end: log search", phase);
         // What the load did after the last check (normally nothing).
         soak.queries += totals.queries - mark.totals.queries;
         run_count += 1;
@@ -2600,7 +2627,20 @@ pub async fn command(args: &Args) -> bool {
         soak.expected_failed_logins
     );
     println!("invariant violations: {}", u64::from(violation.is_some()));
-    println!("wall time: {wall:.0} s");
+    println!(
+        "wall time: {wall:.0} s ({:.1} s per scenario)",
+        wall / run_count.max(1) as f64
+    );
+    if args.text("profile").is_some_and(|v| v != "0") {
+        println!("where the time went (s, and s per scenario; checks and executions are inside events, the first check of each scenario too):");
+        for (phase, d) in &soak.profile {
+            println!(
+                "  {:>8.1}  {:>6.2}  {phase}",
+                d.as_secs_f64(),
+                d.as_secs_f64() / run_count.max(1) as f64
+            );
+        }
+    }
     match violation {
         None => {
             println!("OK: no invariant broke after any event.");
