@@ -299,8 +299,8 @@ fn lambdas() -> Vec<Lambda> {
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    // The six steps and report-outcome.
-    assert_eq!(out.len(), 7, "seven Lambda crates under lambdas/");
+    // The six steps, plan-sweep and report-outcome.
+    assert_eq!(out.len(), 8, "eight Lambda crates under lambdas/");
     out
 }
 
@@ -608,12 +608,24 @@ fn port_calls_in_layout(step: &str, layout: Option<&str>) -> BTreeSet<(String, S
 fn direct_port_calls(step: &str) -> BTreeSet<(String, String)> {
     let root = repo_root();
     let mut files = vec![root.join(STEPS)];
-    if let Ok(dir) = std::fs::read_dir(root.join("lambdas/core/src/steps")) {
-        files.extend(
-            dir.map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-                .filter(|p| p.file_stem().is_some_and(|s| s != "tests")),
-        );
+    // The steps' modules and their submodules (report_outcome/sweep.rs),
+    // not the unit tests.
+    let mut dirs = vec![root.join("lambdas/core/src/steps")];
+    while let Some(dir) = dirs.pop() {
+        for path in std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().path())
+        {
+            if path.file_stem().is_some_and(|s| s == "tests") {
+                continue;
+            }
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
     }
     let funcs: Vec<Func> = files
         .iter()
@@ -1008,10 +1020,16 @@ fn every_lambda_crate_is_a_function_built_with_cargo_lambda() {
             logging, "JSON",
             "{id}: JSON logs (lambda_runtime reads AWS_LAMBDA_LOG_FORMAT)"
         );
+        // Below the TimeoutSeconds of every Task that invokes it, so a
+        // slow call ends as a Lambda error the Retry/Catch rules see.
         let timeout = prop(&t, f, "Timeout").as_u64().unwrap();
+        let task_timeout = task_timeouts(&format!("${{{id}Arn}}"))
+            .into_iter()
+            .min()
+            .unwrap_or(60);
         assert!(
-            timeout < 60,
-            "{id}: Timeout below the ASL's TimeoutSeconds (60)"
+            timeout < task_timeout,
+            "{id}: Timeout below its Tasks' TimeoutSeconds ({task_timeout})"
         );
         let log_group = &f["Properties"]["LoggingConfig"]["LogGroup"]["Ref"];
         let lg = &resources(&t)[log_group
@@ -1023,6 +1041,30 @@ fn every_lambda_crate_is_a_function_built_with_cargo_lambda() {
             "{id}: log retention"
         );
     }
+}
+
+/// The `TimeoutSeconds` (60 when unset) of every Task of the state machines
+/// whose Resource is `resource`.
+fn task_timeouts(resource: &str) -> Vec<u64> {
+    let mut out = vec![];
+    for name in ["rotation", "sweep"] {
+        let asl: Value = serde_json::from_str(&read(
+            repo_root().join(format!("statemachine/{name}.asl.json")),
+        ))
+        .unwrap();
+        let mut todo = vec![asl["States"].clone()];
+        while let Some(states) = todo.pop() {
+            for state in states.as_object().into_iter().flat_map(|m| m.values()) {
+                if let Some(inner) = state["ItemProcessor"]["States"].as_object() {
+                    todo.push(Value::Object(inner.clone()));
+                }
+                if state["Type"] == "Task" && state["Resource"] == resource {
+                    out.push(state["TimeoutSeconds"].as_u64().unwrap_or(60));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The state machine defined by `statemachine/<name>.asl.json`.
@@ -1037,22 +1079,38 @@ fn machine<'a>(t: &'a Value, name: &str) -> (&'a str, &'a Value) {
 }
 
 #[test]
-fn the_sweep_starts_rotations_of_this_stack_one_at_a_time() {
+fn the_sweep_plans_lanes_and_starts_rotations_of_this_stack() {
     let t = template();
     let (id, sm) = machine(&t, "sweep");
     let props = &sm["Properties"];
     assert_eq!(
         props["DefinitionSubstitutions"],
-        json!({"RotationStateMachineArn": {"Ref": machine(&t, "rotation").0}}),
+        json!({
+            "RotationStateMachineArn": {"Ref": machine(&t, "rotation").0},
+            "PlanSweepFunctionArn": {"Fn::GetAtt": ["PlanSweepFunction", "Arn"]},
+            "ReportOutcomeFunctionArn": {"Fn::GetAtt": ["ReportOutcomeFunction", "Arn"]},
+        }),
         "{id}"
     );
-    let asl: Value =
-        serde_json::from_str(&read(repo_root().join("statemachine/sweep.asl.json"))).unwrap();
-    let map = &asl["States"][asl["StartAt"].as_str().unwrap()];
-    assert_eq!(map["Type"], "Map");
-    assert_eq!(map["MaxConcurrency"], 1, "one target at a time");
-    let inner = &map["ItemProcessor"]["States"];
-    let task = &inner[map["ItemProcessor"]["StartAt"].as_str().unwrap()];
+    let text = read(repo_root().join("statemachine/sweep.asl.json"));
+    let used: BTreeSet<String> = placeholders(&text).into_iter().collect();
+    let keys: BTreeSet<String> = props["DefinitionSubstitutions"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(keys, used, "the sweep's placeholders are substituted");
+    let asl: Value = serde_json::from_str(&text).unwrap();
+    let lanes = &asl["States"]["RotateEachLane"];
+    assert_eq!(lanes["Type"], "Map");
+    assert_eq!(
+        lanes["ItemProcessor"]["ProcessorConfig"]["Mode"],
+        "DISTRIBUTED"
+    );
+    let each = &lanes["ItemProcessor"]["States"]["RotateEachTarget"];
+    assert_eq!(each["MaxConcurrency"], 1, "a lane's targets one at a time");
+    let task = &each["ItemProcessor"]["States"]["RotateTarget"];
     assert_eq!(
         task["Resource"],
         "arn:aws:states:::states:startExecution.sync:2"
@@ -1066,7 +1124,17 @@ fn the_sweep_starts_rotations_of_this_stack_one_at_a_time() {
         json!(["States.ALL"]),
         "a failed target does not stop the others"
     );
-    // Exactly what startExecution.sync needs, on this stack's rotations only.
+    // The sweep's environment: its limits are the template's parameters.
+    let env = &t["Resources"]["PlanSweepFunction"]["Properties"]["Environment"]["Variables"];
+    for (var, param) in [
+        ("SWEEP_MAX_CONCURRENCY", "SweepMaxConcurrency"),
+        ("SWEEP_PER_CLUSTER", "SweepPerCluster"),
+        ("SWEEP_JITTER_SECONDS", "SweepJitterSeconds"),
+    ] {
+        assert_eq!(env[var], json!({"Ref": param}), "{var}");
+    }
+    // Exactly what its Tasks, its Distributed Map and startExecution.sync
+    // need, on this stack's functions, rotations and lanes only.
     let granted: BTreeSet<String> = statements(id, &props["Policies"])
         .into_iter()
         .filter(|s| {
@@ -1077,9 +1145,11 @@ fn the_sweep_starts_rotations_of_this_stack_one_at_a_time() {
         .flat_map(|s| s.actions)
         .collect();
     let want: BTreeSet<String> = [
+        "lambda:InvokeFunction",
         "states:StartExecution",
         "states:DescribeExecution",
         "states:StopExecution",
+        "states:RedriveExecution",
         "events:PutTargets",
         "events:PutRule",
         "events:DescribeRule",
@@ -1150,11 +1220,12 @@ fn every_task_calls_a_function_of_the_template() {
         called.insert(logical);
     }
     // Every function but report-outcome, which EventBridge invokes once an
-    // execution has ended (and a schedule).
+    // execution has ended (and a schedule), and plan-sweep, the sweep's
+    // (the_sweep_plans_lanes_and_starts_rotations_of_this_stack).
     let all: BTreeSet<&str> = functions
         .keys()
         .copied()
-        .filter(|f| *f != "ReportOutcomeFunction")
+        .filter(|f| *f != "ReportOutcomeFunction" && *f != "PlanSweepFunction")
         .collect();
     assert_eq!(called, all, "every step's function is called by a Task");
     let report = functions["ReportOutcomeFunction"];
@@ -1433,11 +1504,16 @@ fn all_statements(t: &Value) -> Vec<(String, Statement<'_>)> {
 #[test]
 fn iam_is_scoped_by_tag_name_pattern_or_stack() {
     let t = template();
-    // The sweep may start and follow rotations: both name the rotation machine.
-    let machine_name = machine(&t, "rotation").1["Properties"]["Name"]["Fn::Sub"]
-        .as_str()
-        .expect("the state machine has a !Sub Name")
-        .to_string();
+    // The sweep may start and follow rotations, and its own lanes (the
+    // Distributed Map's child workflow executions).
+    let name_of = |m: &str| {
+        machine(&t, m).1["Properties"]["Name"]["Fn::Sub"]
+            .as_str()
+            .expect("the state machine has a !Sub Name")
+            .to_string()
+    };
+    let machine_name = name_of("rotation");
+    let sweep_name = name_of("sweep");
     let mut errors = vec![];
     for (owner, s) in all_statements(&t) {
         let sid = &s.sid;
@@ -1604,9 +1680,13 @@ fn iam_is_scoped_by_tag_name_pattern_or_stack() {
                 }
             }
             "states" => {
+                let lanes = owner == machine(&t, "sweep").0
+                    && (texts[0].ends_with(&format!(":stateMachine:{sweep_name}"))
+                        || texts[0].ends_with(&format!(":execution:{sweep_name}/*")));
                 let ok = texts.len() == 1
                     && (texts[0].ends_with(&format!(":stateMachine:{machine_name}"))
-                        || texts[0].ends_with(&format!(":execution:{machine_name}:*")));
+                        || texts[0].ends_with(&format!(":execution:{machine_name}:*"))
+                        || lanes);
                 (!ok).then(|| {
                     format!("{here}: the rotation state machine ({machine_name}), got {texts:?}")
                 })

@@ -808,6 +808,14 @@ pub const ENV_VARS: &[(&str, &[&str])] = &[
     ),
     ("Targets::from_env", &["TARGETS_PARAMETER", "TARGETS_PATH"]),
     (
+        "SweepConfig::from_env",
+        &[
+            "SWEEP_MAX_CONCURRENCY",
+            "SWEEP_PER_CLUSTER",
+            "SWEEP_JITTER_SECONDS",
+        ],
+    ),
+    (
         "ReportConfig::from_env",
         &["ALERT_TOPIC_ARN", "METRICS_NAMESPACE"],
     ),

@@ -179,7 +179,7 @@ pub async fn plan_sweep(
             ));
         }
     }
-    let located: Vec<(String, Result<(String, String), RotationError>)> = stream::iter(selected)
+    let located: Vec<(String, Result<Placed, RotationError>)> = stream::iter(selected)
         .map(|(name, config)| async move {
             let secrets = match config.password_store {
                 StoreKind::SecretsManager => secrets_manager,
@@ -193,7 +193,12 @@ pub async fn plan_sweep(
                 },
             )
             .await;
-            (name, server.map(|s| (s, config.cluster.clone())))
+            let placed = server.map(|server| Placed {
+                name: name.clone(),
+                server,
+                cluster: config.cluster.clone(),
+            });
+            (name, placed)
         })
         .buffered(READS_AT_ONCE)
         .collect()
@@ -201,11 +206,7 @@ pub async fn plan_sweep(
     let mut placed = Vec::new();
     for (name, located) in located {
         match located {
-            Ok((server, cluster)) => placed.push(Placed {
-                name,
-                server,
-                cluster,
-            }),
+            Ok(p) => placed.push(p),
             Err(e) => refused.push(refusal(&name, &e)),
         }
     }
