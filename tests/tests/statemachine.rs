@@ -1268,7 +1268,7 @@ async fn a_sweep_rotates_one_servers_targets_one_after_another_and_a_failed_one_
     stack.seed(&default).await;
     for t in [&a, &b] {
         stack.seed(t).await;
-        stack.register_target(t).await;
+        stack.register_in_registry(t).await;
     }
     let sweep = |targets: Value, scenario: Value| {
         run_quick(
@@ -1333,6 +1333,55 @@ async fn a_sweep_rotates_one_servers_targets_one_after_another_and_a_failed_one_
         stack.invariant(&b).await.as_deref(),
         Ok(b.key("blue").as_str())
     );
+
+    // Every registered target whose name starts "sweep-" (one registry
+    // parameter each): a broken entry is refused alone, the others rotate,
+    // and the summary names it.
+    let broken = format!("{}/sweep-broken", pgflip_tests::TARGETS_REGISTRY);
+    stack
+        .ssm
+        .put_parameter()
+        .name(&broken)
+        .value(r#"{"cluster": 5}"#)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    let before = [stack.snapshot(&a).await, stack.snapshot(&b).await];
+    let e = sweep(json!(["sweep-*"]), json!({}));
+    stack
+        .ssm
+        .delete_parameter()
+        .name(&broken)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(e.error.as_deref(), Some("SweepIncomplete"), "{:?}", e.cause);
+    let cause = e.cause.clone().unwrap_or_default();
+    assert!(
+        cause.starts_with("1 of 3 targets did not rotate (ConfigurationError 1, SUCCEEDED 2)"),
+        "{cause}"
+    );
+    for (t, before) in [&a, &b].into_iter().zip(&before) {
+        let after = stack.snapshot(t).await;
+        assert_ne!(after.active_user, before.active_user, "{:?}", t.name);
+        let now = if after.active_user == t.key("blue") {
+            "blue"
+        } else {
+            "green"
+        };
+        assert_ne!(
+            after.secret(now).current,
+            before.secret(now).current,
+            "{:?}",
+            t.name
+        );
+        assert_eq!(
+            stack.invariant(t).await.as_deref(),
+            Ok(after.active_user.as_str())
+        );
+    }
 }
 
 /// The registry (issue 14): one parameter per target under `TARGETS_PATH`;
