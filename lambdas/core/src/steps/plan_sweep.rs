@@ -169,7 +169,9 @@ pub async fn plan_sweep(
             Err(e) => refused.push(refusal(&name, &e)),
         }
     }
-    for pattern in request.targets.iter().flatten() {
+    // Each unknown name once, however often it is listed.
+    let patterns: BTreeSet<&String> = request.targets.iter().flatten().collect();
+    for pattern in patterns {
         let known =
             |n: &str| selected.iter().any(|(s, _)| s == n) || refused.iter().any(|r| r.target == n);
         if !pattern.ends_with('*') && !known(pattern) {

@@ -198,7 +198,7 @@ async fn a_sweep_plans_every_registered_target_and_refuses_bad_ones_alone() {
     // Names and prefixes; an unknown name is refused, the rest planned.
     let p = plan(
         &w,
-        json!({"targets": ["rep*", "nope", "orders"], "maxConcurrency": 3}),
+        json!({"targets": ["rep*", "nope", "orders", "nope"], "maxConcurrency": 3}),
     )
     .await
     .unwrap();
