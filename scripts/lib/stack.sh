@@ -8,7 +8,10 @@
 #                    $STACK_DIR/stack.env (endpoints for tests and scripts):
 #                    PostgreSQL (the primary, a streaming hot standby of it,
 #                    and a second server that stores md5 passwords and asks
-#                    clients for md5), moto, cargo lambda watch
+#                    clients for md5), moto, cargo lambda watch;
+#                    PGFLIP_EXTRA_SERVERS=K (default 0) adds K more SCRAM
+#                    servers like the primary (the fleet bench's database
+#                    servers), their ports in PGFLIP_PG_EXTRA_PORTS=p1,p2
 #   stop_stack       stop what start_stack started, by pid
 #   remove_stack     stop_stack, then delete $STACK_DIR (only a stack's dir)
 #
@@ -157,6 +160,51 @@ start_md5_server() { # start_md5_server BIN PORT
     die "could not set the md5 server's superuser password"
 }
 
+# K more separate SCRAM servers, configured like the primary (same
+# superuser and password, log_statement = all): the fleet bench spreads its
+# targets over them. One initdb, copied K times (a fresh cluster is small),
+# then the K servers start at once. Sets EXTRA_PORTS (p1,p2,...).
+start_extra_servers() { # start_extra_servers BIN K
+  local bin=$1 count=$2 i port data template="$STACK_DIR/extra-template" pids=()
+  EXTRA_PORTS=""
+  [ "$count" -gt 0 ] || return 0
+  say "== starting $count extra SCRAM server(s)"
+  mkdir -p "$template"
+  (umask 077 && printf '%s\n' "$PG_SUPERPASS" >"$STACK_DIR/pwfile-extra")
+  if [ "$(id -u)" = 0 ]; then chown postgres "$template" "$STACK_DIR/pwfile-extra"; fi
+  chmod 700 "$template"
+  as_postgres "$bin/initdb" -D "$template" -U postgres --pwfile="$STACK_DIR/pwfile-extra" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >"$STACK_DIR/initdb-extra.log" 2>&1 ||
+    die "initdb (extra servers) failed: see $STACK_DIR/initdb-extra.log"
+  rm -f "$STACK_DIR/pwfile-extra"
+  cat >>"$template/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+password_encryption = 'scram-sha-256'
+fsync = off
+full_page_writes = off
+max_connections = 100
+log_statement = 'all'
+logging_collector = off
+EOF
+  for ((i = 1; i <= count; i++)); do
+    port=$(free_port)
+    data="$STACK_DIR/extra$i"
+    cp -a "$template" "$data"
+    {
+      echo "port = $port"
+      echo "unix_socket_directories = '$data'"
+    } >>"$data/postgresql.conf"
+    as_postgres "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 30 start >/dev/null &
+    pids+=($!)
+    EXTRA_PORTS="${EXTRA_PORTS:+$EXTRA_PORTS,}$port"
+  done
+  rm -rf "${template:?}"
+  for i in "${pids[@]}"; do
+    wait "$i" || die "an extra server did not start: see $STACK_DIR/extra*/server.log"
+  done
+  say "== extra servers on 127.0.0.1 ports $EXTRA_PORTS"
+}
+
 start_stack() {
   STACK_DIR=${STACK_DIR:-$(mktemp -d /tmp/pgflip-stack.XXXXXX)}
   mkdir -p "$STACK_DIR"
@@ -205,6 +253,9 @@ EOF
   printf '%s\n' "$bin/pg_ctl" >"$STACK_DIR/pg_ctl"
   start_standby "$bin" "$data" "$pg_port" "$standby_port"
   start_md5_server "$bin" "$md5_port"
+  local extra=${PGFLIP_EXTRA_SERVERS:-0}
+  [[ "$extra" =~ ^[0-9]+$ ]] || die "PGFLIP_EXTRA_SERVERS must be a whole number"
+  start_extra_servers "$bin" "$extra"
 
   say "== starting moto on 127.0.0.1:$moto_port"
   # MOTO_ECS_SERVICE_RUNNING: moto reports a deployment COMPLETED when this
@@ -233,6 +284,7 @@ export PGFLIP_PG_STANDBY_PORT=$standby_port
 export PGFLIP_PG_STANDBY_DIR='$STACK_DIR/standby'
 export PGFLIP_PG_MD5_PORT=$md5_port
 export PGFLIP_PG_MD5_LOG='$STACK_DIR/md5data/server.log'
+export PGFLIP_PG_EXTRA_PORTS=$EXTRA_PORTS
 export PGFLIP_LAMBDA_ENDPOINT=http://127.0.0.1:$lambda_port
 export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
 export AWS_REGION=us-east-1
@@ -304,9 +356,9 @@ stop_stack() {
     rm -f "$STACK_DIR/$f.pid"
   done
   if [ -f "$STACK_DIR/pg_ctl" ]; then
-    for f in standby md5data pgdata; do
-      [ -d "$STACK_DIR/$f" ] || continue
-      as_postgres "$(cat "$STACK_DIR/pg_ctl")" -D "$STACK_DIR/$f" -m immediate -w stop >/dev/null 2>&1 || true
+    for f in "$STACK_DIR"/standby "$STACK_DIR"/md5data "$STACK_DIR"/pgdata "$STACK_DIR"/extra[0-9]*; do
+      [ -d "$f" ] || continue # extra[0-9]* stays unexpanded when there are none
+      as_postgres "$(cat "$STACK_DIR/pg_ctl")" -D "$f" -m immediate -w stop >/dev/null 2>&1 || true
     done
     rm -f "$STACK_DIR/pg_ctl"
   fi

@@ -34,6 +34,9 @@
 // returns the child's output or fails with States.TaskFailed as Step
 // Functions does. Scenario: "children": {"<target>": scenario} gives one
 // target's child run a scenario of its own (waits inherit the sweep's).
+// The sweep's summary lists them in "children" (target, name, status, error,
+// startedMs, endedMs, and the child's transitions, invocations, abortedIn,
+// durationMs: its execution alone, without its runner process's start).
 //
 // When AWS_ENDPOINT_URL is set (the local stack), the execution is also
 // registered with moto's Step Functions API (StartExecution, StopExecution at
@@ -265,6 +268,8 @@ async function startChild(args, scenario, request, counts) {
   }
   (globalThis.children ??= []).push({
     target, name: summary.name, status: summary.status, error: summary.error, startedMs, endedMs: Date.now(),
+    transitions: summary.transitions, invocations: summary.invocations, abortedIn: summary.abortedIn,
+    durationMs: summary.durationMs,
   });
   if (summary.status !== 'SUCCEEDED') {
     throw named('States.TaskFailed', JSON.stringify({ ExecutionArn: summary.executionArn, Status: summary.status, Error: summary.error, Cause: summary.cause }));

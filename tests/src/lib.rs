@@ -268,6 +268,17 @@ pub struct ChildExecution {
     pub error: Option<String>,
     pub started_ms: u64,
     pub ended_ms: u64,
+    /// The child's own state transitions and Lambda invocations.
+    #[serde(default)]
+    pub transitions: u32,
+    #[serde(default)]
+    pub invocations: std::collections::BTreeMap<String, u32>,
+    /// The state an `abortAfter` action of its scenario aborted it in.
+    #[serde(default)]
+    pub aborted_in: Option<String>,
+    /// The child execution's own time (its runner's start left out).
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 /// Options of one state machine run.
@@ -302,7 +313,21 @@ pub struct Stack {
 
 impl Stack {
     pub async fn from_env() -> Self {
-        let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        Self::with_config(aws_config::load_defaults(BehaviorVersion::latest()).await)
+    }
+
+    /// [`Stack::from_env`] whose AWS clients mark their requests with
+    /// `app/<app>` in the user agent, so that a count of the Lambdas' calls
+    /// in moto's request recorder can leave a tool's own calls out.
+    pub async fn from_env_as(app: &str) -> Self {
+        let aws = aws_config::defaults(BehaviorVersion::latest())
+            .app_name(aws_config::AppName::new(app.to_string()).expect("a valid app name"))
+            .load()
+            .await;
+        Self::with_config(aws)
+    }
+
+    fn with_config(aws: aws_config::SdkConfig) -> Self {
         env("AWS_ENDPOINT_URL");
         Self {
             pg_host: env("PGFLIP_PG_HOST"),
@@ -317,6 +342,16 @@ impl Stack {
             secrets: aws_sdk_secretsmanager::Client::new(&aws),
             ecs: aws_sdk_ecs::Client::new(&aws),
         }
+    }
+
+    /// The extra SCRAM servers' ports (`PGFLIP_EXTRA_SERVERS` of
+    /// scripts/lib/stack.sh; none by default).
+    pub fn extra_ports(&self) -> Vec<u16> {
+        std::env::var("PGFLIP_PG_EXTRA_PORTS")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect()
     }
 
     /// A superuser connection to `dbname` on the primary.

@@ -34,6 +34,12 @@
 //!       invariants checked after every event; exits 1 at the first violation
 //!       and prints the seed, the schedule and the event
 //!
+//!   pgflip-bench fleet [--targets N | --sizes 10,50,100] [--max-concurrency M]
+//!                      [--per-cluster K] [--jitter-seconds J] [--seed S]
+//!       one sweep over a seeded fleet (fleet.rs, issue 14): faults injected
+//!       into some targets, the invariant watched during the sweep, the
+//!       concurrency reached and the cost per target; `fleet --help`
+//!
 //!   pgflip-bench footprint --bin-dir DIR --python PY [--samples N]
 //!       size, init time and peak RSS of each Lambda bootstrap and of the
 //!       Python/boto3 equivalents, against a Runtime API emulator
@@ -42,6 +48,7 @@
 //! --stagger-ms 100 --drain-ms 500 --poll-ms 100.
 
 mod chaos;
+mod fleet;
 mod footprint;
 mod harness;
 mod injection;
@@ -125,7 +132,7 @@ impl Args {
 
 fn usage(problem: &str) -> ! {
     eprintln!("pgflip-bench: {problem}");
-    eprintln!("usage: pgflip-bench run|load|inject-check|chaos|footprint [options]   (see the top of tests/src/bin/pgflip-bench/main.rs)");
+    eprintln!("usage: pgflip-bench run|load|inject-check|chaos|fleet|footprint [options]   (see the top of tests/src/bin/pgflip-bench/main.rs)");
     std::process::exit(2);
 }
 
@@ -138,6 +145,7 @@ async fn main() {
         "inject-check" => injection::command(&args).await,
         "footprint" => footprint::command(&args).await,
         "chaos" => chaos::command(&args).await,
+        "fleet" => fleet::command(&args).await,
         other => usage(&format!("unknown command {other:?}")),
     };
     std::process::exit(if ok { 0 } else { 1 });
