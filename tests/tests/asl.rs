@@ -384,7 +384,11 @@ fn the_sweep_runs_lanes_side_by_side_and_each_lanes_targets_one_at_a_time() {
     // The summary is report-outcome's, fed the lanes and the refusals.
     let report = &s["ReportOutcome"];
     assert_eq!(report["Resource"], "${ReportOutcomeFunctionArn}");
-    assert_eq!(report["Parameters"]["sweep"]["lanes.$"], "$.lanes");
+    assert_eq!(report["Parameters"]["sweep"]["lanes.$"], "$.plan.lanes");
+    // Compact results: the lanes' results replace the plan's names, a
+    // rotated target is 1 (a state's payload is at most 256 KiB).
+    assert_eq!(lanes["ResultPath"], "$.plan.lanes");
+    assert_eq!(target["TargetRotated"]["Result"], 1);
     assert_eq!(report["Parameters"]["sweep"]["refused.$"], "$.plan.refused");
     assert_eq!(
         s["AllRotated"]["Choices"][0]["Variable"],

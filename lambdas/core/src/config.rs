@@ -665,20 +665,11 @@ pub struct SweepConfig {
 
 impl SweepConfig {
     pub fn from_env(env: &dyn Env) -> Result<Self, RotationError> {
-        let n = |key, default, max| {
-            number(
-                env,
-                key,
-                default,
-                u64::from(key != "SWEEP_JITTER_SECONDS"),
-                max,
-            )
-            .map(|n| n as u32)
-        };
+        let n = |key, default, min, max| number(env, key, default, min, max).map(|n| n as u32);
         Ok(Self {
-            max_concurrency: n("SWEEP_MAX_CONCURRENCY", 10, 10_000)?,
-            per_cluster: n("SWEEP_PER_CLUSTER", 2, 1_000)?,
-            jitter_seconds: n("SWEEP_JITTER_SECONDS", 60, 3_600)?,
+            max_concurrency: n("SWEEP_MAX_CONCURRENCY", 10, 1, 10_000)?,
+            per_cluster: n("SWEEP_PER_CLUSTER", 2, 1, 1_000)?,
+            jitter_seconds: n("SWEEP_JITTER_SECONDS", 60, 0, 3_600)?,
         })
     }
 }
@@ -1056,6 +1047,7 @@ mod env_vars {
                 "DB_PASSWORD_ENCRYPTION" => "md5",
                 "UNLISTED_CONSUMERS" => "warn",
                 "POINTER_LAYOUT" => "parameter",
+                "SWEEP_MAX_CONCURRENCY" | "SWEEP_PER_CLUSTER" => "4",
                 _ => "x",
             };
             Some(value.to_string())
@@ -1076,6 +1068,7 @@ mod env_vars {
                 }
                 "UserKeys::from_env" => UserKeys::from_env(&env).map(drop),
                 "ReportConfig::from_env" => ReportConfig::from_env(&env).map(drop),
+                "SweepConfig::from_env" => SweepConfig::from_env(&env).map(drop),
                 "DbConfig::from_env" => DbConfig::from_env(&env).map(drop),
                 "password_policy_from_env" => password_policy_from_env(&env).map(drop),
                 "password_setter_from_env" => {

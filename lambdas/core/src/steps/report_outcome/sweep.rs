@@ -30,17 +30,26 @@ pub struct SweepEnded {
     /// The sweep's execution.
     pub execution_arn: String,
     #[serde(default)]
-    pub lanes: Vec<Vec<TargetResult>>,
+    pub lanes: Vec<Vec<LaneResult>>,
     /// The targets `plan-sweep` refused.
     #[serde(default)]
     pub refused: Vec<Refused>,
 }
 
-/// One target's result in a lane: `{"target", "outcome": "SUCCEEDED"}`, or
-/// `{"target", "outcome": "FAILED", "failure": {"Error", "Cause"}}` where
-/// the cause of a `States.TaskFailed` is the child execution's description
-/// (`states:DescribeExecution` as JSON: `ExecutionArn`, `Status`, `Error`,
-/// `Cause`).
+/// One target's result in a lane: `1` for a target that rotated (compact:
+/// a state's payload is at most 256 KiB), or the failure.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum LaneResult {
+    Rotated(u8),
+    Result(TargetResult),
+}
+
+/// A target's result as an object: `{"target", "outcome": "FAILED",
+/// "failure": {"Error", "Cause"}}` where the cause of a `States.TaskFailed`
+/// is the child execution's description (`states:DescribeExecution` as
+/// JSON: `ExecutionArn`, `Status`, `Error`, `Cause`); or `{"target",
+/// "outcome": "SUCCEEDED"}`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TargetResult {
     pub target: String,
@@ -143,11 +152,14 @@ pub async fn report_sweep(
     }
     let mut histories_read = 0;
     for result in ended.lanes.iter().flatten() {
-        if result.outcome == "SUCCEEDED" {
-            succeeded += 1;
-            *by_outcome.entry("SUCCEEDED".into()).or_default() += 1;
-            continue;
-        }
+        let result = match result {
+            LaneResult::Result(r) if r.outcome != "SUCCEEDED" => r,
+            _ => {
+                succeeded += 1;
+                *by_outcome.entry("SUCCEEDED".into()).or_default() += 1;
+                continue;
+            }
+        };
         let (execution, error) = failure_of(result);
         let step = match &execution {
             Some(arn) if histories_read < HISTORIES_READ => {

@@ -284,7 +284,7 @@ async fn a_sweeps_summary_counts_outcomes_and_names_each_failure() {
     let ended: SweepEnded = serde_json::from_value(json!({
         "executionArn": "arn:aws:states:us-east-1:1:execution:sweep:x",
         "lanes": [
-            [{"target": "a", "outcome": "SUCCEEDED", "execution": "arn:a"},
+            [1,
              {"target": "orders", "outcome": "FAILED", "failure": child_failure(rolled_back, "RotationRolledBack")}],
             [{"target": "b", "outcome": "SUCCEEDED"},
              {"target": "slow", "outcome": "FAILED", "failure": {"Error": "States.Timeout", "Cause": "the task timed out"}}]
@@ -355,11 +355,11 @@ async fn a_sweeps_summary_counts_outcomes_and_names_each_failure() {
     // leaves the step out, never the summary.
     let quiet = FakeNotifier::default();
     let ok: SweepEnded = serde_json::from_value(json!({
-        "executionArn": "arn:s", "lanes": [[{"target": "a", "outcome": "SUCCEEDED"}]]
+        "executionArn": "arn:s", "lanes": [[1, 1]]
     }))
     .unwrap();
     let (summary, note) = report_sweep(&ok, &history, &quiet).await.unwrap();
-    assert_eq!((summary.failed, note), (0, None));
+    assert_eq!((summary.targets, summary.failed, note), (2, 0, None));
     assert!(quiet.published.lock().unwrap().is_empty());
     history
         .faults
