@@ -4,8 +4,9 @@
 //! parameter-layout target or the alternating-secret target, under
 //! application load, with the invariants checked after every event.
 //!
-//!   pgflip-bench chaos [--scenarios N] [--seed S] [--only K] [--max-seconds T]
-//!                      [--list 1] [--increment 1]
+//!   pgflip-bench chaos [--scenarios N] [--first K] [--seed S] [--only K]
+//!                      [--max-seconds T] [--list 1] [--increment 1] [--json FILE]
+//!   pgflip-bench chaos --combine A.json,B.json,...   (shards' figures summed)
 //!
 //! Scenario K of seed S is a pure function of (S, K): a small SplitMix64
 //! generator draws its 3–8 events of the first increment's kinds before
@@ -30,7 +31,11 @@
 //!   `RotationInProgress` having invoked nothing but `select-user`; both
 //!   going past it is a violation unless moto's start and stop dates show
 //!   one registered only after the other stopped (node's start-up varies
-//!   by more than the delay): then "one after the other", and the failed
+//!   by more than the delay), or the later one's SelectUser entered only
+//!   after the earlier one's last state ended (the runner's history
+//!   timestamps; moto's dates overlap by the runner's last moments and the
+//!   guard's ListExecutions comes some time after the later one was
+//!   registered): then "one after the other", and the failed
 //!   logins of the user the later one rotated are counted apart (moto
 //!   reports a rollout COMPLETED at once while the harness still drains
 //!   the old tasks ECS would have stopped); both refused is a violation;
@@ -136,7 +141,7 @@ use std::time::{Duration, Instant};
 use pgflip_core::domain::{AWSCURRENT, AWSPENDING};
 
 const AWSPREVIOUS: &str = "AWSPREVIOUS";
-use pgflip_core::password::PasswordPolicy;
+use pgflip_core::password::{Password, PasswordPolicy};
 use pgflip_tests::{rotation_succeeded_event, Execution, RunOptions, Stack, Target};
 use serde_json::{json, Value};
 
@@ -638,6 +643,145 @@ fn outcome(e: &Execution) -> String {
     }
 }
 
+// ---------------------------------------------------------------- a check's reads
+
+/// What one check reads of a secret: how many versions carry AWSCURRENT
+/// and AWSPENDING (one DescribeSecret), and the values at AWSCURRENT, at
+/// AWSPENDING when a version carries it and, when asked, at AWSPREVIOUS
+/// (one GetSecretValue each, at once). Never printed.
+struct SecretView {
+    id: String,
+    current: usize,
+    pending: usize,
+    at_current: Option<Value>,
+    at_pending: Option<Value>,
+    at_previous: Option<Value>,
+}
+
+impl SecretView {
+    fn at(&self, stage: &str) -> Option<&Value> {
+        match stage {
+            AWSCURRENT => self.at_current.as_ref(),
+            AWSPENDING => self.at_pending.as_ref(),
+            _ => self.at_previous.as_ref(),
+        }
+    }
+
+    fn username(&self, stage: &str) -> Option<String> {
+        self.at(stage)?["username"].as_str().map(str::to_string)
+    }
+
+    fn password(&self, stage: &str) -> Option<Password> {
+        self.at(stage)?["password"]
+            .as_str()
+            .map(|p| Password::new(p.to_string()))
+    }
+}
+
+async fn read_secret(stack: &Stack, id: &str, previous: bool) -> SecretView {
+    let out = stack
+        .secrets
+        .describe_secret()
+        .secret_id(id)
+        .send()
+        .await
+        .expect("describe the secret");
+    let stages = out.version_ids_to_stages.unwrap_or_default();
+    let count = |label: &str| {
+        stages
+            .values()
+            .filter(|s| s.iter().any(|x| x == label))
+            .count()
+    };
+    let (current, pending, has_previous) =
+        (count(AWSCURRENT), count(AWSPENDING), count(AWSPREVIOUS) > 0);
+    let value = |stage: &'static str, wanted: bool| async move {
+        if !wanted {
+            return None;
+        }
+        let raw = stack
+            .secrets
+            .get_secret_value()
+            .secret_id(id)
+            .version_stage(stage)
+            .send()
+            .await
+            .ok()?
+            .secret_string?;
+        serde_json::from_str::<Value>(&raw).ok()
+    };
+    let (at_current, at_pending, at_previous) = tokio::join!(
+        value(AWSCURRENT, current > 0),
+        value(AWSPENDING, pending > 0),
+        value(AWSPREVIOUS, previous && has_previous),
+    );
+    SecretView {
+        id: id.to_string(),
+        current,
+        pending,
+        at_current,
+        at_pending,
+        at_previous,
+    }
+}
+
+/// Both roles' password verifiers (`pg_authid`, never printed), on the
+/// scenario's superuser connection: made when there is none (the soak drops
+/// it after a PostgreSQL outage or hang) or it closed, and made again once
+/// when a query fails.
+async fn verifiers(
+    stack: &Stack,
+    admin: &mut Option<tokio_postgres::Client>,
+    t: &Target,
+) -> BTreeMap<String, String> {
+    let roles = vec![t.blue_role.clone(), t.green_role.clone()];
+    let sql =
+        "SELECT rolname::text, coalesce(rolpassword, '') FROM pg_authid WHERE rolname = ANY($1)";
+    for attempt in 0..2 {
+        if admin.as_ref().is_none_or(|c| c.is_closed()) {
+            *admin = Some(stack.admin("postgres").await);
+        }
+        let client = admin.as_ref().expect("a superuser connection");
+        match client.query(sql, &[&roles]).await {
+            Ok(rows) => return rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            Err(_) if attempt == 0 => *admin = None,
+            Err(e) => panic!("read pg_authid as superuser: {e}"),
+        }
+    }
+    unreachable!()
+}
+
+/// A login a check makes: as the user `key` with a password it read, or
+/// already known to fail (what is missing).
+enum StageLogin {
+    Ready(String, Password),
+    Refused(String),
+}
+
+/// The login as the role a version of the alternating secret names, with
+/// that version's password ([`Stack::login_stage`] from a check's reads).
+fn stage_login(t: &Target, v: &SecretView, stage: &str) -> StageLogin {
+    let Some(role) = v.username(stage) else {
+        return StageLogin::Refused(format!("{} has no {stage} version", v.id));
+    };
+    let Some(color) = t.color_of(&role) else {
+        return StageLogin::Refused(format!("{stage} names {role:?}, neither configured user"));
+    };
+    match v.password(stage) {
+        Some(p) => StageLogin::Ready(t.key(color), p),
+        None => StageLogin::Refused(format!("{} has no {stage} password", v.id)),
+    }
+}
+
+impl StageLogin {
+    async fn run(self, stack: &Stack, t: &Target, port: u16) -> Result<(), String> {
+        match self {
+            StageLogin::Ready(key, password) => stack.login_at(t, &key, &password, port).await,
+            StageLogin::Refused(e) => Err(e),
+        }
+    }
+}
+
 // ---------------------------------------------------------------- the soak
 
 /// Tasks that hold a password Secrets Manager's own rotation changed while
@@ -686,6 +830,9 @@ struct Soak {
     logs: Vec<(PathBuf, u64)>,
     /// Where the time went, by phase (`--profile 1`).
     profile: BTreeMap<&'static str, Duration>,
+    /// The superuser connection the checks read `pg_authid` on, kept from
+    /// check to check; dropped after a PostgreSQL outage or hang.
+    admin: Option<tokio_postgres::Client>,
 }
 
 /// Runs a command off the async threads; whether it exited 0.
@@ -920,48 +1067,6 @@ impl Soak {
         )
     }
 
-    /// Collects the passwords of both secrets at AWSCURRENT and AWSPENDING.
-    async fn collect_passwords(&mut self) {
-        for key in ["blue", "green"] {
-            let id = self.target.secret_of(&self.target.key(key)).to_string();
-            let state = self.stack.secret_state(&id).await;
-            self.passwords.insert(
-                self.stack
-                    .password_at(&id, AWSCURRENT)
-                    .await
-                    .expose()
-                    .into(),
-            );
-            if state.pending.is_some() {
-                self.passwords.insert(
-                    self.stack
-                        .password_at(&id, AWSPENDING)
-                        .await
-                        .expose()
-                        .into(),
-                );
-            }
-        }
-    }
-
-    /// The role the pointer names: the parameter's user's role, or the
-    /// role the alternating secret's AWSCURRENT names.
-    async fn pointer_role(&self) -> String {
-        let t = &self.target;
-        if t.alternating.is_some() {
-            self.stack
-                .alternating_user(t, AWSCURRENT)
-                .await
-                .unwrap_or_default()
-        } else {
-            let key = self.stack.active_user(t).await;
-            match t.color_of(&key) {
-                Some(_) => t.role_of(&key).to_string(),
-                None => key,
-            }
-        }
-    }
-
     /// When moto had an execution RUNNING: its start and stop dates (ms).
     async fn window_of(&self, name: &str) -> Option<(i64, i64)> {
         let arn = format!("arn:aws:states:us-east-1:123456789012:execution:pgflip-rotation:{name}");
@@ -975,26 +1080,6 @@ impl Soak {
         let start = d.start_date.to_millis().ok()?;
         let stop = d.stop_date.and_then(|s| s.to_millis().ok())?;
         Some((start, stop))
-    }
-
-    /// Both roles' password verifiers (`pg_authid`; never printed).
-    async fn verifiers(&self) -> BTreeMap<String, String> {
-        let roles = vec![
-            self.target.blue_role.clone(),
-            self.target.green_role.clone(),
-        ];
-        self.stack
-            .admin("postgres")
-            .await
-            .query(
-                "SELECT rolname::text, coalesce(rolpassword, '') FROM pg_authid WHERE rolname = ANY($1)",
-                &[&roles],
-            )
-            .await
-            .expect("read pg_authid as superuser")
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect()
     }
 
     /// The execution input for `trigger`, naming the target when it is one
@@ -1036,26 +1121,6 @@ impl Soak {
         input
     }
 
-    /// Versions labelled AWSCURRENT and AWSPENDING of a secret.
-    async fn label_counts(&self, secret: &str) -> (usize, usize) {
-        let out = self
-            .stack
-            .secrets
-            .describe_secret()
-            .secret_id(secret)
-            .send()
-            .await
-            .expect("describe the secret");
-        let stages = out.version_ids_to_stages.unwrap_or_default();
-        let count = |label: &str| {
-            stages
-                .values()
-                .filter(|s| s.iter().any(|x| x == label))
-                .count()
-        };
-        (count(AWSCURRENT), count(AWSPENDING))
-    }
-
     /// The check after an event (or one run of it): settle, then the four
     /// invariants. `texts` are what the event's runs printed and recorded.
     async fn check(
@@ -1075,8 +1140,102 @@ impl Soak {
         let settled = t0.elapsed();
         self.spent("checks: the load settling (tasks replaced)", t0);
         let t1 = Instant::now();
-        // (1) the pointer's user logs in with its AWSCURRENT password
-        if let Err(e) = self.stack.invariant(&self.target).await {
+        // Every read of the check at once (the stack is quiet between
+        // events: no run is in flight, the load only logs in): the
+        // pointer, each secret's labels and values (one DescribeSecret and
+        // one GetSecretValue per label a version carries), the roles'
+        // verifiers (one superuser connection per scenario), the
+        // deployments when a window is open.
+        let t = self.target.clone();
+        let ids: Vec<String> = if t.blue_secret == t.green_secret {
+            vec![t.blue_secret.clone()]
+        } else {
+            vec![t.blue_secret.clone(), t.green_secret.clone()]
+        };
+        let previous = succeeded && t.alternating.is_some();
+        let stack = &self.stack;
+        let (parameter, first, second, verifiers, deployments) = tokio::join!(
+            async {
+                match t.alternating {
+                    Some(_) => None,
+                    None => Some(stack.active_user(&t).await),
+                }
+            },
+            read_secret(stack, &ids[0], previous),
+            async {
+                match ids.get(1) {
+                    Some(id) => Some(read_secret(stack, id, previous).await),
+                    None => None,
+                }
+            },
+            verifiers(stack, &mut self.admin, &t),
+            async {
+                if windows.is_empty() {
+                    vec![]
+                } else {
+                    stack.primary_deployments(&t).await
+                }
+            },
+        );
+        let views: Vec<SecretView> = std::iter::once(first).chain(second).collect();
+        let view = |id: &str| views.iter().find(|v| v.id == id).expect("a secret read");
+        for v in &views {
+            for value in [&v.at_current, &v.at_pending, &v.at_previous]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(p) = value["password"].as_str() {
+                    self.passwords.insert(p.to_string());
+                }
+            }
+        }
+        // (1) the pointer's user logs in with its AWSCURRENT password, and
+        // (6) alternating, after a SUCCEEDED execution: AWSPREVIOUS's role
+        // with AWSPREVIOUS's password; both logins at once.
+        let (pointer, login1) = match &parameter {
+            None => {
+                let v = view(&ids[0]);
+                let role = v.username(AWSCURRENT).unwrap_or_default();
+                (role.clone(), stage_login(&t, v, AWSCURRENT))
+            }
+            Some(active) => match t.color_of(active) {
+                None => (
+                    active.clone(),
+                    StageLogin::Refused(format!("the parameter names {active:?}")),
+                ),
+                Some(_) => {
+                    let role = t.role_of(active).to_string();
+                    let login = match view(t.secret_of(active)).password(AWSCURRENT) {
+                        Some(p) => StageLogin::Ready(t.key(t.color_of(active).unwrap()), p),
+                        None => StageLogin::Refused(format!(
+                            "{} has no AWSCURRENT password",
+                            t.secret_of(active)
+                        )),
+                    };
+                    (role, login)
+                }
+            },
+        };
+        let login6 = if previous {
+            Some(stage_login(&t, view(&ids[0]), AWSPREVIOUS))
+        } else {
+            None
+        };
+        let port = stack.port_of(&t);
+        let (r1, r6) = tokio::join!(login1.run(stack, &t, port), async {
+            match login6 {
+                Some(l) => Some(l.run(stack, &t, port).await),
+                None => None,
+            }
+        });
+        if let Err(e) = r1 {
+            let e = match &parameter {
+                None => format!("the role AWSCURRENT names cannot log in with it: {e}"),
+                Some(active) if t.color_of(active).is_some() => {
+                    format!("{active} cannot log in with its AWSCURRENT password: {e}")
+                }
+                Some(_) => e,
+            };
             return Err(Violation {
                 what: format!("invariant 1 (the pointer's user logs in): {e}"),
             });
@@ -1120,7 +1279,6 @@ impl Soak {
         mark.totals = now;
         mark.samples = samples;
         if !windows.is_empty() {
-            let deployments = self.stack.primary_deployments(&self.target).await;
             windows.retain(|w| {
                 w.deployments
                     .iter()
@@ -1128,9 +1286,9 @@ impl Soak {
             });
         }
         // (3) labels
-        for key in ["blue", "green"] {
-            let id = self.target.secret_of(&self.target.key(key)).to_string();
-            let (current, pending) = self.label_counts(&id).await;
+        for v in &views {
+            let id = &v.id;
+            let (current, pending) = (v.current, v.pending);
             if current != 1 || pending > 1 {
                 return Err(Violation {
                     what: format!(
@@ -1147,7 +1305,6 @@ impl Soak {
             }
         }
         // (4) no password in what the runs printed or recorded
-        self.collect_passwords().await;
         for (i, text) in texts.iter().enumerate() {
             if self.passwords.iter().any(|p| text.contains(p.as_str())) {
                 return Err(Violation {
@@ -1160,8 +1317,6 @@ impl Soak {
         }
         // (5) the pointer moved only to a user verified since its last
         // password change
-        let pointer = self.pointer_role().await;
-        let verifiers = self.verifiers().await;
         for role in std::mem::take(&mut self.verified_roles) {
             if let Some(v) = verifiers.get(&role) {
                 self.trusted.insert(role, v.clone());
@@ -1196,14 +1351,12 @@ impl Soak {
         self.last_pointer = Some(pointer);
         // (6) alternating: AWSPREVIOUS's role still logs in after a
         // completed rotation
-        if succeeded && self.target.alternating.is_some() {
-            if let Err(e) = self.stack.login_stage(&self.target, AWSPREVIOUS).await {
-                return Err(Violation {
-                    what: format!(
-                        "invariant 6 (alternating: AWSPREVIOUS's role logs in after a SUCCEEDED execution): {e}"
-                    ),
-                });
-            }
+        if let Some(Err(e)) = r6 {
+            return Err(Violation {
+                what: format!(
+                    "invariant 6 (alternating: AWSPREVIOUS's role logs in after a SUCCEEDED execution): {e}"
+                ),
+            });
         }
         self.spent("checks: the invariants", t1);
         if std::env::var_os("CHAOS_DEBUG").is_some() {
@@ -1340,10 +1493,9 @@ impl Soak {
                 let active = self.stack.active_user(&t).await;
                 let role = t.role_of(key).to_string();
                 // Whether running tasks use this user (for the figures): its
-                // queries over 500 ms. The window opens whatever this says:
-                // a task between two slow queries looks idle.
-                let before = harness.totals();
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // queries since the last check (no wait). The window opens
+                // whatever this says.
+                let before = mark.totals;
                 let after = harness.totals();
                 let in_use = if key == "blue" {
                     after.as_blue > before.as_blue
@@ -1378,7 +1530,7 @@ impl Soak {
                     if in_use {
                         "in use: its tasks fail until redeployed"
                     } else {
-                        "no query seen in 500 ms"
+                        "no query seen since the last check"
                     }
                 ));
                 self.check(harness, mark, windows, &[], false).await
@@ -1503,6 +1655,21 @@ fn selected_role(history: &str, t: &Target) -> Option<String> {
         .map(|u| t.role_of(u).to_string())
 }
 
+/// When a run's SelectUser was first entered (its history's timestamp, ms).
+fn select_user_entered_ms(history: &str) -> Option<i64> {
+    let events: Vec<Value> = serde_json::from_str(history).ok()?;
+    events
+        .iter()
+        .find(|e| e["type"] == "StateEntered" && e["state"]["name"] == "SelectUser")
+        .and_then(|e| e["timestamp"].as_i64())
+}
+
+/// When a run's last state event happened (its history's timestamps, ms).
+fn last_event_ms(history: &str) -> Option<i64> {
+    let events: Vec<Value> = serde_json::from_str(history).ok()?;
+    events.iter().filter_map(|e| e["timestamp"].as_i64()).max()
+}
+
 /// What a run printed and recorded (for the leak check).
 fn texts(e: &Execution, history: String) -> Vec<String> {
     vec![
@@ -1561,8 +1728,8 @@ impl Soak {
         } else {
             t.blue_role.clone()
         };
-        let before = harness.totals();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Queries as that role since the last check (for the figures).
+        let before = mark.totals;
         let after = harness.totals();
         let in_use = if role == t.blue_role {
             after.as_blue > before.as_blue
@@ -1591,7 +1758,7 @@ impl Soak {
             if in_use {
                 "the new role was in use by old tasks: they fail until redeployed"
             } else {
-                "no query as that role seen in 500 ms"
+                "no query as that role seen since the last check"
             }
         ));
         self.check(harness, mark, windows, &[], false).await?;
@@ -1693,8 +1860,26 @@ impl Soak {
             self.window_of(&e1.name).await,
             self.window_of(&e2.name).await,
         );
+        // Or, when moto's dates overlap by the last moments of the earlier
+        // one (its runner records the stop after its last state ended, the
+        // later one's guard lists executions some time after it was
+        // registered): the later one's SelectUser entered only after the
+        // earlier one's last state had ended (the runner's history
+        // timestamps, the same clock): no state of the two interleaved.
         let sequential = match (w1, w2) {
-            (Some((a1, b1)), Some((a2, b2))) => a2 > b1 || a1 > b2,
+            (Some((a1, b1)), Some((a2, b2))) => {
+                let (earlier, later) = if a1 <= a2 {
+                    (&text1, &text2)
+                } else {
+                    (&text2, &text1)
+                };
+                a2 > b1
+                    || a1 > b2
+                    || matches!(
+                        (last_event_ms(earlier), select_user_entered_ms(later)),
+                        (Some(done), Some(entered)) if entered > done
+                    )
+            }
             _ => false,
         };
         match (past(&e1), past(&e2)) {
@@ -1862,6 +2047,7 @@ impl Soak {
             .ensure_up(&self.stack.pg_host, self.stack.pg_port, down_ms)
             .await;
         self.pg = Some(pg);
+        self.admin = None;
         if after.is_some_and(|s| !e.states.iter().any(|x| x == s)) {
             self.kind("PostgreSQL outage: its step not reached");
         }
@@ -2255,6 +2441,7 @@ impl Soak {
             .ensure_up(&self.stack.pg_host, self.stack.pg_port, 0)
             .await;
         self.pg = Some(pg);
+        self.admin = None;
         if after.is_some_and(|s| !e.states.iter().any(|x| x == s)) {
             self.kind("PostgreSQL hang: its step not reached");
         }
@@ -2289,6 +2476,177 @@ impl Soak {
 /// to it (AWSPENDING stays where it is).
 const EDIT_LABEL: &str = "chaos-edit";
 
+// ---------------------------------------------------------------- figures
+
+/// What a run of the soak (or, combined, of its shards) counted.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Figures {
+    seed: u64,
+    scenarios_run: u64,
+    scenarios_planned: u64,
+    /// The `--max-seconds` bound that stopped it early.
+    stopped_by_time: Option<u64>,
+    alternating_scenarios: u64,
+    events: u64,
+    kinds: BTreeMap<String, u64>,
+    executions: u64,
+    outcomes: BTreeMap<String, u64>,
+    pairs_guarded: u64,
+    pairs_sequential: u64,
+    queries: u64,
+    failed_logins: u64,
+    expected_failed_logins: u64,
+    violations: u64,
+    /// The run's wall time (combined: the longest shard's).
+    wall_seconds: f64,
+    profile: BTreeMap<String, f64>,
+    /// How many runs these figures sum (1: not combined).
+    shards: u64,
+}
+
+impl Figures {
+    /// The sum of several shards' figures; the wall time is the longest.
+    fn combine(parts: Vec<Figures>) -> Figures {
+        let mut all = Figures::default();
+        let mut shard_seconds = 0.0;
+        for f in parts {
+            all.seed = f.seed;
+            all.scenarios_run += f.scenarios_run;
+            all.scenarios_planned += f.scenarios_planned;
+            all.stopped_by_time = all.stopped_by_time.or(f.stopped_by_time);
+            all.alternating_scenarios += f.alternating_scenarios;
+            all.events += f.events;
+            for (k, n) in f.kinds {
+                *all.kinds.entry(k).or_default() += n;
+            }
+            all.executions += f.executions;
+            for (k, n) in f.outcomes {
+                *all.outcomes.entry(k).or_default() += n;
+            }
+            all.pairs_guarded += f.pairs_guarded;
+            all.pairs_sequential += f.pairs_sequential;
+            all.queries += f.queries;
+            all.failed_logins += f.failed_logins;
+            all.expected_failed_logins += f.expected_failed_logins;
+            all.violations += f.violations;
+            all.wall_seconds = all.wall_seconds.max(f.wall_seconds);
+            shard_seconds += f.wall_seconds;
+            for (k, s) in f.profile {
+                *all.profile.entry(k).or_default() += s;
+            }
+            all.shards += f.shards;
+        }
+        all.profile
+            .insert("(all shards' wall time)".to_string(), shard_seconds);
+        all
+    }
+
+    fn print(&self, profile: bool) {
+        let seed = self.seed;
+        let run_count = self.scenarios_run;
+        println!();
+        if self.shards > 1 {
+            println!(
+                "### Chaos soak, seed {seed}: {} shards combined",
+                self.shards
+            );
+        } else {
+            println!("### Chaos soak, seed {seed}");
+        }
+        println!();
+        println!(
+            "scenarios run: {run_count} of {}{}",
+            self.scenarios_planned,
+            match self.stopped_by_time {
+                Some(max_seconds) => format!(" (stopped at the {max_seconds} s bound)"),
+                None => String::new(),
+            }
+        );
+        println!(
+            "scenarios against the alternating-secret target: {}",
+            self.alternating_scenarios
+        );
+        println!("events: {}", self.events);
+        println!("events by kind:");
+        for (k, n) in &self.kinds {
+            println!("  {n:>5}  {k}");
+        }
+        println!("executions: {}", self.executions);
+        println!("executions by outcome:");
+        for (k, n) in &self.outcomes {
+            println!("  {n:>5}  {k}");
+        }
+        println!(
+            "concurrent pairs: {} with one refused RotationInProgress, {} where both proceeded one after the other",
+            self.pairs_guarded, self.pairs_sequential
+        );
+        println!("application queries: {}", self.queries);
+        println!(
+            "failed application logins: {} (must be 0)",
+            self.failed_logins
+        );
+        println!(
+            "failed logins of tasks holding a password changed under them by Secrets Manager's own rotation, or by the later of two concurrent starts that ran one after the other before the harness had drained the tasks moto already reported replaced (expected until their service is redeployed; not pgflip's): {}",
+            self.expected_failed_logins
+        );
+        println!("invariant violations: {}", self.violations);
+        let wall = self.wall_seconds;
+        if self.shards > 1 {
+            let total = self
+                .profile
+                .get("(all shards' wall time)")
+                .copied()
+                .unwrap_or(wall);
+            println!(
+                "wall time: {wall:.0} s (the longest of {} shards run at once; {:.1} s per scenario of the run; {total:.0} s summed over the shards, {:.1} s per scenario per shard)",
+                self.shards,
+                wall / run_count.max(1) as f64,
+                total / run_count.max(1) as f64
+            );
+        } else {
+            println!(
+                "wall time: {wall:.0} s ({:.1} s per scenario)",
+                wall / run_count.max(1) as f64
+            );
+        }
+        if profile {
+            println!("where the time went (s, and s per scenario; checks and executions are inside events, the first check of each scenario too):");
+            for (phase, s) in &self.profile {
+                println!(
+                    "  {:>8.1}  {:>6.2}  {phase}",
+                    s,
+                    s / run_count.max(1) as f64
+                );
+            }
+        }
+    }
+}
+
+/// `pgflip-bench chaos --combine A.json,B.json,...`: the shards' figures
+/// (each written by `--json`) summed and printed; false when a shard saw
+/// a violation, a failed login, or its file is missing.
+fn combine(list: &str, profile: bool) -> bool {
+    let mut parts = vec![];
+    let mut ok = true;
+    for path in list.split(',').filter(|p| !p.is_empty()) {
+        match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Figures>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(f) => parts.push(f),
+            Err(e) => {
+                say(format!(
+                    "no figures from {path} ({e}): that shard did not finish"
+                ));
+                ok = false;
+            }
+        }
+    }
+    let all = Figures::combine(parts);
+    all.print(profile);
+    ok && all.violations == 0 && all.failed_logins == 0
+}
+
 /// `pgflip-bench chaos --help`.
 const HELP: &str = "\
 pgflip-bench chaos: the chaos soak (issue 15). Seeded random schedules of
@@ -2296,12 +2654,15 @@ faults and events against the local stack under application load, the
 invariants checked after every event. Needs a running local stack
 (source $STACK_DIR/stack.env; scripts/bench --chaos N --seed S starts one).
 
-usage: pgflip-bench chaos [--scenarios N] [--seed S] [--only K] [--list 1]
-                          [--increment 1|2|3] [--max-seconds T] [--profile 1]
+usage: pgflip-bench chaos [--scenarios N] [--first K] [--seed S] [--only K]
+                          [--list 1] [--increment 1|2|3] [--max-seconds T]
+                          [--profile 1] [--json FILE]
                           [--pause-ms 200] [--start-ms 100] [--stagger-ms 50]
                           [--drain-ms 200] [--poll-ms 50] [--tasks 2]
 
-  --scenarios N     scenarios 1..N of the seed (20)
+  --scenarios N     N scenarios of the seed (20), from the first
+  --first K         the first scenario (1): scenarios K..K+N-1, a shard of a
+                    longer run (scripts/bench --chaos N --parallel P)
   --seed S          the seed (1); scenario K of seed S is a pure function of
                     (S, K): the same events in the same order on any machine
                     (passwords, exact timings and execution names are not
@@ -2316,6 +2677,10 @@ usage: pgflip-bench chaos [--scenarios N] [--seed S] [--only K] [--list 1]
                     consumer services added and removed, PostgreSQL hanging
   --max-seconds T   start no scenario after T seconds (3600)
   --profile 1       print where the time went, by phase, at the end
+  --json FILE       also write the figures as JSON (one shard's)
+  --combine A,B,..  print the sum of shards' --json figures, run nothing;
+                    exits 1 if a shard saw a violation or a failed login,
+                    or left no figures
   --pause-ms ...    the load harness: pause after each query of a task, a
                     new task's start-up delay, the stagger between new
                     tasks, how long an old task drains, how often the
@@ -2356,7 +2721,11 @@ pub async fn command(args: &Args) -> bool {
         print!("{HELP}");
         return true;
     }
+    if let Some(list) = args.text("combine") {
+        return combine(list, args.text("profile").is_some_and(|v| v != "0"));
+    }
     let scenarios = args.number("scenarios", 20);
+    let first = args.number("first", 1);
     let seed = args.number("seed", 1);
     let only = args.text("only").map(|v| {
         v.parse::<u64>()
@@ -2396,6 +2765,7 @@ pub async fn command(args: &Args) -> bool {
         extras: vec![],
         logs: vec![],
         profile: BTreeMap::new(),
+        admin: None,
         sfn: aws_sdk_sfn::Client::new(
             &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
         ),
@@ -2408,7 +2778,7 @@ pub async fn command(args: &Args) -> bool {
     soak.logs.push((soak.stack.pg_log.clone(), 0));
     let numbers: Vec<u64> = match only {
         Some(k) => vec![k],
-        None => (1..=scenarios).collect(),
+        None => (first..first + scenarios).collect(),
     };
     if args.text("list").is_some_and(|v| v != "0") {
         // The schedules alone, nothing run (`--list 1`).
@@ -2586,59 +2956,36 @@ pub async fn command(args: &Args) -> bool {
     }
 
     // ---- figures
-    let wall = started.elapsed().as_secs_f64();
-    println!();
-    println!("### Chaos soak, seed {seed}");
-    println!();
-    println!(
-        "scenarios run: {run_count} of {}{}",
-        numbers.len(),
-        if stopped_by_time {
-            format!(" (stopped at the {max_seconds} s bound)")
-        } else {
-            String::new()
-        }
-    );
-    println!(
-        "scenarios against the alternating-secret target: {}",
-        soak.alternating_scenarios
-    );
-    println!("events: {}", soak.events);
-    println!("events by kind:");
-    for (k, n) in &soak.kinds {
-        println!("  {n:>5}  {k}");
-    }
-    println!("executions: {}", soak.executions);
-    println!("executions by outcome:");
-    for (k, n) in &soak.outcomes {
-        println!("  {n:>5}  {k}");
-    }
-    println!(
-        "concurrent pairs: {} with one refused RotationInProgress, {} where both proceeded one after the other",
-        soak.pairs_guarded, soak.pairs_sequential
-    );
-    println!("application queries: {}", soak.queries);
-    println!(
-        "failed application logins: {} (must be 0)",
-        soak.failed_logins
-    );
-    println!(
-        "failed logins of tasks holding a password changed under them by Secrets Manager's own rotation, or by the later of two concurrent starts that ran one after the other before the harness had drained the tasks moto already reported replaced (expected until their service is redeployed; not pgflip's): {}",
-        soak.expected_failed_logins
-    );
-    println!("invariant violations: {}", u64::from(violation.is_some()));
-    println!(
-        "wall time: {wall:.0} s ({:.1} s per scenario)",
-        wall / run_count.max(1) as f64
-    );
-    if args.text("profile").is_some_and(|v| v != "0") {
-        println!("where the time went (s, and s per scenario; checks and executions are inside events, the first check of each scenario too):");
-        for (phase, d) in &soak.profile {
-            println!(
-                "  {:>8.1}  {:>6.2}  {phase}",
-                d.as_secs_f64(),
-                d.as_secs_f64() / run_count.max(1) as f64
-            );
+    let figures = Figures {
+        seed,
+        scenarios_run: run_count,
+        scenarios_planned: numbers.len() as u64,
+        stopped_by_time: stopped_by_time.then_some(max_seconds),
+        alternating_scenarios: soak.alternating_scenarios,
+        events: soak.events,
+        kinds: soak.kinds.clone(),
+        executions: soak.executions,
+        outcomes: soak.outcomes.clone(),
+        pairs_guarded: soak.pairs_guarded,
+        pairs_sequential: soak.pairs_sequential,
+        queries: soak.queries,
+        failed_logins: soak.failed_logins,
+        expected_failed_logins: soak.expected_failed_logins,
+        violations: u64::from(violation.is_some()),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        profile: soak
+            .profile
+            .iter()
+            .map(|(k, d)| (k.to_string(), d.as_secs_f64()))
+            .collect(),
+        shards: 1,
+    };
+    figures.print(args.text("profile").is_some_and(|v| v != "0"));
+    if let Some(path) = args.text("json") {
+        let text = serde_json::to_string_pretty(&figures).expect("the figures as JSON");
+        if let Err(e) = std::fs::write(path, text) {
+            say(format!("could not write {path}: {e}"));
+            return false;
         }
     }
     match violation {

@@ -227,7 +227,8 @@ impl Service {
 pub struct Harness {
     shared: Arc<Shared>,
     settled: Arc<AtomicBool>,
-    /// Deployment polls the controller has finished.
+    /// Deployment polls: incremented when one starts and again when it
+    /// has finished (odd: one in flight).
     polls: Arc<AtomicU64>,
     quit: Arc<AtomicBool>,
     controller: Option<JoinHandle<Vec<Service>>>,
@@ -312,9 +313,15 @@ impl Harness {
     pub async fn wait_settled(&self, limit: Duration) -> Result<Duration, String> {
         let started = Instant::now();
         // Only a poll that started after this call has seen the deployments
-        // made before it: wait for two more to finish.
+        // made before it: wait for the next one to start and finish (after
+        // the one in flight, if any).
         let seen = self.polls.load(Ordering::SeqCst);
-        while self.polls.load(Ordering::SeqCst) < seen + 2 || !self.settled.load(Ordering::SeqCst) {
+        let needed = if seen.is_multiple_of(2) {
+            seen + 2
+        } else {
+            seen + 3
+        };
+        while self.polls.load(Ordering::SeqCst) < needed || !self.settled.load(Ordering::SeqCst) {
             if started.elapsed() > limit {
                 return Err(format!(
                     "the harness's tasks did not settle within {limit:?}"
@@ -453,6 +460,8 @@ async fn control(
         if now.duration_since(last_poll) >= config.poll_every {
             last_poll = now;
             polled = true;
+            // Started (odd); finished once the tasks were rolled for it.
+            polls.fetch_add(1, Ordering::SeqCst);
             match primary_deployments(&shared).await {
                 Ok(ids) => {
                     let now = Instant::now();
@@ -599,9 +608,23 @@ async fn run_task(
                 counters.sample(message);
             }
         }
-        tokio::time::sleep(shared.config.query_pause).await;
+        pause(shared.config.query_pause, &stop).await;
     }
     counters.tasks_stopped.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Sleeps `d`, or less once `stop` is set: a task told to stop ends as
+/// soon as its current query has (a drained task is not kept waiting for
+/// its next one, nor the harness for it).
+async fn pause(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(Duration::from_millis(10))).await;
+    }
 }
 
 async fn read_credentials(shared: &Shared) -> Result<Credentials, String> {
