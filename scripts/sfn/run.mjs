@@ -242,7 +242,8 @@ async function startChild(args, scenario, request, counts) {
     ...(scenario.children?.[target] ?? {}),
   };
   const scenarioFile = resolve(scenarioDir, `pgflip-child-${process.pid}-${Date.now()}-${++scenarioSeq}.json`);
-  const name = `${args.name}-${target}`.slice(0, 80);
+  // The name the Task gives (StartExecution's Name), else one of our own.
+  const name = (request.Name ?? `${args.name}-${target}`).slice(0, 80);
   counts['startExecution'] = (counts['startExecution'] || 0) + 1;
   const startedMs = Date.now();
   let run;

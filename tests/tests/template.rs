@@ -1683,10 +1683,15 @@ fn iam_is_scoped_by_tag_name_pattern_or_stack() {
                 let lanes = owner == machine(&t, "sweep").0
                     && (texts[0].ends_with(&format!(":stateMachine:{sweep_name}"))
                         || texts[0].ends_with(&format!(":execution:{sweep_name}/*")));
+                // plan-sweep's guard lists the running sweeps.
+                let sweeps = owner == "PlanSweepFunction"
+                    && s.actions == ["states:ListExecutions"]
+                    && texts[0].ends_with(&format!(":stateMachine:{sweep_name}"));
                 let ok = texts.len() == 1
                     && (texts[0].ends_with(&format!(":stateMachine:{machine_name}"))
                         || texts[0].ends_with(&format!(":execution:{machine_name}:*"))
-                        || lanes);
+                        || lanes
+                        || sweeps);
                 (!ok).then(|| {
                     format!("{here}: the rotation state machine ({machine_name}), got {texts:?}")
                 })

@@ -63,6 +63,9 @@ pub const UNSUPPORTED_DEPLOYMENT_CONTROLLER: &str = "UnsupportedDeploymentContro
 pub const UNLISTED_CONSUMER: &str = "UnlistedConsumer";
 /// Another execution of the state machine is rotating this target right now.
 pub const ROTATION_IN_PROGRESS: &str = "RotationInProgress";
+/// Another sweep, started first, is running: a sweep's limits per database
+/// server and per cluster hold only one sweep at a time.
+pub const SWEEP_IN_PROGRESS: &str = "SweepInProgress";
 /// The pointer moved since `select-user` planned this execution (a redrive
 /// of an old execution after a newer rotation, or another rotator): the
 /// user it would rotate is the active one now. Nothing was changed.
@@ -114,6 +117,7 @@ pub const ALL: &[(&str, bool)] = &[
     (AWS_REQUEST_FAILED, false),
     (SERVICE_NOT_FOUND, false),
     (ROTATION_IN_PROGRESS, false),
+    (SWEEP_IN_PROGRESS, false),
     (POINTER_MOVED, false),
     (UNSUPPORTED_DEPLOYMENT_CONTROLLER, false),
     (UNLISTED_CONSUMER, false),
@@ -192,6 +196,8 @@ pub enum RotationError {
     ServiceNotFound(String),
     #[error("execution {0} is rotating this target right now; nothing was changed")]
     RotationInProgress(String),
+    #[error("sweep {0} started first and is running; this sweep started no rotation")]
+    SweepInProgress(String),
     #[error(
         "{0}; nothing was changed: start a new execution, which plans from the pointer as it is"
     )]
@@ -238,6 +244,7 @@ impl RotationError {
             Self::AwsRequestFailed(_) => AWS_REQUEST_FAILED,
             Self::ServiceNotFound(_) => SERVICE_NOT_FOUND,
             Self::RotationInProgress(_) => ROTATION_IN_PROGRESS,
+            Self::SweepInProgress(_) => SWEEP_IN_PROGRESS,
             Self::PointerMoved(_) => POINTER_MOVED,
             Self::UnsupportedDeploymentController(_) => UNSUPPORTED_DEPLOYMENT_CONTROLLER,
             Self::UnlistedConsumer(_) => UNLISTED_CONSUMER,
@@ -256,11 +263,29 @@ impl RotationError {
     }
 }
 
+/// The longest message an error carries across the Lambda boundary, in
+/// characters. Step Functions keeps at most 32,768 characters of a cause,
+/// and a failed rotation's cause travels on wrapped: in its rollback's
+/// cause, then in the sweep's (the child's whole description as JSON). A
+/// longer message (a drift listing thousands of grants) is cut here, saying
+/// so, and the rest stays in the function's log.
+pub const MAX_MESSAGE_CHARS: usize = 4_000;
+
 impl From<RotationError> for Diagnostic {
     fn from(error: RotationError) -> Self {
+        let mut message = error.to_string();
+        if message.chars().count() > MAX_MESSAGE_CHARS {
+            tracing::warn!(error = error.name(), "{message}");
+            let total = message.chars().count();
+            message = message.chars().take(MAX_MESSAGE_CHARS).collect();
+            message.push_str(&format!(
+                "… ({} more characters in the function's log)",
+                total - MAX_MESSAGE_CHARS
+            ));
+        }
         Diagnostic {
             error_type: error.name().to_string(),
-            error_message: error.to_string(),
+            error_message: message,
         }
     }
 }
@@ -268,6 +293,22 @@ impl From<RotationError> for Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sweep reads a failed rotation's description from a cause Step
+    /// Functions cuts at 32,768 characters: the message is bounded long
+    /// before that (found by a review of the sweep).
+    #[test]
+    fn a_long_message_is_cut_at_the_lambda_boundary() {
+        let long = RotationError::Configuration("g".repeat(50_000));
+        let d = Diagnostic::from(long);
+        assert_eq!(d.error_type, "ConfigurationError");
+        assert!(d.error_message.chars().count() < MAX_MESSAGE_CHARS + 60);
+        assert!(d
+            .error_message
+            .ends_with("more characters in the function's log)"));
+        let short = Diagnostic::from(RotationError::Configuration("x".into()));
+        assert_eq!(short.error_message, "configuration: x");
+    }
 
     #[test]
     fn names_are_unique_pascal_case_and_not_reserved() {

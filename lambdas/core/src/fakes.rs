@@ -991,9 +991,19 @@ impl FakeExecutions {
 
 #[async_trait]
 impl Executions for FakeExecutions {
-    async fn running(&self, _execution_arn: &str) -> Result<Vec<RunningExecution>, RotationError> {
+    /// The running executions of `execution_arn`'s state machine, as
+    /// `states:ListExecutions` lists them.
+    async fn running(&self, execution_arn: &str) -> Result<Vec<RunningExecution>, RotationError> {
         self.faults.take("running")?;
-        Ok(self.running.lock().unwrap().clone())
+        let machine = |arn: &str| arn.rsplit_once(':').map(|(m, _)| m.to_string());
+        Ok(self
+            .running
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| machine(&e.arn) == machine(execution_arn))
+            .cloned()
+            .collect())
     }
 
     async fn input(&self, execution_arn: &str) -> Result<Option<String>, RotationError> {

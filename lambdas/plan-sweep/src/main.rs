@@ -2,11 +2,13 @@
 //! sweep's input selects and splits them into lanes (one database server
 //! per lane, at most `SWEEP_PER_CLUSTER` lanes per ECS cluster, each lane
 //! delayed by up to `SWEEP_JITTER_SECONDS`); the sweep's Map runs the
-//! lanes side by side, at most `SWEEP_MAX_CONCURRENCY` at once.
+//! lanes side by side, at most `SWEEP_MAX_CONCURRENCY` at once. One sweep
+//! at a time: a later one started while another runs starts nothing.
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use pgflip_core::adapters::{
-    secrets::SecretsManager, ssm::SsmParameters, ssm_passwords::SsmPasswordStore,
+    secrets::SecretsManager, sfn::StepFunctions, ssm::SsmParameters,
+    ssm_passwords::SsmPasswordStore,
 };
 use pgflip_core::config::{ProcessEnv, SweepConfig, TargetConfig, Targets};
 use pgflip_core::errors::RotationError;
@@ -24,11 +26,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let parameters = SsmParameters::new(aws_sdk_ssm::Client::new(&aws));
     let secrets_manager = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
     let ssm = SsmPasswordStore::new(aws_sdk_ssm::Client::new(&aws));
+    let executions = StepFunctions::new(aws_sdk_sfn::Client::new(&aws));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let request = SweepRequest::parse(&event.payload);
         let (targets, default_target) = (&targets, &default_target);
         let (sweep, parameters) = (&sweep, &parameters);
-        let (secrets_manager, ssm) = (&secrets_manager, &ssm);
+        let (secrets_manager, ssm, executions) = (&secrets_manager, &ssm, &executions);
         async move {
             let request = request?;
             let plan = steps::plan_sweep(
@@ -39,6 +42,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 parameters,
                 secrets_manager,
                 ssm,
+                executions,
             )
             .await?;
             serde_json::to_value(plan)

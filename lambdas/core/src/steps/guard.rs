@@ -9,6 +9,9 @@ use crate::ports::{Executions, RunningExecution};
 /// Executions older than the state machine's own timeout cannot be running.
 const GUARD_MAX_AGE_MS: i64 = 6 * 3600 * 1000;
 
+/// A sweep's `TimeoutSeconds` (24 h).
+const SWEEP_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -59,4 +62,31 @@ pub(crate) async fn guard(
         }
     }
     Ok(())
+}
+
+/// The sweep's guard (`plan-sweep`): one sweep at a time, so that the
+/// limits per database server and per cluster hold across sweeps too. Of
+/// the running executions of the sweep state machine
+/// (`states:ListExecutions`), the one that started first (then the smaller
+/// ARN) goes on; any later one fails `SweepInProgress` naming it, having
+/// started nothing.
+pub(crate) async fn sweep_guard(
+    executions: &dyn Executions,
+    me: &str,
+    now_ms: i64,
+) -> Result<(), RotationError> {
+    let running = executions.running(me).await?;
+    let my_start = running
+        .iter()
+        .find(|e| e.arn == me)
+        .map_or(i64::MAX, |e| e.started_ms);
+    match running
+        .iter()
+        .filter(|e| e.arn != me && now_ms.saturating_sub(e.started_ms) < SWEEP_MAX_AGE_MS)
+        .filter(|e| (e.started_ms, e.arn.as_str()) < (my_start, me))
+        .min_by_key(|e| (e.started_ms, e.arn.clone()))
+    {
+        Some(first) => Err(RotationError::SweepInProgress(first.arn.clone())),
+        None => Ok(()),
+    }
 }

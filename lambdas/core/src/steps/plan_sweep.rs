@@ -27,12 +27,13 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::guard::{now_ms, sweep_guard};
 use super::registry::all_targets;
 use crate::config::{SweepConfig, TargetConfig, Targets};
 use crate::domain::StoreKind;
 use crate::errors::RotationError;
 use crate::layouts::{self, Stores};
-use crate::ports::{ParameterStore, SecretStore};
+use crate::ports::{Executions, ParameterStore, SecretStore};
 
 /// How many targets' servers are read at once (`GetSecretValue`).
 const READS_AT_ONCE: usize = 16;
@@ -41,10 +42,14 @@ const READS_AT_ONCE: usize = 16;
 /// registered target), `{"targets": ["orders", "billing-*"]}` (names, and
 /// name prefixes ending in `*`); optionally `maxConcurrency`,
 /// `perCluster`, `jitterSeconds` (overriding the deployment's) and `seed`
-/// (the jitter's, for a reproducible plan).
+/// (the jitter's, for a reproducible plan). The state machine passes it as
+/// `{"sweep": <input>, "executionId": <the sweep's execution ARN>}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SweepRequest {
+    /// The sweep's execution (the sweep guard's "me"); none: no guard.
+    #[serde(skip)]
+    pub execution_id: Option<String>,
     #[serde(default)]
     pub targets: Option<Vec<String>>,
     #[serde(default)]
@@ -61,7 +66,17 @@ impl SweepRequest {
     /// Parses the sweep's input (other fields, such as `reason`, are
     /// ignored). A malformed selection is `InvalidInput`.
     pub fn parse(payload: &Value) -> Result<Self, RotationError> {
-        let request: Self = serde_json::from_value(payload.clone()).map_err(|e| {
+        let (input, execution_id) = match payload.get("sweep") {
+            Some(input) => (
+                input,
+                payload
+                    .get("executionId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            ),
+            None => (payload, None),
+        };
+        let mut request: Self = serde_json::from_value(input.clone()).map_err(|e| {
             RotationError::InvalidInput(format!(
                 "the sweep's input: {e} (expected {{\"targets\": [\"name\", \"prefix*\", ...]}}, all fields optional)"
             ))
@@ -83,6 +98,7 @@ impl SweepRequest {
                 )));
             }
         }
+        request.execution_id = execution_id;
         Ok(request)
     }
 
@@ -145,9 +161,11 @@ pub struct Placed {
 /// Plans a sweep: every target the request selects (the registry's, see
 /// [`all_targets`]), placed in lanes by [`lanes`]. A selected name no
 /// source defines is refused (`InvalidInput`); one listed twice runs once.
-/// Errors: reading the registry itself (`AwsUnavailable`,
-/// `AwsRequestFailed`) fails the plan; anything about one target refuses
-/// only that target.
+/// Errors: another sweep running that started first (`SweepInProgress`,
+/// see `guard::sweep_guard`: nothing is read or started); reading the
+/// registry itself (`AwsUnavailable`, `AwsRequestFailed`) fails the plan;
+/// anything about one target refuses only that target.
+#[allow(clippy::too_many_arguments)]
 pub async fn plan_sweep(
     request: &SweepRequest,
     config: &SweepConfig,
@@ -156,7 +174,11 @@ pub async fn plan_sweep(
     parameters: &dyn ParameterStore,
     secrets_manager: &dyn SecretStore,
     ssm: &dyn SecretStore,
+    executions: &dyn Executions,
 ) -> Result<SweepPlan, RotationError> {
+    if let Some(me) = &request.execution_id {
+        sweep_guard(executions, me, now_ms()).await?;
+    }
     let registered = all_targets(targets, default, parameters).await?;
     let mut refused = Vec::new();
     let mut selected = Vec::new();
@@ -198,7 +220,7 @@ pub async fn plan_sweep(
             let placed = server.map(|server| Placed {
                 name: name.clone(),
                 server,
-                cluster: config.cluster.clone(),
+                cluster: cluster_name(&config.cluster),
             });
             (name, placed)
         })
@@ -246,28 +268,63 @@ fn refusal(target: &str, error: &RotationError) -> Refused {
     }
 }
 
-/// The database server a target rotates on: `dbHost`/`dbPort` of its entry
-/// when it gives the host, else the host and port of its blue user's
-/// `AWSCURRENT` secret (`secretsmanager:GetSecretValue` or
-/// `ssm:GetParameter`), the entry's `dbPort` winning.
+/// The database server a target rotates on, as `host:port`: `dbHost`/
+/// `dbPort` of its entry when it gives the host, else the host and port of
+/// its blue user's `AWSCURRENT` secret (`secretsmanager:GetSecretValue` or
+/// `ssm:GetParameter`), the entry's `dbPort` winning. A transient error
+/// (`AwsUnavailable`: throttling) is retried [`READ_ATTEMPTS`] times in
+/// all before the target is refused.
 async fn server_of(config: &TargetConfig, stores: Stores<'_>) -> Result<String, RotationError> {
     let (host, port) = match &config.connection.host {
         Some(host) => (host.clone(), config.connection.port.unwrap_or(5432)),
         None => {
             let pointer = layouts::for_target(config, stores);
             let user = &config.blue_user;
-            let secret = pointer.template(user).await?.secret;
+            let mut attempt = 1;
+            let secret = loop {
+                match pointer.template(user).await {
+                    Ok(version) => break version.secret,
+                    Err(RotationError::AwsUnavailable(_)) if attempt < READ_ATTEMPTS => {
+                        tokio::time::sleep(READ_BACKOFF * attempt).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             let port = config.connection.port.unwrap_or(secret.port());
             (secret.host().to_string(), port)
         }
     };
+    let host = server_host(&host);
     if host.is_empty() {
         return Err(RotationError::Configuration(format!(
             "the blue user's secret of target {} names no host",
             config.name.as_deref().unwrap_or("default")
         )));
     }
-    Ok(format!("{}:{port}", host.to_ascii_lowercase()))
+    Ok(format!("{host}:{port}"))
+}
+
+/// Reads of a target's server: attempts in all, and the backoff step.
+const READ_ATTEMPTS: u32 = 4;
+const READ_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A host name as one server: without blanks, in lower case (DNS names
+/// compare without regard to case), without the root's trailing dot.
+/// Different names of one server (a cluster and an instance endpoint, a
+/// CNAME, a proxy) stay different: the plan compares names, not addresses.
+fn server_host(host: &str) -> String {
+    host.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// An ECS cluster as one name: its name, whether the entry gives the name
+/// or the ARN (`arn:…:cluster/<name>`).
+fn cluster_name(cluster: &str) -> String {
+    let cluster = cluster.trim();
+    match cluster.strip_prefix("arn:") {
+        Some(_) => cluster.rsplit('/').next().unwrap_or(cluster).to_string(),
+        None => cluster.to_string(),
+    }
 }
 
 /// Splits `targets` into lanes: each server's targets (by name) in one

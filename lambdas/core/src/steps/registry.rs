@@ -91,7 +91,16 @@ pub async fn all_targets(
         listed.sort();
         for (parameter, raw) in listed {
             let name = parameter.rsplit('/').next().unwrap_or_default().to_string();
-            let config = entry_of(&parameter, &raw, &name, default);
+            let config = if name == DEFAULT_TARGET {
+                // `{"target": "default"}` is the environment's target: an
+                // entry of that name could never be rotated, and a sweep
+                // would rotate the environment's twice.
+                Err(RotationError::Configuration(format!(
+                    "target parameter {parameter}: \"{DEFAULT_TARGET}\" is the reserved name of the target the environment describes; rename the parameter"
+                )))
+            } else {
+                entry_of(&parameter, &raw, &name, default)
+            };
             out.push((name, config));
         }
     }

@@ -2708,3 +2708,4 @@ async fn a_late_event_for_the_inactive_user_resumes_what_is_pending() {
     w.flip("green").await.unwrap();
     assert!(w.invariant_holds());
 }
+mod sweep_review;

@@ -29,8 +29,14 @@ const LISTED: usize = 100;
 pub struct SweepEnded {
     /// The sweep's execution.
     pub execution_arn: String,
+    /// Each lane's results: an array of [`LaneResult`], or, for a lane whose
+    /// own execution failed (tolerated by the Map), its error or null.
     #[serde(default)]
-    pub lanes: Vec<Vec<LaneResult>>,
+    pub lanes: Vec<Value>,
+    /// How many targets the plan placed in lanes (`$.plan.targets`): a lane
+    /// that left no results is counted from it.
+    #[serde(default)]
+    pub planned: Option<usize>,
     /// The targets `plan-sweep` refused.
     #[serde(default)]
     pub refused: Vec<Refused>,
@@ -105,9 +111,20 @@ fn failure_of(result: &TargetResult) -> (Option<String>, String) {
         .and_then(|f| field(f, "Error"))
         .unwrap_or("Failed")
         .to_string();
-    let child: Option<Value> = failure
-        .and_then(|f| field(f, "Cause"))
-        .and_then(|c| serde_json::from_str(c).ok());
+    let cause = failure.and_then(|f| field(f, "Cause"));
+    // A cause past 32,768 characters arrives cut: no longer JSON, but its
+    // first fields are still there.
+    let child: Option<Value> = cause.and_then(|c| {
+        serde_json::from_str(c).ok().or_else(|| {
+            let mut fields = serde_json::Map::new();
+            for key in ["ExecutionArn", "Error", "Status"] {
+                if let Some(v) = cut_field(c, key) {
+                    fields.insert(key.into(), Value::String(v));
+                }
+            }
+            (!fields.is_empty()).then_some(Value::Object(fields))
+        })
+    });
     let execution = result.execution.clone().or_else(|| {
         child
             .as_ref()
@@ -124,6 +141,22 @@ fn failure_of(result: &TargetResult) -> (Option<String>, String) {
         None => outer,
     };
     (execution, error)
+}
+
+/// The string value of `"key":"…"` in JSON text that may be cut short
+/// (none when the value's end is cut off too).
+fn cut_field(text: &str, key: &str) -> Option<String> {
+    let start = text.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let mut value = String::new();
+    let mut chars = text[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(value),
+            '\\' => value.push(chars.next()?),
+            c => value.push(c),
+        }
+    }
+    None
 }
 
 /// Counts the sweep's outcome and publishes one notification when any
@@ -151,7 +184,25 @@ pub async fn report_sweep(
         });
     }
     let mut histories_read = 0;
-    for result in ended.lanes.iter().flatten() {
+    let mut counted = 0;
+    let mut lost_lanes = Vec::new();
+    let mut results = Vec::new();
+    for (i, lane) in ended.lanes.iter().enumerate() {
+        match lane.as_array().map(|items| {
+            items
+                .iter()
+                .map(|item| serde_json::from_value::<LaneResult>(item.clone()))
+                .collect::<Result<Vec<_>, _>>()
+        }) {
+            Some(Ok(items)) => results.extend(items),
+            _ => lost_lanes.push(lane.get("Error").and_then(Value::as_str).map_or_else(
+                || format!("lane {i}: no results"),
+                |e| format!("lane {i}: {e}"),
+            )),
+        }
+    }
+    for result in &results {
+        counted += 1;
         let result = match result {
             LaneResult::Result(r) if r.outcome != "SUCCEEDED" => r,
             _ => {
@@ -182,7 +233,26 @@ pub async fn report_sweep(
             error,
         });
     }
-    let failed = failures.len();
+    // A lane whose execution failed left no results: its targets are
+    // counted from the plan, under NoResult.
+    let missing = match ended.planned {
+        Some(planned) => planned.saturating_sub(counted),
+        None => lost_lanes.len(),
+    };
+    if missing > 0 {
+        *by_outcome.entry("NoResult".into()).or_default() += missing;
+        failures.push(FailedTarget {
+            target: format!("({missing} targets without a result)"),
+            execution: None,
+            step: None,
+            error: if lost_lanes.is_empty() {
+                "NoResult".into()
+            } else {
+                lost_lanes.join("; ")
+            },
+        });
+    }
+    let failed = failures.len() - usize::from(missing > 0) + missing;
     let targets = succeeded + failed;
     let counts = by_outcome
         .iter()

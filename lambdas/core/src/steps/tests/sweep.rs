@@ -165,6 +165,7 @@ async fn plan(w: &World, input: serde_json::Value) -> Result<SweepPlan, Rotation
         &w.parameters,
         &w.secrets,
         &w.secrets,
+        &w.executions,
     )
     .await
 }
@@ -366,4 +367,30 @@ async fn a_sweeps_summary_counts_outcomes_and_names_each_failure() {
         .push("history", RotationError::AwsUnavailable("throttled".into()));
     let (summary, _) = report_sweep(&ended, &history, &notifier).await.unwrap();
     assert_eq!(summary.failures[1].step, None);
+}
+
+/// One sweep at a time: a sweep that finds another one running that
+/// started first fails SweepInProgress before reading anything; the
+/// first one goes on (and its plan is unaffected by the later one).
+#[tokio::test]
+async fn a_second_sweep_at_once_starts_nothing() {
+    let w = fleet_world();
+    let first = "arn:aws:states:us-east-1:123456789012:execution:stack-sweep:first";
+    let second = "arn:aws:states:us-east-1:123456789012:execution:stack-sweep:second";
+    w.executions.start(first);
+    w.executions.start(second);
+    let err = plan(&w, json!({"sweep": {}, "executionId": second}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "SweepInProgress");
+    assert!(err.to_string().contains(first), "{err}");
+    let p = plan(
+        &w,
+        json!({"sweep": {"targets": ["orders"]}, "executionId": first}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.targets, 1);
+    // Without an execution id (an older state machine): no guard.
+    assert!(plan(&w, json!({})).await.is_ok());
 }
