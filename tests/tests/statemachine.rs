@@ -1384,6 +1384,64 @@ async fn a_sweep_rotates_one_servers_targets_one_after_another_and_a_failed_one_
     }
 }
 
+/// One sweep at a time (issue 14): a sweep started while another one runs
+/// fails SweepInProgress at PlanSweep and starts no rotation; the first one
+/// ends as if alone.
+#[tokio::test]
+async fn a_second_sweep_while_one_runs_starts_no_rotation() {
+    let _guard = SERIAL.lock().await;
+    let stack = Stack::from_env().await;
+    let t = Target::unique_named("sweep_c", "sweep-c");
+    stack.seed(&t).await;
+    stack.register_in_registry(&t).await;
+    let sweep = |scenario: Value| {
+        run_quick(
+            &stack,
+            json!({ "targets": ["sweep-c"] }),
+            scenario,
+            RunOptions {
+                definition: Some(pgflip_tests::repo_root().join("statemachine/sweep.asl.json")),
+                ..RunOptions::default()
+            },
+        )
+    };
+    let before = stack.snapshot(&t).await;
+    let (first, second) = std::thread::scope(|scope| {
+        // The first sweep's rotation takes 6 s longer at SelectUser.
+        let first = scope.spawn(|| {
+            sweep(json!({"children": {"sweep-c": {"tasks": {"SelectUser": [{"delayMs": 6000}]}}}}))
+        });
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let second = sweep(json!({}));
+        (first.join().unwrap(), second)
+    });
+    assert_eq!(second.status, "FAILED");
+    assert_eq!(
+        second.error.as_deref(),
+        Some("SweepInProgress"),
+        "{:?}",
+        second.cause
+    );
+    assert!(
+        second.children.is_empty(),
+        "the second sweep started a rotation"
+    );
+    assert_eq!(
+        first.status, "SUCCEEDED",
+        "{:?}: {:?}",
+        first.error, first.cause
+    );
+    let after = stack.snapshot(&t).await;
+    assert_ne!(
+        after.active_user, before.active_user,
+        "the first sweep rotated once"
+    );
+    assert_eq!(
+        stack.invariant(&t).await.as_deref(),
+        Ok(after.active_user.as_str())
+    );
+}
+
 /// The registry (issue 14): one parameter per target under `TARGETS_PATH`;
 /// adding a target is writing its parameter. A broken entry fails only its
 /// own target, with nothing changed.
