@@ -567,7 +567,21 @@ async fn one_fleet(
     figures.sweep_invocations = e.invocations.clone();
     match &summary {
         None => problems.push("no ReportOutcome output in the sweep's history".into()),
-        Some(s) => check_summary(s, n, &expected_failed, &mut figures, &mut problems),
+        Some(s) => {
+            let child_names: BTreeMap<String, String> = e
+                .children
+                .iter()
+                .map(|c| (c.target.clone(), c.name.clone()))
+                .collect();
+            check_summary(
+                s,
+                n,
+                &expected_failed,
+                &child_names,
+                &mut figures,
+                &mut problems,
+            )
+        }
     }
 
     // ---- concurrency reached
@@ -760,10 +774,12 @@ async fn one_fleet(
 }
 
 /// The summary's counts and failures against what was injected.
+/// `child_names`: each target's child execution name, as the runner ran it.
 fn check_summary(
     s: &Value,
     n: usize,
     expected_failed: &BTreeMap<String, String>,
+    child_names: &BTreeMap<String, String>,
     figures: &mut Figures,
     problems: &mut Vec<String>,
 ) {
@@ -828,15 +844,31 @@ fn check_summary(
                     f["step"], f["execution"]
                 ));
             }
-        } else if !f["execution"]
-            .as_str()
-            .is_some_and(|x| x.ends_with(target.as_str()))
-        {
-            problems.push(format!(
-                "the summary lists {target} without its execution ({})",
-                f["execution"]
-            ));
+        } else {
+            // Its own execution: the ARN ends with the name its child ran as.
+            let own = child_names.get(target.as_str());
+            if !f["execution"]
+                .as_str()
+                .zip(own)
+                .is_some_and(|(x, name)| x.ends_with(&format!(":{name}")))
+            {
+                problems.push(format!(
+                    "the summary lists {target} with execution {}, but its child ran as {own:?}",
+                    f["execution"]
+                ));
+            }
         }
+    }
+    let executions: Vec<&str> = listed
+        .values()
+        .filter_map(|f| f["execution"].as_str())
+        .collect();
+    if executions.iter().collect::<BTreeSet<_>>().len() != executions.len() {
+        problems.push(format!(
+            "failed targets share an execution: {} failures, {} distinct executions",
+            executions.len(),
+            executions.iter().collect::<BTreeSet<_>>().len()
+        ));
     }
     let steps: BTreeMap<String, String> = listed
         .iter()
