@@ -1291,6 +1291,10 @@ async fn a_sweep_rotates_one_servers_targets_one_after_another_and_a_failed_one_
     assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
     let order: Vec<&str> = e.children.iter().map(|c| c.target.as_str()).collect();
     assert_eq!(order, ["default", "sweep-a", "sweep-b"]);
+    // Each rotation is an execution of its own.
+    let names: std::collections::BTreeSet<&str> =
+        e.children.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names.len(), 3, "{:?}", e.children);
     for pair in e.children.windows(2) {
         assert!(
             pair[0].ended_ms <= pair[1].started_ms,
@@ -1391,13 +1395,13 @@ async fn a_sweep_rotates_one_servers_targets_one_after_another_and_a_failed_one_
 async fn a_second_sweep_while_one_runs_starts_no_rotation() {
     let _guard = SERIAL.lock().await;
     let stack = Stack::from_env().await;
-    let t = Target::unique_named("sweep_c", "sweep-c");
+    let t = Target::unique_named("guard_c", "guarded-c");
     stack.seed(&t).await;
     stack.register_in_registry(&t).await;
     let sweep = |scenario: Value| {
         run_quick(
             &stack,
-            json!({ "targets": ["sweep-c"] }),
+            json!({ "targets": ["guarded-c"] }),
             scenario,
             RunOptions {
                 definition: Some(pgflip_tests::repo_root().join("statemachine/sweep.asl.json")),
@@ -1409,7 +1413,9 @@ async fn a_second_sweep_while_one_runs_starts_no_rotation() {
     let (first, second) = std::thread::scope(|scope| {
         // The first sweep's rotation takes 6 s longer at SelectUser.
         let first = scope.spawn(|| {
-            sweep(json!({"children": {"sweep-c": {"tasks": {"SelectUser": [{"delayMs": 6000}]}}}}))
+            sweep(
+                json!({"children": {"guarded-c": {"tasks": {"SelectUser": [{"delayMs": 6000}]}}}}),
+            )
         });
         std::thread::sleep(std::time::Duration::from_secs(3));
         let second = sweep(json!({}));
