@@ -116,18 +116,25 @@ fn lanes_run_servers_side_by_side_up_to_the_limits() {
     assert!(a.iter().any(|l| l.jitter_seconds > 0), "{a:?}");
 }
 
-const PATH: &str = "/pgflip/targets/";
+pub(super) const PATH: &str = "/pgflip/targets/";
 
-/// The default target (world()'s, server 127.0.0.1:5432 from its secret),
-/// "orders" (dbHost given: the same server), "reports" (on another server,
-/// its own cluster), a broken "billing" and "ghost" whose secret is gone.
-fn fleet_world() -> World {
+/// world()'s default target and a registry under PATH with no entry yet
+/// (no targets document).
+pub(super) fn registry_world() -> World {
     let mut w = two_target_world();
     w.parameters.values.lock().unwrap().remove(TARGETS_DOC);
     w.targets = Targets {
         parameter_name: None,
         path: Some(PATH.into()),
     };
+    w
+}
+
+/// The default target (world()'s, server 127.0.0.1:5432 from its secret),
+/// "orders" (dbHost given: the same server), "reports" (on another server,
+/// its own cluster), a broken "billing" and "ghost" whose secret is gone.
+fn fleet_world() -> World {
+    let w = registry_world();
     let orders = targets_doc()["orders"].clone();
     w.parameters
         .set(&format!("{PATH}orders"), &orders.to_string());
@@ -150,10 +157,16 @@ fn fleet_world() -> World {
     w
 }
 
-async fn plan(w: &World, input: serde_json::Value) -> Result<SweepPlan, RotationError> {
+/// The plan of `input` with perCluster `per_cluster` (maxConcurrency 10,
+/// no jitter).
+pub(super) async fn plan_with(
+    w: &World,
+    input: serde_json::Value,
+    per_cluster: u32,
+) -> Result<SweepPlan, RotationError> {
     let config = SweepConfig {
         max_concurrency: 10,
-        per_cluster: 2,
+        per_cluster,
         jitter_seconds: 0,
     };
     let request = SweepRequest::parse(&input)?;
@@ -168,6 +181,10 @@ async fn plan(w: &World, input: serde_json::Value) -> Result<SweepPlan, Rotation
         &w.executions,
     )
     .await
+}
+
+pub(super) async fn plan(w: &World, input: serde_json::Value) -> Result<SweepPlan, RotationError> {
+    plan_with(w, input, 2).await
 }
 
 #[tokio::test]

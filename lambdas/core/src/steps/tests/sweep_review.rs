@@ -2,22 +2,9 @@
 
 use serde_json::json;
 
+use super::sweep::{plan, plan_with, registry_world, PATH};
 use super::*;
-use crate::config::SweepConfig;
-use crate::steps::plan_sweep::{plan_sweep, SweepRequest};
 use crate::steps::report_outcome::{report_sweep, SweepEnded};
-
-const PATH: &str = "/pgflip/targets/";
-
-fn registry_world() -> World {
-    let mut w = two_target_world();
-    w.parameters.values.lock().unwrap().remove(TARGETS_DOC);
-    w.targets = Targets {
-        parameter_name: None,
-        path: Some(PATH.into()),
-    };
-    w
-}
 
 fn entry(cluster: &str, host: &str, port: Option<u16>) -> serde_json::Value {
     let mut e = targets_doc()["orders"].clone();
@@ -30,23 +17,7 @@ fn entry(cluster: &str, host: &str, port: Option<u16>) -> serde_json::Value {
 }
 
 async fn plan_of(w: &World, input: serde_json::Value) -> SweepPlan {
-    let config = SweepConfig {
-        max_concurrency: 10,
-        per_cluster: 2,
-        jitter_seconds: 0,
-    };
-    plan_sweep(
-        &SweepRequest::parse(&input).unwrap(),
-        &config,
-        &w.targets,
-        &w.config,
-        &w.parameters,
-        &w.secrets,
-        &w.secrets,
-        &w.executions,
-    )
-    .await
-    .unwrap()
+    plan(w, input).await.unwrap()
 }
 
 fn lane_of(p: &SweepPlan, name: &str) -> Vec<usize> {
@@ -98,23 +69,9 @@ async fn a_cluster_by_name_and_by_arn_is_one_cluster() {
             &entry(cluster, host, None).to_string(),
         );
     }
-    let config = SweepConfig {
-        max_concurrency: 10,
-        per_cluster: 1,
-        jitter_seconds: 0,
-    };
-    let p = plan_sweep(
-        &SweepRequest::parse(&json!({"targets": ["a", "b"]})).unwrap(),
-        &config,
-        &w.targets,
-        &w.config,
-        &w.parameters,
-        &w.secrets,
-        &w.secrets,
-        &w.executions,
-    )
-    .await
-    .unwrap();
+    let p = plan_with(&w, json!({"targets": ["a", "b"]}), 1)
+        .await
+        .unwrap();
     assert_eq!(p.clusters, 1, "{p:?}");
     assert_eq!(p.lanes.len(), 1, "perCluster 1, one cluster: {:?}", p.lanes);
 }
