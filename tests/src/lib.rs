@@ -556,26 +556,8 @@ impl Stack {
         // A version made from now on compares as newer than the parameter.
         next_second().await;
 
-        self.ecs
-            .create_cluster()
-            .cluster_name(&t.cluster)
-            .send()
-            .await
-            .expect("create cluster");
+        self.create_cluster(&t.cluster).await;
         let family = format!("{}-app", t.cluster);
-        self.ecs
-            .register_task_definition()
-            .family(&family)
-            .container_definitions(
-                aws_sdk_ecs::types::ContainerDefinition::builder()
-                    .name("app")
-                    .image("public.ecr.aws/docker/library/busybox:latest")
-                    .memory(128)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("register task definition");
         let existing = self
             .ecs
             .describe_services()
@@ -734,6 +716,30 @@ impl Stack {
 
     /// Adds (or replaces) the target in the targets document the local
     /// Lambdas read. Not atomic: callers hold the state-machine tests' lock.
+    /// Creates the ECS cluster `cluster` (again: moto keeps it) and
+    /// registers its application's task definition, family `<cluster>-app`.
+    pub async fn create_cluster(&self, cluster: &str) {
+        self.ecs
+            .create_cluster()
+            .cluster_name(cluster)
+            .send()
+            .await
+            .expect("create cluster");
+        self.ecs
+            .register_task_definition()
+            .family(format!("{cluster}-app"))
+            .container_definitions(
+                aws_sdk_ecs::types::ContainerDefinition::builder()
+                    .name("app")
+                    .image("public.ecr.aws/docker/library/busybox:latest")
+                    .memory(128)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("register task definition");
+    }
+
     pub async fn register_target(&self, t: &Target) {
         let name = t.name.as_deref().expect("a named target");
         let mut doc: Value = match self.ssm.get_parameter().name(TARGETS_DOCUMENT).send().await {
