@@ -19,6 +19,31 @@ pub fn now_ms() -> i64 {
         .unwrap_or(i64::MAX)
 }
 
+/// The running executions of `me`'s state machine that started before it
+/// (then by the smaller ARN), oldest first, younger than `max_age_ms`.
+/// Every execution lists itself as running before it asks, so two
+/// executions always agree on which one started first; one not listed yet
+/// (eventual consistency) counts every listed one as earlier.
+async fn started_before(
+    executions: &dyn Executions,
+    me: &str,
+    now_ms: i64,
+    max_age_ms: i64,
+) -> Result<Vec<RunningExecution>, RotationError> {
+    let running = executions.running(me).await?;
+    let my_start = running
+        .iter()
+        .find(|e| e.arn == me)
+        .map_or(i64::MAX, |e| e.started_ms);
+    let mut earlier: Vec<RunningExecution> = running
+        .into_iter()
+        .filter(|e| e.arn != me && now_ms.saturating_sub(e.started_ms) < max_age_ms)
+        .filter(|e| (e.started_ms, e.arn.as_str()) < (my_start, me))
+        .collect();
+    earlier.sort_by_key(|e| (e.started_ms, e.arn.clone()));
+    Ok(earlier)
+}
+
 /// The concurrency guard, per target: of the running executions of the same
 /// target, the one that started first (then the smaller ARN) proceeds; every
 /// other fails fast. Every execution lists itself as running before it gets
@@ -32,19 +57,7 @@ pub(crate) async fn guard(
     my_target: Option<&str>,
     now_ms: i64,
 ) -> Result<(), RotationError> {
-    let running = executions.running(me).await?;
-    // Not listed yet (eventual consistency): then everyone listed started first.
-    let my_start = running
-        .iter()
-        .find(|e| e.arn == me)
-        .map_or(i64::MAX, |e| e.started_ms);
-    let mut earlier: Vec<&RunningExecution> = running
-        .iter()
-        .filter(|e| e.arn != me && now_ms.saturating_sub(e.started_ms) < GUARD_MAX_AGE_MS)
-        .filter(|e| (e.started_ms, e.arn.as_str()) < (my_start, me))
-        .collect();
-    earlier.sort_by_key(|e| (e.started_ms, e.arn.clone()));
-    for other in earlier {
+    for other in started_before(executions, me, now_ms, GUARD_MAX_AGE_MS).await? {
         let raw = executions.input(&other.arn).await?;
         let value: Value = match raw.as_deref().map(serde_json::from_str).transpose() {
             Ok(v) => v.unwrap_or(Value::Null),
@@ -75,16 +88,9 @@ pub(crate) async fn sweep_guard(
     me: &str,
     now_ms: i64,
 ) -> Result<(), RotationError> {
-    let running = executions.running(me).await?;
-    let my_start = running
-        .iter()
-        .find(|e| e.arn == me)
-        .map_or(i64::MAX, |e| e.started_ms);
-    match running
-        .iter()
-        .filter(|e| e.arn != me && now_ms.saturating_sub(e.started_ms) < SWEEP_MAX_AGE_MS)
-        .filter(|e| (e.started_ms, e.arn.as_str()) < (my_start, me))
-        .min_by_key(|e| (e.started_ms, e.arn.clone()))
+    match started_before(executions, me, now_ms, SWEEP_MAX_AGE_MS)
+        .await?
+        .first()
     {
         Some(first) => Err(RotationError::SweepInProgress(first.arn.clone())),
         None => Ok(()),

@@ -1123,6 +1123,36 @@ impl Soak {
 
     /// The check after an event (or one run of it): settle, then the four
     /// invariants. `texts` are what the event's runs printed and recorded.
+    /// After an execution under a fault: it must have ended SUCCEEDED or
+    /// with one of pgflip's error names (`fault` names the fault in the
+    /// violation), then every invariant is checked as after any event.
+    async fn check_named(
+        &mut self,
+        fault: &str,
+        e: &Execution,
+        history: String,
+        harness: &Harness,
+        mark: &mut LoadMark,
+        windows: &mut Vec<Window>,
+    ) -> Result<(), Violation> {
+        if !named(e) {
+            return Err(Violation {
+                what: format!(
+                    "{fault}: the execution ended {} without one of pgflip's error names",
+                    outcome(e)
+                ),
+            });
+        }
+        self.check(
+            harness,
+            mark,
+            windows,
+            &texts(e, history),
+            e.status == "SUCCEEDED",
+        )
+        .await
+    }
+
     async fn check(
         &mut self,
         harness: &Harness,
@@ -2059,22 +2089,8 @@ impl Soak {
         if let Err(what) = back {
             return Err(Violation { what });
         }
-        if !named(&e) {
-            return Err(Violation {
-                what: format!(
-                    "PostgreSQL outage: the execution ended {} without one of pgflip's error names",
-                    outcome(&e)
-                ),
-            });
-        }
-        self.check(
-            harness,
-            mark,
-            windows,
-            &texts(&e, history),
-            e.status == "SUCCEEDED",
-        )
-        .await
+        self.check_named("PostgreSQL outage", &e, history, harness, mark, windows)
+            .await
     }
 }
 
@@ -2172,22 +2188,8 @@ impl Soak {
         if let Err(what) = finished {
             return Err(Violation { what });
         }
-        if !named(&e) {
-            return Err(Violation {
-                what: format!(
-                    "release in progress: the execution ended {} without one of pgflip's error names",
-                    outcome(&e)
-                ),
-            });
-        }
-        self.check(
-            harness,
-            mark,
-            windows,
-            &texts(&e, history),
-            e.status == "SUCCEEDED",
-        )
-        .await
+        self.check_named("release in progress", &e, history, harness, mark, windows)
+            .await
     }
 
     /// An execution during which ECS's deployment circuit breaker rolls
@@ -2269,22 +2271,8 @@ impl Soak {
                 String::new()
             }
         ));
-        if !named(&e) {
-            return Err(Violation {
-                what: format!(
-                    "rollback by ECS: the execution ended {} without one of pgflip's error names",
-                    outcome(&e)
-                ),
-            });
-        }
-        self.check(
-            harness,
-            mark,
-            windows,
-            &texts(&e, history),
-            e.status == "SUCCEEDED",
-        )
-        .await
+        self.check_named("rollback by ECS", &e, history, harness, mark, windows)
+            .await
     }
 }
 
@@ -2453,22 +2441,8 @@ impl Soak {
         if let Err(what) = up {
             return Err(Violation { what });
         }
-        if !named(&e) {
-            return Err(Violation {
-                what: format!(
-                    "PostgreSQL hang: the execution ended {} without one of pgflip's error names",
-                    outcome(&e)
-                ),
-            });
-        }
-        self.check(
-            harness,
-            mark,
-            windows,
-            &texts(&e, history),
-            e.status == "SUCCEEDED",
-        )
-        .await
+        self.check_named("PostgreSQL hang", &e, history, harness, mark, windows)
+            .await
     }
 }
 
