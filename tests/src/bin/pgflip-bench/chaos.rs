@@ -1700,6 +1700,37 @@ fn last_event_ms(history: &str) -> Option<i64> {
     events.iter().filter_map(|e| e["timestamp"].as_i64()).max()
 }
 
+/// Whether two concurrent starts ran one after the other, each given as its
+/// moto window (start and stop dates, ms since the epoch; `None` when
+/// unknown) and its runner's history (a JSON array of events with `type`,
+/// `state.name` and `timestamp` in ms): moto registered one RUNNING only
+/// after the other stopped; or, when moto's dates overlap by the last
+/// moments of the earlier one (its runner records the stop after its last
+/// state ended, and the later one's guard lists executions some time after
+/// it was registered), the later one's SelectUser entered only after the
+/// earlier one's last state had ended (the runners' timestamps, one clock):
+/// no state of the two interleaved. False when either window or timestamp
+/// is missing.
+fn one_after_the_other(
+    (w1, history1): (Option<(i64, i64)>, &str),
+    (w2, history2): (Option<(i64, i64)>, &str),
+) -> bool {
+    let (Some((a1, b1)), Some((a2, b2))) = (w1, w2) else {
+        return false;
+    };
+    let (earlier, later) = if a1 <= a2 {
+        (history1, history2)
+    } else {
+        (history2, history1)
+    };
+    a2 > b1
+        || a1 > b2
+        || matches!(
+            (last_event_ms(earlier), select_user_entered_ms(later)),
+            (Some(done), Some(entered)) if entered > done
+        )
+}
+
 /// What a run printed and recorded (for the leak check).
 fn texts(e: &Execution, history: String) -> Vec<String> {
     vec![
@@ -1890,28 +1921,7 @@ impl Soak {
             self.window_of(&e1.name).await,
             self.window_of(&e2.name).await,
         );
-        // Or, when moto's dates overlap by the last moments of the earlier
-        // one (its runner records the stop after its last state ended, the
-        // later one's guard lists executions some time after it was
-        // registered): the later one's SelectUser entered only after the
-        // earlier one's last state had ended (the runner's history
-        // timestamps, the same clock): no state of the two interleaved.
-        let sequential = match (w1, w2) {
-            (Some((a1, b1)), Some((a2, b2))) => {
-                let (earlier, later) = if a1 <= a2 {
-                    (&text1, &text2)
-                } else {
-                    (&text2, &text1)
-                };
-                a2 > b1
-                    || a1 > b2
-                    || matches!(
-                        (last_event_ms(earlier), select_user_entered_ms(later)),
-                        (Some(done), Some(entered)) if entered > done
-                    )
-            }
-            _ => false,
-        };
+        let sequential = one_after_the_other((w1, &text1), (w2, &text2));
         match (past(&e1), past(&e2)) {
             (true, true) if !sequential => {
                 broke = Some(format!(
@@ -2599,7 +2609,7 @@ impl Figures {
 /// `pgflip-bench chaos --combine A.json,B.json,...`: the shards' figures
 /// (each written by `--json`) summed and printed; false when a shard saw
 /// a violation, a failed login, or its file is missing.
-fn combine(list: &str, profile: bool) -> bool {
+fn combine(list: &str, profile: bool, json: Option<&str>) -> bool {
     let mut parts = vec![];
     let mut ok = true;
     for path in list.split(',').filter(|p| !p.is_empty()) {
@@ -2618,7 +2628,23 @@ fn combine(list: &str, profile: bool) -> bool {
     }
     let all = Figures::combine(parts);
     all.print(profile);
+    if let Some(path) = json {
+        ok &= write_figures(&all, path);
+    }
     ok && all.violations == 0 && all.failed_logins == 0
+}
+
+/// Writes `figures` to `path` as JSON (the shape `--combine` reads);
+/// false, said, when it cannot.
+fn write_figures(figures: &Figures, path: &str) -> bool {
+    let text = serde_json::to_string_pretty(figures).expect("the figures as JSON");
+    match std::fs::write(path, text) {
+        Ok(()) => true,
+        Err(e) => {
+            say(format!("could not write {path}: {e}"));
+            false
+        }
+    }
 }
 
 /// `pgflip-bench chaos --help`.
@@ -2651,7 +2677,8 @@ usage: pgflip-bench chaos [--scenarios N] [--first K] [--seed S] [--only K]
                     consumer services added and removed, PostgreSQL hanging
   --max-seconds T   start no scenario after T seconds (3600)
   --profile 1       print where the time went, by phase, at the end
-  --json FILE       also write the figures as JSON (one shard's)
+  --json FILE       also write the figures as JSON (one shard's; with
+                    --combine, the sum)
   --combine A,B,..  print the sum of shards' --json figures, run nothing;
                     exits 1 if a shard saw a violation or a failed login,
                     or left no figures
@@ -2696,7 +2723,11 @@ pub async fn command(args: &Args) -> bool {
         return true;
     }
     if let Some(list) = args.text("combine") {
-        return combine(list, args.text("profile").is_some_and(|v| v != "0"));
+        return combine(
+            list,
+            args.text("profile").is_some_and(|v| v != "0"),
+            args.text("json"),
+        );
     }
     let scenarios = args.number("scenarios", 20);
     let first = args.number("first", 1);
@@ -2956,9 +2987,7 @@ pub async fn command(args: &Args) -> bool {
     };
     figures.print(args.text("profile").is_some_and(|v| v != "0"));
     if let Some(path) = args.text("json") {
-        let text = serde_json::to_string_pretty(&figures).expect("the figures as JSON");
-        if let Err(e) = std::fs::write(path, text) {
-            say(format!("could not write {path}: {e}"));
+        if !write_figures(&figures, path) {
             return false;
         }
     }
@@ -2997,5 +3026,76 @@ pub async fn command(args: &Args) -> bool {
             );
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runner's history: `(type, state, ms)` events.
+    fn history(events: &[(&str, &str, i64)]) -> String {
+        let events: Vec<Value> = events
+            .iter()
+            .map(|(kind, state, ms)| json!({"type": kind, "state": {"name": state}, "timestamp": ms}))
+            .collect();
+        Value::Array(events).to_string()
+    }
+
+    /// A run from SelectUser to WaitForStable, its states entered at
+    /// `from` ms and ending at `to`.
+    fn run(from: i64, to: i64) -> String {
+        history(&[
+            ("StateEntered", "SelectUser", from),
+            ("StateExited", "SelectUser", from + 40),
+            ("StateEntered", "WaitForStable", to - 40),
+            ("StateExited", "WaitForStable", to),
+        ])
+    }
+
+    #[test]
+    fn concurrent_starts_overlapping_in_moto_only_by_the_runners_last_moments_ran_one_after_the_other(
+    ) {
+        // Seed 7, scenario 3: moto's dates overlapped by 92 ms (the earlier
+        // runner's stop recorded after its last state), while the later
+        // one's SelectUser entered after the earlier one's last state.
+        let earlier = run(1_000, 5_000);
+        let later = run(5_010, 9_000);
+        let (w1, w2) = (Some((990, 5_100)), Some((5_008, 9_050)));
+        assert!(one_after_the_other((w1, &earlier), (w2, &later)));
+        assert!(one_after_the_other((w2, &later), (w1, &earlier)));
+    }
+
+    #[test]
+    fn concurrent_starts_whose_states_interleaved_did_not() {
+        // The later one's SelectUser entered while the earlier one still
+        // ran a state: a real overlap, which the soak must report.
+        let earlier = run(1_000, 5_000);
+        let later = run(4_900, 9_000);
+        let (w1, w2) = (Some((990, 5_100)), Some((4_890, 9_050)));
+        assert!(!one_after_the_other((w1, &earlier), (w2, &later)));
+        assert!(!one_after_the_other((w2, &later), (w1, &earlier)));
+    }
+
+    #[test]
+    fn concurrent_starts_apart_in_moto_ran_one_after_the_other_whatever_the_histories() {
+        let (w1, w2) = (Some((1_000, 2_000)), Some((2_001, 3_000)));
+        assert!(one_after_the_other((w1, "[]"), (w2, "[]")));
+        assert!(one_after_the_other((w2, "[]"), (w1, "[]")));
+    }
+
+    #[test]
+    fn concurrent_starts_without_a_window_or_a_timestamp_are_not_taken_for_sequential() {
+        let earlier = run(1_000, 5_000);
+        let later = run(5_010, 9_000);
+        assert!(!one_after_the_other(
+            (None, &earlier),
+            (Some((5_008, 9_050)), &later)
+        ));
+        let no_select_user = history(&[("StateEntered", "GenerateAndSetPassword", 6_000)]);
+        assert!(!one_after_the_other(
+            (Some((990, 5_100)), &earlier),
+            (Some((5_008, 9_050)), &no_select_user)
+        ));
     }
 }
