@@ -1015,7 +1015,7 @@ impl Soak {
     }
 
     /// Reads and removes a run's history, counts its outcome and notes the
-    /// roles its `VerifyLogin` verified (invariant 5).
+    /// roles it verified (invariant 5; `verified_roles`).
     fn finish(&mut self, e: &Execution, history: &std::path::Path, wall: Duration) -> String {
         if std::env::var_os("CHAOS_DEBUG").is_some() {
             say(format!(
@@ -1029,21 +1029,8 @@ impl Soak {
         let _ = std::fs::remove_file(history);
         self.executions += 1;
         *self.outcomes.entry(outcome(e)).or_default() += 1;
-        let events: Vec<Value> = serde_json::from_str(&history_text).unwrap_or_default();
-        for ev in &events {
-            if ev["type"] == "StateExited" && ev["state"]["name"] == "VerifyLogin" {
-                let out = &ev["state"]["output"];
-                let user = out["targetUser"]
-                    .as_str()
-                    .or_else(|| out["plan"]["targetUser"].as_str());
-                if let Some(role) = user
-                    .filter(|u| self.target.color_of(u).is_some())
-                    .map(|u| self.target.role_of(u).to_string())
-                {
-                    self.verified_roles.push(role);
-                }
-            }
-        }
+        let verified = verified_roles(&history_text, &self.target);
+        self.verified_roles.extend(verified);
         history_text
     }
 
@@ -1672,6 +1659,43 @@ impl Soak {
             }
         }
     }
+}
+
+/// The roles a run's history shows pgflip logged in as, in order
+/// (invariant 5): the `targetUser` of every `VerifyLogin` that exited, and
+/// both users of a `SelectUser` that exited in mode `redeploy` or `wait`
+/// (finishing an earlier rotation, select-user logs in as the user the
+/// pointer names and as the other one, which a failed rollout flips back
+/// to, and fails the run when either is refused). Seed 11, scenario 405:
+/// a rollback by ECS after a `RotationSucceeded` of the alternating secret
+/// moved the pointer to the role only SelectUser had verified, a false
+/// violation while only `VerifyLogin` counted.
+fn verified_roles(history: &str, t: &Target) -> Vec<String> {
+    let events: Vec<Value> = serde_json::from_str(history).unwrap_or_default();
+    let role = |user: Option<&str>| {
+        user.filter(|u| t.color_of(u).is_some())
+            .map(|u| t.role_of(u).to_string())
+    };
+    let mut roles = vec![];
+    for ev in events.iter().filter(|e| e["type"] == "StateExited") {
+        let out = &ev["state"]["output"];
+        let plan = if out["targetUser"].is_string() {
+            out
+        } else {
+            &out["plan"]
+        };
+        match ev["state"]["name"].as_str() {
+            Some("VerifyLogin") => roles.extend(role(plan["targetUser"].as_str())),
+            Some("SelectUser")
+                if matches!(plan["mode"].as_str(), Some("redeploy") | Some("wait")) =>
+            {
+                roles.extend(role(plan["targetUser"].as_str()));
+                roles.extend(role(plan["previousUser"].as_str()));
+            }
+            _ => {}
+        }
+    }
+    roles
 }
 
 /// The user a run's SelectUser chose to rotate (its plan's `targetUser`), as a role.
@@ -3051,6 +3075,56 @@ mod tests {
             ("StateEntered", "WaitForStable", to - 40),
             ("StateExited", "WaitForStable", to),
         ])
+    }
+
+    /// A `StateExited` event of `state` whose output is `output`.
+    fn exited(state: &str, output: Value) -> Value {
+        json!({"type": "StateExited", "state": {"name": state, "output": output}, "timestamp": 0})
+    }
+
+    #[test]
+    fn a_select_user_finishing_an_earlier_rotation_verified_both_roles() {
+        // Seed 11, scenario 405 (alternating): a RotationSucceeded of the
+        // alternating secret; SelectUser in mode redeploy logged in as both
+        // roles, then ECS rolled web back and the rollback moved AWSCURRENT
+        // to alt_app_clone, which no VerifyLogin had verified.
+        let t = Target::local_alternating();
+        let history = json!([
+            exited(
+                "SelectUser",
+                json!({"mode": "redeploy", "targetUser": "alt_app", "previousUser": "alt_app_clone"})
+            ),
+            exited("RedeployEcs", json!({"plan": {"mode": "redeploy", "targetUser": "alt_app"}})),
+        ])
+        .to_string();
+        assert_eq!(verified_roles(&history, &t), ["alt_app", "alt_app_clone"]);
+        let waited = history.replace("\"redeploy\"", "\"wait\"");
+        assert_eq!(verified_roles(&waited, &t), ["alt_app", "alt_app_clone"]);
+    }
+
+    #[test]
+    fn a_rotation_verified_only_what_its_verify_login_logged_in_as() {
+        // Mode rotate or flip: SelectUser's check is not the last word (the
+        // password is set after it, or a flip verifies in VerifyLogin).
+        let t = Target::local();
+        let history = json!([
+            exited(
+                "SelectUser",
+                json!({"mode": "rotate", "targetUser": "green", "previousUser": "blue"})
+            ),
+            exited(
+                "GenerateAndSetPassword",
+                json!({"plan": {"targetUser": "green"}})
+            ),
+            exited("VerifyLogin", json!({"plan": {"targetUser": "green"}})),
+            exited("VerifyLogin", json!({"targetUser": "nobody"})),
+        ])
+        .to_string();
+        assert_eq!(
+            verified_roles(&history, &t),
+            [t.role_of("green").to_string()]
+        );
+        assert!(verified_roles("not a history", &t).is_empty());
     }
 
     #[test]
