@@ -150,6 +150,48 @@ async fn a_partial_run_leaves_a_consumer_behind_and_its_users_next_rotation_is_r
     assert_eq!(stack.invariant(&t).await.as_deref(), Ok("blue"));
 }
 
+/// Seed 11, scenario 410 of the chaos soak, as a plain test: the configured
+/// services' task definitions take no credentials (the application reads
+/// the parameter and the secret itself), so discovery finds no consumer.
+/// A run limited to worker flipped; a second run limited to worker rotated
+/// the user web's tasks still held, and they failed to log in. Now the
+/// second is refused (`InactiveUserInUse`, naming web) and changes nothing.
+#[tokio::test]
+async fn a_partial_run_leaves_a_configured_service_behind_and_its_users_next_rotation_is_refused() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::from_env().await;
+    let t = consumer_target(&stack, "consumers_declared", &["web", "worker"], &[]).await;
+    let partial = input(&t, json!({"services": ["worker"]}));
+
+    let e = run_quick(&stack, partial.clone(), json!({}), RunOptions::default());
+    assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
+    assert_eq!(stack.invariant(&t).await.as_deref(), Ok("green"));
+
+    // web's tasks hold blue's password: blue must not be rotated.
+    let held = stack.password_at(&t.blue_secret, AWSCURRENT).await;
+    let snapshot = stack.snapshot(&t).await;
+    let e = run_quick(&stack, partial, json!({}), RunOptions::default());
+    assert_eq!(
+        e.error.as_deref(),
+        Some("InactiveUserInUse"),
+        "{:?}",
+        e.cause
+    );
+    assert!(e.states.iter().all(|s| s == "SelectUser"), "{:?}", e.states);
+    let cause = e.cause.clone().unwrap_or_default();
+    assert!(cause.contains("service web"), "{cause}");
+    assert_eq!(stack.snapshot(&t).await, snapshot, "something changed");
+    stack
+        .login_at(&t, "blue", &held, stack.port_of(&t))
+        .await
+        .expect("web's tasks still log in as blue");
+
+    // A run over the configured services finishes the earlier rollout.
+    let e = run_quick(&stack, t.input(), json!({}), RunOptions::default());
+    assert_eq!(e.status, "SUCCEEDED", "{:?}: {:?}", e.error, e.cause);
+    assert_eq!(e.output["mode"], "redeploy");
+}
+
 /// A task no service started (a job run with `RunTask`) that takes the
 /// credentials: moto's tasks carry no `createdAt`, so it may hold either
 /// user and the rotation waits for it (`InactiveUserInUse`, naming it);

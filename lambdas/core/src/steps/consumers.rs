@@ -78,6 +78,82 @@ impl Consumer {
     }
 }
 
+/// `names` described through `Deployments::describe` (one call), leaving
+/// out the ones that are gone: when one was deleted since it was listed or
+/// configured (moto keeps listing deleted services), they are described one
+/// by one. Errors: the AWS errors of those calls.
+async fn describe_present(
+    deployments: &dyn Deployments,
+    cluster: &str,
+    names: &[String],
+) -> Result<Vec<ServiceState>, RotationError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    match deployments.describe(cluster, names).await {
+        Err(RotationError::ServiceNotFound(_)) => {}
+        other => return other,
+    }
+    let mut found = Vec::new();
+    for name in names {
+        match deployments
+            .describe(cluster, std::slice::from_ref(name))
+            .await
+        {
+            Ok(mut one) => found.append(&mut one),
+            Err(RotationError::ServiceNotFound(_)) => {
+                info!(cluster = %cluster, service = %name, "gone (deleted): not a consumer")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(found)
+}
+
+/// The target's configured services (`ECS_SERVICES`, a target's `services`
+/// list: the operator's own list of its consumers) that are neither among
+/// the `found` consumers nor among this run's `services`, as consumers that
+/// follow the pointer. Their task definitions name none of the credentials
+/// (the application reads the parameter and the secret itself when it
+/// starts), so discovery cannot see them; yet a run limited to some
+/// services (the input's `services`) leaves them on the user their tasks
+/// started with, and that user's rotation must wait for them like for any
+/// consumer. Empty for `services: auto`. Described with one
+/// `DescribeServices` call (gone ones left out). Errors: the AWS errors of
+/// that call.
+pub async fn declared(
+    deployments: &dyn Deployments,
+    config: &TargetConfig,
+    found: &[Consumer],
+    services: &[String],
+) -> Result<Vec<Consumer>, RotationError> {
+    let Services::Listed(listed) = &config.services else {
+        return Ok(Vec::new());
+    };
+    let short = |name: &str| name.rsplit('/').next().unwrap_or(name).to_string();
+    let known: BTreeSet<String> = found
+        .iter()
+        .filter_map(Consumer::service)
+        .chain(services.iter().map(String::as_str))
+        .map(short)
+        .collect();
+    let rest: Vec<String> = listed
+        .iter()
+        .filter(|name| !known.contains(&short(name)))
+        .cloned()
+        .collect();
+    Ok(describe_present(deployments, &config.cluster, &rest)
+        .await?
+        .into_iter()
+        .map(|state| Consumer {
+            workload: Workload::Service(state),
+            follows_pointer: true,
+            users: Vec::new(),
+            references: vec!["listed in the target's services".to_string()],
+        })
+        .collect())
+}
+
 /// Every consumer of the target in its cluster: the cluster's services
 /// (`Workloads::services`, described through `Deployments::describe`) and its
 /// standalone tasks, with the task definitions each runs (a service: those of
@@ -91,32 +167,7 @@ pub async fn discover(
 ) -> Result<Vec<Consumer>, RotationError> {
     let cluster = &config.cluster;
     let names = workloads.services(cluster).await?;
-    let services = if names.is_empty() {
-        Vec::new()
-    } else {
-        match deployments.describe(cluster, &names).await {
-            Ok(services) => services,
-            // One was deleted since it was listed (moto keeps listing deleted
-            // services): describe them one by one and leave out the gone ones.
-            Err(RotationError::ServiceNotFound(_)) => {
-                let mut found = Vec::new();
-                for name in &names {
-                    match deployments
-                        .describe(cluster, std::slice::from_ref(name))
-                        .await
-                    {
-                        Ok(mut one) => found.append(&mut one),
-                        Err(RotationError::ServiceNotFound(_)) => {
-                            info!(cluster = %cluster, service = %name, "listed but gone (deleted): not a consumer")
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                found
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let services = describe_present(deployments, cluster, &names).await?;
     let tasks = workloads.standalone_tasks(cluster).await?;
 
     let mut runs: Vec<(Workload, BTreeSet<String>)> = Vec::new();

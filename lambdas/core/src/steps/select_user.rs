@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::consumers::{discover, inactive_user_in_use, services_to_redeploy};
+use super::consumers::{declared, discover, inactive_user_in_use, services_to_redeploy};
 use super::generate_and_set_password::client_request_token;
 use super::guard::{guard, now_ms};
 use super::preflight::{
@@ -332,9 +332,17 @@ pub async fn select_user(
             // Like a live session, a consumer whose tasks may still hold the
             // inactive user stops its rotation (a flip, whose password is
             // already set, goes on).
-            let consumer_use = (mode == Mode::Rotate)
-                .then(|| inactive_user_in_use(&consumers, &target, &previous, state.moved_ms))
-                .flatten();
+            // Over every consumer: those discovery found, and the configured
+            // services this run leaves out whose task definitions name no
+            // credentials (seed 11, scenario 410 of the chaos soak: two runs
+            // limited to worker, and web's tasks lost their user).
+            let consumer_use = if mode == Mode::Rotate {
+                let mut all = consumers.clone();
+                all.extend(declared(deployments, config, &consumers, &services).await?);
+                inactive_user_in_use(&all, &target, &previous, state.moved_ms)
+            } else {
+                None
+            };
             let in_use = match (checked, consumer_use) {
                 (Err(RotationError::InactiveUserInUse { by, .. }), consumers) => {
                     Some(consumers.map_or(by.clone(), |c| format!("{by}; {c}")))

@@ -2162,6 +2162,90 @@ async fn a_consumer_left_on_the_old_user_blocks_the_rotation_of_that_user() {
     assert_eq!(plan.mode, Mode::Redeploy);
 }
 
+/// Seed 11, scenario 410 of the chaos soak: the configured services' task
+/// definitions name no credentials (the application reads the parameter and
+/// the secret itself), so discovery finds no consumer. Two runs limited to
+/// worker in a row: the second rotated the user web's tasks still held. A
+/// configured service a run leaves out is a consumer that follows the
+/// pointer.
+#[tokio::test]
+async fn a_configured_service_a_partial_run_left_behind_blocks_the_rotation_of_its_user() {
+    let w = world();
+    flip_then_redeploy(&w, &["worker"]).await;
+    let err = w.select(json!({"services": ["worker"]})).await.unwrap_err();
+    assert_eq!(err.name(), "InactiveUserInUse");
+    assert!(err.to_string().contains("service web"), "{err}");
+    assert!(!err.to_string().contains("service worker"), "{err}");
+    w.assert_untouched();
+    // A run that includes web finishes the earlier rollout instead.
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Redeploy);
+
+    // Configured by ARN, left out by name: the same service, still blocking.
+    let mut w = world();
+    w.config.services = Services::Listed(vec![
+        "arn:aws:ecs:us-east-1:123456789012:service/app/web".into(),
+        "worker".into(),
+    ]);
+    flip_then_redeploy(&w, &["worker"]).await;
+    let err = w.select(json!({"services": ["worker"]})).await.unwrap_err();
+    assert_eq!(err.name(), "InactiveUserInUse");
+    assert!(
+        err.to_string().contains("service/app/web still runs"),
+        "{err}"
+    );
+    // Run by ARN after its own redeploy: nothing left behind.
+    flip_then_redeploy(&w, &["web", "worker"]).await;
+    let plan = w
+        .select(
+            json!({"services": ["arn:aws:ecs:us-east-1:123456789012:service/app/web", "worker"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plan.mode, Mode::Rotate);
+}
+
+#[tokio::test]
+async fn a_configured_service_still_replacing_tasks_from_before_the_flip_blocks_and_a_deleted_one_does_not(
+) {
+    // The flip, then worker redeployed (done) and web's rollout still
+    // IN_PROGRESS: web's tasks from before the flip still run.
+    let w = world();
+    w.parameters.set(PARAM, "blue");
+    for s in ["worker", "web"] {
+        w.deployments.force_new_deployment("app", s).await.unwrap();
+    }
+    w.deployments.set_primary_state("app", "IN_PROGRESS");
+    w.deployments
+        .services
+        .lock()
+        .unwrap()
+        .get_mut("app")
+        .unwrap()
+        .get_mut("worker")
+        .unwrap()[0]
+        .rollout_state = Some("COMPLETED".into());
+    let err = w.select(json!({"services": ["worker"]})).await.unwrap_err();
+    assert_eq!(err.name(), "InactiveUserInUse");
+    assert!(
+        err.to_string().contains("service web is still replacing"),
+        "{err}"
+    );
+
+    // A configured service deleted since: no consumer, and no error.
+    let w = world();
+    flip_then_redeploy(&w, &["worker"]).await;
+    w.deployments
+        .services
+        .lock()
+        .unwrap()
+        .get_mut("app")
+        .unwrap()
+        .remove("web");
+    let plan = w.select(json!({"services": ["worker"]})).await.unwrap();
+    assert_eq!(plan.mode, Mode::Rotate);
+}
+
 #[tokio::test]
 async fn a_standalone_task_from_before_the_flip_blocks_the_rotation() {
     let w = world();
