@@ -937,6 +937,35 @@ impl Stack {
             .collect()
     }
 
+    /// The PRIMARY deployment id of each of `services` of `cluster` that
+    /// still exists, as `(name, id)` in the order given
+    /// (`ecs:DescribeServices`, 10 at a time; deleted ones left out).
+    pub async fn primary_deployments_present(
+        &self,
+        cluster: &str,
+        services: &[String],
+    ) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for chunk in services.chunks(10) {
+            let out = self
+                .ecs
+                .describe_services()
+                .cluster(cluster)
+                .set_services(Some(chunk.to_vec()))
+                .send()
+                .await
+                .expect("describe services");
+            for name in chunk {
+                if let Some(s) = out.services().iter().find(|s| {
+                    s.service_name() == Some(name.as_str()) && s.status() != Some("INACTIVE")
+                }) {
+                    found.push((name.clone(), primary_deployment_id(s)));
+                }
+            }
+        }
+        found
+    }
+
     pub async fn snapshot(&self, t: &Target) -> Snapshot {
         Snapshot {
             active_user: self.active_user(t).await,

@@ -792,6 +792,16 @@ struct Window {
     deployments: Vec<(String, String)>,
 }
 
+impl Window {
+    /// Whether some consumer service still runs the deployment it had when
+    /// the window opened, given every consumer service's PRIMARY deployment
+    /// now (`(service, id)`; a deleted service is absent): its tasks may
+    /// still hold the window's old password.
+    fn open(&self, now: &[(String, String)]) -> bool {
+        self.deployments.iter().any(|then| now.contains(then))
+    }
+}
+
 struct Soak {
     stack: Arc<Stack>,
     target: Target,
@@ -1164,6 +1174,7 @@ impl Soak {
         // verifiers (one superuser connection per scenario), the
         // deployments when a window is open.
         let t = self.target.clone();
+        let consumer_services = self.consumer_services();
         let ids: Vec<String> = if t.blue_secret == t.green_secret {
             vec![t.blue_secret.clone()]
         } else {
@@ -1190,7 +1201,9 @@ impl Soak {
                 if windows.is_empty() {
                     vec![]
                 } else {
-                    stack.primary_deployments(&t).await
+                    stack
+                        .primary_deployments_present(&t.cluster, &consumer_services)
+                        .await
                 }
             },
         );
@@ -1296,11 +1309,7 @@ impl Soak {
         mark.totals = now;
         mark.samples = samples;
         if !windows.is_empty() {
-            windows.retain(|w| {
-                w.deployments
-                    .iter()
-                    .any(|(s, id)| deployments.iter().any(|(s2, id2)| s == s2 && id == id2))
-            });
+            windows.retain(|w| w.open(&deployments));
         }
         // (3) labels
         for v in &views {
@@ -1526,7 +1535,7 @@ impl Soak {
                 ));
                 windows.push(Window {
                     role: role.clone(),
-                    deployments: self.stack.primary_deployments(&t).await,
+                    deployments: self.consumer_deployments().await,
                 });
                 // As Secrets Manager's rotation does it: createSecret (a new
                 // AWSPENDING version), setSecret (ALTER ROLE), finishSecret
@@ -1724,6 +1733,12 @@ fn last_event_ms(history: &str) -> Option<i64> {
     events.iter().filter_map(|e| e["timestamp"].as_i64()).max()
 }
 
+/// The services whose tasks take `t`'s credentials: its own, then those the
+/// scenario added (`extras`).
+fn consumer_services(t: &Target, extras: &[String]) -> Vec<String> {
+    t.services.iter().chain(extras).cloned().collect()
+}
+
 /// Whether two concurrent starts ran one after the other, each given as its
 /// moto window (start and stop dates, ms since the epoch; `None` when
 /// unknown) and its runner's history (a JSON array of events with `type`,
@@ -1733,8 +1748,16 @@ fn last_event_ms(history: &str) -> Option<i64> {
 /// state ended, and the later one's guard lists executions some time after
 /// it was registered), the later one's SelectUser entered only after the
 /// earlier one's last state had ended (the runners' timestamps, one clock):
-/// no state of the two interleaved. False when either window or timestamp
-/// is missing.
+/// no state of the two interleaved; or only the later one's SelectUser
+/// overlapped the earlier one's last moments: it exited after moto had
+/// recorded the earlier one's stop (moto's date and the runner's
+/// timestamp: one machine's clock), so its guard could see it stopped, and
+/// its next state entered after the earlier one's last state had ended, so
+/// no step that changes anything overlapped (seed 11, scenario 337: moto's
+/// dates overlapped by 12 ms, faster runs since SCRAM got cheaper). A
+/// guard that let a run read the state before the other's flip would
+/// still show in invariants 1, 2 and 5. False when either window or
+/// timestamp is missing.
 fn one_after_the_other(
     (w1, history1): (Option<(i64, i64)>, &str),
     (w2, history2): (Option<(i64, i64)>, &str),
@@ -1742,17 +1765,42 @@ fn one_after_the_other(
     let (Some((a1, b1)), Some((a2, b2))) = (w1, w2) else {
         return false;
     };
-    let (earlier, later) = if a1 <= a2 {
-        (history1, history2)
+    let (earlier, earlier_stop, later) = if a1 <= a2 {
+        (history1, b1, history2)
     } else {
-        (history2, history1)
+        (history2, b2, history1)
     };
+    let done = last_event_ms(earlier);
     a2 > b1
         || a1 > b2
         || matches!(
-            (last_event_ms(earlier), select_user_entered_ms(later)),
+            (done, select_user_entered_ms(later)),
             (Some(done), Some(entered)) if entered > done
         )
+        || matches!(
+            (done, select_user_exited_ms(later), entered_after_select_user_ms(later)),
+            (Some(done), Some(exited), next)
+                if exited > earlier_stop && next.is_none_or(|next| next > done)
+        )
+}
+
+/// When a run's SelectUser first exited (its history's timestamp, ms).
+fn select_user_exited_ms(history: &str) -> Option<i64> {
+    let events: Vec<Value> = serde_json::from_str(history).ok()?;
+    events
+        .iter()
+        .find(|e| e["type"] == "StateExited" && e["state"]["name"] == "SelectUser")
+        .and_then(|e| e["timestamp"].as_i64())
+}
+
+/// When a run first entered a state after SelectUser (its history's
+/// timestamp, ms), if it did.
+fn entered_after_select_user_ms(history: &str) -> Option<i64> {
+    let events: Vec<Value> = serde_json::from_str(history).ok()?;
+    events
+        .iter()
+        .find(|e| e["type"] == "StateEntered" && e["state"]["name"] != "SelectUser")
+        .and_then(|e| e["timestamp"].as_i64())
 }
 
 /// What a run printed and recorded (for the leak check).
@@ -1828,7 +1876,7 @@ impl Soak {
         // Tasks started before the last flip hold this role.
         windows.push(Window {
             role: role.clone(),
-            deployments: self.stack.primary_deployments(&t).await,
+            deployments: self.consumer_deployments().await,
         });
         let password = PasswordPolicy::default().generate();
         self.passwords.insert(password.expose().to_string());
@@ -1897,7 +1945,7 @@ impl Soak {
             scenario: Some(scenario_json(None, 0)),
             ..RunOptions::default()
         });
-        let before_pair = self.stack.primary_deployments(&self.target).await;
+        let before_pair = self.consumer_deployments().await;
         let (s1, s2) = (self.stack.clone(), self.stack.clone());
         let t0 = Instant::now();
         let j1 = tokio::task::spawn_blocking(move || {
@@ -2393,6 +2441,25 @@ impl Soak {
         harness.add_service(&name);
         self.extras.push(name);
         Ok(())
+    }
+
+    /// Every service whose tasks take the target's credentials: the
+    /// target's own and those this scenario added.
+    fn consumer_services(&self) -> Vec<String> {
+        consumer_services(&self.target, &self.extras)
+    }
+
+    /// The PRIMARY deployment of every consumer service (`consumer_services`)
+    /// that exists: a window of expected failed logins stays open while any
+    /// of them still runs the deployment it had when the window opened
+    /// (seed 11, scenario 203: Secrets Manager rotated the active user,
+    /// releases redeployed web and worker, and the window closed while an
+    /// added service's tasks still held the old password, a false
+    /// violation).
+    async fn consumer_deployments(&self) -> Vec<(String, String)> {
+        self.stack
+            .primary_deployments_present(&self.target.cluster, &self.consumer_services())
+            .await
     }
 
     /// Deletes the services this scenario added.
@@ -3128,6 +3195,31 @@ mod tests {
     }
 
     #[test]
+    fn a_window_stays_open_while_an_added_service_still_runs_its_old_deployment() {
+        // Seed 11, scenario 203: Secrets Manager rotated the active user;
+        // releases then redeployed web and worker, but not extra-312, whose
+        // tasks still held the old password.
+        let t = Target::local();
+        let extras = vec!["extra-312".to_string()];
+        let services = consumer_services(&t, &extras);
+        assert_eq!(services, ["web", "worker", "extra-312"]);
+        let d = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(s, id)| (s.to_string(), id.to_string()))
+                .collect()
+        };
+        let w = Window {
+            role: "green".into(),
+            deployments: d(&[("web", "a"), ("worker", "b"), ("extra-312", "c")]),
+        };
+        assert!(w.open(&d(&[("web", "a2"), ("worker", "b2"), ("extra-312", "c")])));
+        assert!(!w.open(&d(&[("web", "a2"), ("worker", "b2"), ("extra-312", "c2")])));
+        // Deleted: its tasks are gone with it.
+        assert!(!w.open(&d(&[("web", "a2"), ("worker", "b2")])));
+    }
+
+    #[test]
     fn concurrent_starts_overlapping_in_moto_only_by_the_runners_last_moments_ran_one_after_the_other(
     ) {
         // Seed 7, scenario 3: moto's dates overlapped by 92 ms (the earlier
@@ -3138,6 +3230,31 @@ mod tests {
         let (w1, w2) = (Some((990, 5_100)), Some((5_008, 9_050)));
         assert!(one_after_the_other((w1, &earlier), (w2, &later)));
         assert!(one_after_the_other((w2, &later), (w1, &earlier)));
+    }
+
+    #[test]
+    fn concurrent_starts_where_only_the_later_select_user_overlapped_the_earlier_tail_ran_one_after_the_other(
+    ) {
+        // Seed 11, scenario 337: moto's dates overlapped by 12 ms; the later
+        // one's SelectUser entered before the earlier one's stop and exited
+        // after it, and its next state came after the earlier one's last.
+        let earlier = run(293_470, 294_050);
+        let later = history(&[
+            ("StateEntered", "SelectUser", 294_047),
+            ("StateExited", "SelectUser", 294_090),
+            ("StateEntered", "GenerateAndSetPassword", 294_095),
+            ("StateExited", "WaitForStable", 294_560),
+        ]);
+        let (w1, w2) = (Some((293_460, 294_058)), Some((294_046, 294_572)));
+        assert!(one_after_the_other((w1, &earlier), (w2, &later)));
+        assert!(one_after_the_other((w2, &later), (w1, &earlier)));
+        // SelectUser exited before moto recorded the stop: its guard ran
+        // while the earlier one was RUNNING, yet it went on.
+        let early = later.replace("294090", "294055");
+        assert!(!one_after_the_other((w1, &earlier), (w2, &early)));
+        // A later state entered before the earlier one's last ended.
+        let tail = run(293_470, 294_100);
+        assert!(!one_after_the_other((w1, &tail), (w2, &later)));
     }
 
     #[test]
