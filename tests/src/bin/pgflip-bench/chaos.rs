@@ -35,7 +35,10 @@
 //!   after the earlier one's last state ended (the runner's history
 //!   timestamps; moto's dates overlap by the runner's last moments and the
 //!   guard's ListExecutions comes some time after the later one was
-//!   registered): then "one after the other", and the failed
+//!   registered), or only its SelectUser overlapped the earlier one's tail
+//!   (it exited after moto recorded the earlier one's stop and its next
+//!   state entered after the earlier one's last): then "one after the
+//!   other" (`one_after_the_other`), and the failed
 //!   logins of the user the later one rotated are counted apart (moto
 //!   reports a rollout COMPLETED at once while the harness still drains
 //!   the old tasks ECS would have stopped); both refused is a violation;
@@ -97,7 +100,8 @@
 //!   2. no application login failed since the last check, except those of
 //!      tasks still holding a password that Secrets Manager's own rotation
 //!      (an event of this soak) changed: from that rotation until every
-//!      service has been redeployed since, the login failures of that role
+//!      consumer service (the target's and those the scenario added) has
+//!      been redeployed or deleted since, the login failures of that role
 //!      (the harness's error samples name it) are counted apart, not
 //!      pgflip's; any other role's failure in that time is a violation;
 //!   3. at most one version per secret carries AWSPENDING (exactly one
@@ -112,7 +116,9 @@
 //!      … PASSWORD`, even to the same password) is recorded as "verified"
 //!      (a) for the role a `VerifyLogin` state of a run of the event exited
 //!      for (the plan's `targetUser`; the verifier read when the run ended:
-//!      no later step of a run sets a password), (b) for the role the
+//!      no later step of a run sets a password), and for both roles of a
+//!      `SelectUser` that exited in mode `redeploy` or `wait` (it logs in
+//!      as both before finishing an earlier rotation), (b) for the role the
 //!      pointer names at each check, once (1) passed, and (c) for the role
 //!      the soak's own alternating rotation promoted (Secrets Manager's
 //!      testSecret). When the pointer names another role than at the last
