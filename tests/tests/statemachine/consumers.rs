@@ -36,6 +36,29 @@ async fn deployments(stack: &Stack, t: &Target, services: &[&str]) -> Vec<(Strin
     stack.primary_deployments(&all).await
 }
 
+/// After a partial run flipped to green and left `behind` on blue: the same
+/// partial run again is refused (`InactiveUserInUse`, naming `behind`) at
+/// SelectUser, changes nothing, and blue's password still logs in.
+async fn the_next_partial_run_is_refused(stack: &Stack, t: &Target, partial: Value, behind: &str) {
+    let held = stack.password_at(&t.blue_secret, AWSCURRENT).await;
+    let snapshot = stack.snapshot(t).await;
+    let e = run_quick(stack, partial, json!({}), RunOptions::default());
+    assert_eq!(
+        e.error.as_deref(),
+        Some("InactiveUserInUse"),
+        "{:?}",
+        e.cause
+    );
+    assert!(e.states.iter().all(|s| s == "SelectUser"), "{:?}", e.states);
+    let cause = e.cause.clone().unwrap_or_default();
+    assert!(cause.contains(&format!("service {behind}")), "{cause}");
+    assert_eq!(stack.snapshot(t).await, snapshot, "something changed");
+    stack
+        .login_at(t, "blue", &held, stack.port_of(t))
+        .await
+        .expect("the tasks left behind still log in as blue");
+}
+
 /// Failing before the change: two services take the active user's
 /// credentials, one is configured; two rotations in a row succeeded and the
 /// other one's tasks held the password the second rotation changed. Now the
@@ -120,23 +143,7 @@ async fn a_partial_run_leaves_a_consumer_behind_and_its_users_next_rotation_is_r
     assert_eq!(after[1], before[1], "worker left on blue");
 
     // worker's tasks hold blue's password: blue must not be rotated.
-    let held = stack.password_at(&t.blue_secret, AWSCURRENT).await;
-    let snapshot = stack.snapshot(&t).await;
-    let e = run_quick(&stack, partial, json!({}), RunOptions::default());
-    assert_eq!(
-        e.error.as_deref(),
-        Some("InactiveUserInUse"),
-        "{:?}",
-        e.cause
-    );
-    assert!(e.states.iter().all(|s| s == "SelectUser"), "{:?}", e.states);
-    let cause = e.cause.clone().unwrap_or_default();
-    assert!(cause.contains("service worker"), "{cause}");
-    assert_eq!(stack.snapshot(&t).await, snapshot, "something changed");
-    stack
-        .login_at(&t, "blue", &held, stack.port_of(&t))
-        .await
-        .expect("worker's tasks still log in as blue");
+    the_next_partial_run_is_refused(&stack, &t, partial, "worker").await;
 
     // A run over the configured services (worker included) finishes the
     // earlier rollout first, then the next one rotates blue.
@@ -168,23 +175,7 @@ async fn a_partial_run_leaves_a_configured_service_behind_and_its_users_next_rot
     assert_eq!(stack.invariant(&t).await.as_deref(), Ok("green"));
 
     // web's tasks hold blue's password: blue must not be rotated.
-    let held = stack.password_at(&t.blue_secret, AWSCURRENT).await;
-    let snapshot = stack.snapshot(&t).await;
-    let e = run_quick(&stack, partial, json!({}), RunOptions::default());
-    assert_eq!(
-        e.error.as_deref(),
-        Some("InactiveUserInUse"),
-        "{:?}",
-        e.cause
-    );
-    assert!(e.states.iter().all(|s| s == "SelectUser"), "{:?}", e.states);
-    let cause = e.cause.clone().unwrap_or_default();
-    assert!(cause.contains("service web"), "{cause}");
-    assert_eq!(stack.snapshot(&t).await, snapshot, "something changed");
-    stack
-        .login_at(&t, "blue", &held, stack.port_of(&t))
-        .await
-        .expect("web's tasks still log in as blue");
+    the_next_partial_run_is_refused(&stack, &t, partial, "web").await;
 
     // A run over the configured services finishes the earlier rollout.
     let e = run_quick(&stack, t.input(), json!({}), RunOptions::default());

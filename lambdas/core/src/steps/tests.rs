@@ -2216,15 +2216,7 @@ async fn a_configured_service_still_replacing_tasks_from_before_the_flip_blocks_
         w.deployments.force_new_deployment("app", s).await.unwrap();
     }
     w.deployments.set_primary_state("app", "IN_PROGRESS");
-    w.deployments
-        .services
-        .lock()
-        .unwrap()
-        .get_mut("app")
-        .unwrap()
-        .get_mut("worker")
-        .unwrap()[0]
-        .rollout_state = Some("COMPLETED".into());
+    worker_completes(&w);
     let err = w.select(json!({"services": ["worker"]})).await.unwrap_err();
     assert_eq!(err.name(), "InactiveUserInUse");
     assert!(
