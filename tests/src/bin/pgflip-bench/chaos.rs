@@ -1724,13 +1724,21 @@ fn selected_role(history: &str, t: &Target) -> Option<String> {
         .map(|u| t.role_of(u).to_string())
 }
 
-/// When a run's SelectUser was first entered (its history's timestamp, ms).
-fn select_user_entered_ms(history: &str) -> Option<i64> {
+/// The timestamp (ms) of the first event of a run's history that `is`
+/// picks.
+fn first_event_ms(history: &str, is: impl Fn(&Value) -> bool) -> Option<i64> {
     let events: Vec<Value> = serde_json::from_str(history).ok()?;
     events
         .iter()
-        .find(|e| e["type"] == "StateEntered" && e["state"]["name"] == "SelectUser")
+        .find(|e| is(e))
         .and_then(|e| e["timestamp"].as_i64())
+}
+
+/// When a run's SelectUser was first entered (its history's timestamp, ms).
+fn select_user_entered_ms(history: &str) -> Option<i64> {
+    first_event_ms(history, |e| {
+        e["type"] == "StateEntered" && e["state"]["name"] == "SelectUser"
+    })
 }
 
 /// When a run's last state event happened (its history's timestamps, ms).
@@ -1792,21 +1800,17 @@ fn one_after_the_other(
 
 /// When a run's SelectUser first exited (its history's timestamp, ms).
 fn select_user_exited_ms(history: &str) -> Option<i64> {
-    let events: Vec<Value> = serde_json::from_str(history).ok()?;
-    events
-        .iter()
-        .find(|e| e["type"] == "StateExited" && e["state"]["name"] == "SelectUser")
-        .and_then(|e| e["timestamp"].as_i64())
+    first_event_ms(history, |e| {
+        e["type"] == "StateExited" && e["state"]["name"] == "SelectUser"
+    })
 }
 
 /// When a run first entered a state after SelectUser (its history's
 /// timestamp, ms), if it did.
 fn entered_after_select_user_ms(history: &str) -> Option<i64> {
-    let events: Vec<Value> = serde_json::from_str(history).ok()?;
-    events
-        .iter()
-        .find(|e| e["type"] == "StateEntered" && e["state"]["name"] != "SelectUser")
-        .and_then(|e| e["timestamp"].as_i64())
+    first_event_ms(history, |e| {
+        e["type"] == "StateEntered" && e["state"]["name"] != "SelectUser"
+    })
 }
 
 /// What a run printed and recorded (for the leak check).
