@@ -487,13 +487,19 @@ impl Stack {
                         .await
                         .expect("create the alternating secret");
                 } else {
-                    self.secrets
+                    let put = self
+                        .secrets
                         .put_secret_value()
                         .secret_id(secret)
                         .secret_string(value)
                         .send()
                         .await
                         .expect("put the active user's version");
+                    // pgflip has seen it (a first run records when it saw
+                    // an AWSCURRENT another rotator set, then redeploys):
+                    // the services are deployed after, so the first run
+                    // rotates. `forget_flips` undoes it.
+                    self.record_flip(secret, put.version_id().unwrap()).await;
                 }
             }
             vec![]
@@ -592,6 +598,56 @@ impl Stack {
             .send()
             .await
             .unwrap_or_else(|e| panic!("create service {service}: {e}"));
+    }
+
+    /// Writes pgflip's flip record on `secret_id` (the tag
+    /// `pgflip:flipped-at`): `version_id` is `AWSCURRENT` since now.
+    pub async fn record_flip(&self, secret_id: &str, version_id: &str) {
+        let record = pgflip_core::ports::FlipRecord {
+            at_ms: pgflip_core::steps::now_ms(),
+            version_id: version_id.to_string(),
+        };
+        self.secrets
+            .tag_resource()
+            .secret_id(secret_id)
+            .tags(
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key(pgflip_core::ports::FLIPPED_AT_TAG)
+                    .value(record.render())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("tag {secret_id}: {e}"));
+    }
+
+    /// Removes pgflip's flip record from `secret_id`: an alternating secret
+    /// as AWS's rotation leaves it, before pgflip first saw it.
+    pub async fn forget_flips(&self, secret_id: &str) {
+        self.secrets
+            .untag_resource()
+            .secret_id(secret_id)
+            .tag_keys(pgflip_core::ports::FLIPPED_AT_TAG)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("untag {secret_id}: {e}"));
+    }
+
+    /// The version pgflip's flip record names, if any.
+    pub async fn recorded_flip(&self, secret_id: &str) -> Option<String> {
+        let d = self
+            .secrets
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("describe {secret_id}: {e}"));
+        d.tags()
+            .iter()
+            .find(|t| t.key() == Some(pgflip_core::ports::FLIPPED_AT_TAG))
+            .and_then(|t| t.value())
+            .and_then(pgflip_core::ports::FlipRecord::parse)
+            .map(|r| r.version_id)
     }
 
     /// Forces a new deployment of one of the target's services, as an
@@ -990,12 +1046,17 @@ impl Stack {
         password: &pgflip_core::password::Password,
         port: u16,
     ) -> Result<(), String> {
-        let client = self.connect_as(t, key, password, port).await?;
-        client
+        let (client, connection) = self.connect_as(t, key, password, port).await?;
+        let seen = client
             .query_one("SELECT count(*) FROM orders", &[])
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        // Closed before returning: a session still open a moment later
+        // would count as a live session of that user in the next run.
+        drop(client);
+        let _ = connection.await;
+        seen
     }
 
     /// A connection as the user `key` of `t` with `password` on the server
@@ -1006,7 +1067,7 @@ impl Stack {
         key: &str,
         password: &pgflip_core::password::Password,
         port: u16,
-    ) -> Result<tokio_postgres::Client, String> {
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), String> {
         let (client, conn) = tokio_postgres::Config::new()
             .host(&self.pg_host)
             .port(port)
@@ -1016,8 +1077,10 @@ impl Stack {
             .connect(NoTls)
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        Ok(client)
+        let connection = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok((client, connection))
     }
 
     /// Logs in with `psql` as the user `key` with its AWSCURRENT password
@@ -1581,6 +1644,7 @@ impl Stack {
         self.connect_as(t, key, &password, port)
             .await
             .unwrap_or_else(|e| panic!("a session as {key} at {stage} on port {port}: {e}"))
+            .0
     }
 }
 

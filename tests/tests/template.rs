@@ -1866,16 +1866,25 @@ fn each_kind_of_resource_is_touched_only_as_the_threat_model_says() {
             .collect()
     };
     let one = |id: &str| BTreeSet::from([id.to_string()]);
-    for action in [
-        "secretsmanager:UpdateSecretVersionStage",
-        "secretsmanager:TagResource",
-    ] {
-        assert_eq!(
-            holders(action, "alternating-secret"),
-            one("FlipParameterFunction"),
-            "only the step that flips may {action} an alternating secret"
-        );
-    }
+    assert_eq!(
+        holders(
+            "secretsmanager:UpdateSecretVersionStage",
+            "alternating-secret"
+        ),
+        one("FlipParameterFunction"),
+        "only the step that flips may move an alternating secret's labels"
+    );
+    // The flip time: written by the flip, and by select-user when it first
+    // sees an AWSCURRENT another rotator set (the tag key alone, checked
+    // for every TagResource grant elsewhere).
+    assert_eq!(
+        holders("secretsmanager:TagResource", "alternating-secret"),
+        BTreeSet::from([
+            "FlipParameterFunction".to_string(),
+            "SelectUserFunction".to_string()
+        ]),
+        "only the flip and select-user may record when AWSCURRENT moved"
+    );
     assert_eq!(
         holders("secretsmanager:PutSecretValue", "password"),
         one("GenerateAndSetPasswordFunction")

@@ -412,6 +412,17 @@ impl UserKeys {
     pub fn contains(&self, user: &str) -> bool {
         user == self.blue || user == self.green
     }
+
+    /// The other of the two (`None`: `user` is neither).
+    pub fn other(&self, user: &str) -> Option<&str> {
+        if user == self.blue {
+            Some(&self.green)
+        } else if user == self.green {
+            Some(&self.blue)
+        } else {
+            None
+        }
+    }
 }
 
 /// Who changes the inactive user's password in the database.

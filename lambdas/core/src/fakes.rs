@@ -26,6 +26,16 @@ pub fn tick() -> i64 {
     real + TICKS.fetch_add(1000, Ordering::SeqCst)
 }
 
+/// The shared clock's present: later than every tick so far, earlier than
+/// the next (what `steps::now_ms` reads in the core's unit tests).
+pub fn now() -> i64 {
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    real + TICKS.load(Ordering::SeqCst)
+}
+
 /// Queued failures for the next calls of a named operation.
 #[derive(Default)]
 pub struct Faults(Mutex<HashMap<&'static str, Vec<RotationError>>>);

@@ -149,7 +149,14 @@ pub struct PointerState {
     /// The user it names (one of the two configured users).
     pub active: String,
     /// When it last moved, milliseconds since the epoch (`None`: unknown).
+    /// No later than the true move: a move pgflip has no record of reads as
+    /// the time of the read (see `unrecorded`).
     pub moved_ms: Option<i64>,
+    /// The pointer's value pgflip has no record of moving to, so `moved_ms`
+    /// is the read time: an alternating secret's `AWSCURRENT` version
+    /// promoted by another rotator (Secrets Manager's own rotation, an
+    /// operator). [`Pointer::record_seen`] records it; `None` otherwise.
+    pub unrecorded: Option<String>,
 }
 
 /// A target's pointer: where it lives, where each user's password is, how
@@ -210,6 +217,13 @@ pub trait Pointer: Send + Sync {
     /// forward flip may promote (alternating); without it, the flip goes
     /// back to the version already naming `to` (the rollback). Idempotent.
     async fn flip(&self, to: &str, version_id: Option<&str>) -> Result<Flipped, RotationError>;
+
+    /// Records that the pointer named what `state` says at `state.moved_ms`
+    /// when `state.unrecorded` is set (alternating: the flip tag on that
+    /// `AWSCURRENT` version, `secretsmanager:TagResource`), so a later read
+    /// dates the move no later than this one did instead of "now" again.
+    /// Nothing otherwise (an SSM parameter dates its own writes).
+    async fn record_seen(&self, state: &PointerState) -> Result<(), RotationError>;
 
     /// An administrator's secret the pointer names (alternating: the
     /// version's `masterarn`), used when no version holds the inactive

@@ -546,3 +546,88 @@ async fn alternating_operator_edit_of_the_current_version_keeps_both_roles() {
     assert_eq!(rotate.output["mode"], "rotate");
     assert_eq!(a.both_log_in().await, (blue, green));
 }
+
+/// Seed 11, scenario 415 of the chaos soak, as a plain schedule: Secrets
+/// Manager's rotation creates the clone's new version (createSecret,
+/// setSecret), a release deploys the services while AWSCURRENT still names
+/// the app role, then finishSecret promotes the clone. The release's tasks
+/// hold the app role. A run by hand used to date the move by the version's
+/// creation, take the release as newer, and rotate the app role under
+/// them. It must redeploy first (and record when it saw the clone), and the
+/// run after it rotates the app role. Before pgflip ever ran (no record,
+/// as AWS's rotation leaves the secret), the same.
+#[tokio::test]
+async fn awscurrent_promoted_by_secrets_manager_after_a_release_is_redeployed_for_before_rotating()
+{
+    for when in ["after pgflip's flips", "before pgflip ever ran"] {
+        let a = alt_case("alt_gap").await;
+        let (blue, green) = (a.t.blue_role.clone(), a.t.green_role.clone());
+        let secret = a.t.alternating.clone().unwrap();
+        if when.starts_with("before") {
+            a.stack.forget_flips(&secret).await;
+        }
+        let current = a.stack.secret_state(&secret).await.current;
+        let fresh = pgflip_core::password::PasswordPolicy::default().generate();
+        let new = a
+            .stack
+            .stage_pending(&secret, |v| {
+                v["username"] = json!(green);
+                v["password"] = json!(fresh.expose());
+            })
+            .await;
+        a.stack.set_role_password(&green, &fresh).await;
+        for service in &a.t.services {
+            a.stack.redeploy(&a.t, service).await;
+        }
+        a.stack
+            .promote_staged(&secret, &current, &new, AWSPENDING)
+            .await;
+        let exposed =
+            |p: Vec<Password>| p.iter().map(|p| p.expose().to_string()).collect::<Vec<_>>();
+        let before = exposed(a.passwords().await);
+
+        let e = a.run(json!({}));
+        assert_eq!(
+            e.status, "SUCCEEDED",
+            "{when}: {:?}: {:?}\n{}",
+            e.error, e.cause, e.progress
+        );
+        assert!(
+            e.states.iter().any(|s| s == "RedeployEcs")
+                && !e.states.iter().any(|s| s == "GenerateAndSetPassword"),
+            "{when}: the release's tasks hold {blue}: redeploy, rotate nothing: {:?}",
+            e.states
+        );
+        assert!(
+            exposed(a.passwords().await) == before,
+            "{when}: a password changed"
+        );
+        assert_eq!(
+            a.stack.recorded_flip(&secret).await.as_deref(),
+            Some(new.as_str()),
+            "{when}"
+        );
+        assert_eq!(
+            a.both_log_in().await,
+            (green.clone(), blue.clone()),
+            "{when}"
+        );
+
+        let e = a.run(json!({}));
+        assert_eq!(
+            e.status, "SUCCEEDED",
+            "{when}: {:?}: {:?}\n{}",
+            e.error, e.cause, e.progress
+        );
+        assert!(
+            e.states.iter().any(|s| s == "GenerateAndSetPassword"),
+            "{when}: redeployed since: the next run rotates {blue}: {:?}",
+            e.states
+        );
+        assert_eq!(
+            a.both_log_in().await,
+            (blue.clone(), green.clone()),
+            "{when}"
+        );
+    }
+}

@@ -115,35 +115,66 @@ impl Pointer for AlternatingSecretPointer<'_> {
         self.users.contains(user).then_some(self.secret_id)
     }
 
-    /// `secretsmanager:GetSecretValue` (`AWSCURRENT`), and the flip time,
-    /// from the tag pgflip writes after it moves `AWSCURRENT`
+    /// `secretsmanager:GetSecretValue` (`AWSCURRENT`), and the time it
+    /// moved, from the tag pgflip writes when it moves `AWSCURRENT` or
+    /// first sees a version it did not promote
     /// (`secretsmanager:DescribeSecret`):
     /// - the tag names `AWSCURRENT`'s version: its time;
-    /// - `AWSCURRENT` is newer than the tag (another rotator, such as
-    ///   Secrets Manager's own rotation, or an operator's edit): the
-    ///   version's creation, no earlier than its promotion;
-    /// - `AWSCURRENT` is older than the tag and not the version it names
-    ///   (moved back by hand, or a rollback that stopped before its tag):
-    ///   when is unknown, so now, the conservative answer (the services get
-    ///   redeployed before anything is rotated).
+    /// - any other version (Secrets Manager's own rotation, an operator's
+    ///   edit, a move back by hand, a rollback that stopped before its
+    ///   tag): when is unknown, so now, with the version as `unrecorded`
+    ///   (the services get redeployed before anything is rotated). Its
+    ///   creation time is no answer: Secrets Manager creates the version
+    ///   (`createSecret`) before `finishSecret` promotes it, minutes or,
+    ///   after a failed rotation, days later, and a deployment in between
+    ///   still injects the old role (seed 11, scenario 415 of the chaos
+    ///   soak; moto also rounds creation down to the second);
+    /// - except with no version naming the other user (before the first
+    ///   rotation): no task can hold another role, so the version's
+    ///   creation.
     async fn read(&self) -> Result<PointerState, RotationError> {
         let current = self.active_version().await?;
         let tagged = self.stores.secrets.flipped_at(self.secret_id).await?;
         let created = current.created_ms;
-        let moved_ms = match tagged {
-            None => created,
-            Some(t) if t.version_id == current.version_id => {
-                Some(t.at_ms.max(created.unwrap_or(0)))
-            }
-            // Creation times may be whole seconds (moto): a version made
-            // within the second after the record is newer all the same.
-            Some(t) if created.is_some_and(|c| c + 1000 > t.at_ms) => created,
-            Some(_) => Some(crate::steps::now_ms()),
-        };
-        Ok(PointerState {
+        let state = |moved_ms, unrecorded| PointerState {
             active: current.secret.username().to_string(),
             moved_ms,
-        })
+            unrecorded,
+        };
+        if let Some(t) = tagged.filter(|t| t.version_id == current.version_id) {
+            return Ok(state(Some(t.at_ms.max(created.unwrap_or(0))), None));
+        }
+        let other = self
+            .users
+            .other(current.secret.username())
+            .unwrap_or_default();
+        if self.last_of(other).await?.is_none() {
+            return Ok(state(created, None));
+        }
+        Ok(state(
+            Some(crate::steps::now_ms()),
+            Some(current.version_id.clone()),
+        ))
+    }
+
+    /// Tags `state.unrecorded` as moved at `state.moved_ms`
+    /// (`secretsmanager:TagResource`), unless `AWSCURRENT` moved again
+    /// since the read (the newer version stays unrecorded, and is
+    /// redeployed for by the next run).
+    async fn record_seen(&self, state: &PointerState) -> Result<(), RotationError> {
+        let (Some(version_id), Some(at_ms)) = (&state.unrecorded, state.moved_ms) else {
+            return Ok(());
+        };
+        if self.active_version().await?.version_id != *version_id {
+            warn!(secret = %self.secret_id, %version_id, "AWSCURRENT moved again since it was read; not recording when");
+            return Ok(());
+        }
+        self.stores
+            .secrets
+            .record_flip(self.secret_id, at_ms, version_id)
+            .await?;
+        info!(secret = %self.secret_id, %version_id, active_user = %state.active, "recorded when pgflip first saw this AWSCURRENT version, which another rotator promoted");
+        Ok(())
     }
 
     async fn current(&self, user: &str) -> Result<Option<SecretVersion>, RotationError> {

@@ -66,7 +66,14 @@ impl Pointer for ParameterPointer<'_> {
         Ok(PointerState {
             active,
             moved_ms: value.last_modified_ms,
+            unrecorded: None,
         })
+    }
+
+    /// Nothing: `ssm:PutParameter` dates every write, by pgflip or by hand
+    /// (`LastModifiedDate`, the time `read` gives).
+    async fn record_seen(&self, _state: &PointerState) -> Result<(), RotationError> {
+        Ok(())
     }
 
     async fn current(&self, user: &str) -> Result<Option<SecretVersion>, RotationError> {

@@ -120,7 +120,9 @@ pub fn choose_mode(facts: &ModeFacts<'_>) -> (Mode, Option<String>) {
 /// target's consumers in its cluster (`steps::consumers`) and the services to
 /// redeploy, decide what to do (rotate, or finish an interrupted flip), and
 /// for a rotation check that rotating the inactive user is safe: no live
-/// session and no consumer still holds it. Changes nothing.
+/// session and no consumer still holds it. Changes no password, label or
+/// pointer; outside a dry run it records when it first saw a pointer value
+/// another rotator set (`Pointer::record_seen`).
 #[allow(clippy::too_many_arguments)]
 pub async fn select_user(
     config: &TargetConfig,
@@ -433,6 +435,12 @@ pub async fn select_user(
         readers: config.readers.clone(),
         in_use: dry_in_use,
     };
+    // A pointer value another rotator set is dated "now" until recorded:
+    // record that it was seen, so that once this run's redeploy is done the
+    // next run can rotate (a dry run changes nothing).
+    if !input.dry_run {
+        pointer.record_seen(&state).await?;
+    }
     info!(
         previous_user = %plan.previous_user,
         target_user = %plan.target_user,

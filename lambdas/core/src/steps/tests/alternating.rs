@@ -35,7 +35,20 @@ fn alternating_world() -> World {
     w.secrets
         .add(SECRET, "v-blue-1", &alternating_json("blue", "blue-pass-1"));
     made_long_ago(&w);
+    seen_long_ago(&w);
     w
+}
+
+/// pgflip recorded long ago that AWSCURRENT names blue (as its first run
+/// does, before redeploying): the services deployed since hold blue.
+fn seen_long_ago(w: &World) {
+    w.secrets.flips.lock().unwrap().insert(
+        SECRET.into(),
+        FlipRecord {
+            at_ms: 1,
+            version_id: "v-blue-1".into(),
+        },
+    );
 }
 
 /// The secret's versions predate the services' deployments (adopted long
@@ -589,4 +602,128 @@ async fn the_flip_time_is_trusted_only_for_the_version_it_names() {
     w.secrets.promote(SECRET, &previous).await.unwrap();
     let read = pointer.read().await.unwrap();
     assert!(read.moved_ms.unwrap() >= before);
+}
+
+/// A release of every service (a deployment pgflip did not make), complete.
+async fn release(w: &World) {
+    for service in ["web", "worker"] {
+        w.deployments
+            .force_new_deployment("app", service)
+            .await
+            .unwrap();
+    }
+    w.deployments.set_primary_state("app", "COMPLETED");
+}
+
+/// Seed 11, scenario 415 of the chaos soak, and its kind: AWSCURRENT moved
+/// to green by someone else, and the services were deployed after the new
+/// version was *created* but before it was *promoted*, so their tasks hold
+/// blue. A version's creation said when it moved, so the next run rotated
+/// blue under them. Now the move is dated when pgflip first sees it: that
+/// run redeploys (and records the time), and the run after it rotates blue.
+#[tokio::test]
+async fn awscurrent_another_rotator_moved_is_redeployed_for_before_anything_is_rotated() {
+    for mover in [
+        "Secrets Manager after a flip",
+        "Secrets Manager before adoption",
+        "an operator, by hand",
+    ] {
+        let w = alternating_world();
+        match mover {
+            "an operator, by hand" => {
+                // Back to green's version (UpdateSecretVersionStage), after
+                // a release: the version is older than the move.
+                release(&w).await;
+                w.secrets.promote(SECRET, "v-green-1").await.unwrap();
+            }
+            _ => {
+                if mover.ends_with("adoption") {
+                    w.secrets.flips.lock().unwrap().clear();
+                }
+                // createSecret, setSecret; a release starts its tasks with
+                // blue, still AWSCURRENT; then finishSecret.
+                w.secrets.add_staged(
+                    SECRET,
+                    "sm-1",
+                    &alternating_json("green", "sm-pass-1"),
+                    &[AWSPENDING],
+                );
+                w.database.set_password("green", "sm-pass-1");
+                release(&w).await;
+                w.secrets.promote(SECRET, "sm-1").await.unwrap();
+            }
+        }
+        let current = w.secrets.version_at(SECRET, AWSCURRENT).unwrap();
+        // A dry run says so and records nothing.
+        let dry = w.select(json!({"dryRun": true})).await.unwrap();
+        assert_eq!(dry.mode, Mode::Redeploy, "{mover}");
+        assert!(
+            w.secrets
+                .flips
+                .lock()
+                .unwrap()
+                .get(SECRET)
+                .is_none_or(|r| r.version_id != current),
+            "{mover}: a dry run recorded the move"
+        );
+        let finish = w.select(json!({})).await.unwrap();
+        assert_eq!(
+            (finish.mode, finish.target_user.as_str()),
+            (Mode::Redeploy, "green"),
+            "{mover}: blue is still held by the release's tasks"
+        );
+        let recorded = w.secrets.flips.lock().unwrap().get(SECRET).cloned();
+        assert_eq!(
+            recorded.map(|r| r.version_id),
+            Some(current.clone()),
+            "{mover}"
+        );
+        // Until the redeploy, still redeploy: the record is no earlier than
+        // the release.
+        assert_eq!(
+            w.select(json!({})).await.unwrap().mode,
+            Mode::Redeploy,
+            "{mover}"
+        );
+        w.redeploy(&finish).await.unwrap();
+        w.deployments.set_primary_state("app", "COMPLETED");
+        let next = w.select(json!({})).await.unwrap();
+        assert_eq!(
+            (next.mode, next.target_user.as_str()),
+            (Mode::Rotate, "blue"),
+            "{mover}"
+        );
+        assert!(w.alternating_invariant_holds(), "{mover}");
+    }
+}
+
+#[tokio::test]
+async fn a_version_seen_is_not_recorded_once_awscurrent_moved_again() {
+    let w = alternating_world();
+    w.secrets.promote(SECRET, "v-green-1").await.unwrap();
+    let pointer = crate::layouts::for_target(
+        &w.config,
+        crate::layouts::Stores {
+            parameters: &w.parameters,
+            secrets: &w.secrets,
+        },
+    );
+    let seen = pointer.read().await.unwrap();
+    assert_eq!(seen.unrecorded.as_deref(), Some("v-green-1"));
+    // Moved again (back to blue) between the read and the record.
+    w.secrets.promote(SECRET, "v-blue-1").await.unwrap();
+    pointer.record_seen(&seen).await.unwrap();
+    let recorded = w.secrets.flipped_at(SECRET).await.unwrap().unwrap();
+    assert_eq!(recorded.version_id, "v-blue-1", "the older record stands");
+    // Recorded: the read gives that time, and nothing to record.
+    w.secrets.promote(SECRET, "v-green-1").await.unwrap();
+    let seen = pointer.read().await.unwrap();
+    pointer.record_seen(&seen).await.unwrap();
+    let read = pointer.read().await.unwrap();
+    let recorded = w.secrets.flipped_at(SECRET).await.unwrap().unwrap();
+    assert_eq!(
+        (read.unrecorded, read.moved_ms, recorded.version_id.as_str()),
+        (None, Some(recorded.at_ms), "v-green-1")
+    );
+    assert!(recorded.at_ms >= seen.moved_ms.unwrap());
 }
