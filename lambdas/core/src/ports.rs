@@ -149,8 +149,9 @@ pub struct PointerState {
     /// The user it names (one of the two configured users).
     pub active: String,
     /// When it last moved, milliseconds since the epoch (`None`: unknown).
-    /// No later than the true move: a move pgflip has no record of reads as
-    /// the time of the read (see `unrecorded`).
+    /// No earlier than the true move: pgflip's record of its flip (or of
+    /// when it first saw the value), or for a move it has no record of the
+    /// time of the read (see `unrecorded`).
     pub moved_ms: Option<i64>,
     /// The pointer's value pgflip has no record of moving to, so `moved_ms`
     /// is the read time: an alternating secret's `AWSCURRENT` version

@@ -132,6 +132,12 @@ impl Pointer for AlternatingSecretPointer<'_> {
     /// - except with no version naming the other user (before the first
     ///   rotation): no task can hold another role, so the version's
     ///   creation.
+    ///
+    /// Not seen: `AWSCURRENT` moved away and back to the version the tag
+    /// names between two runs (by hand twice, or a flip and its rollback
+    /// that both stopped before their tag). The tag's time is then
+    /// trusted, though tasks started in between hold the other role; only
+    /// the history of the labels (CloudTrail) would tell.
     async fn read(&self) -> Result<PointerState, RotationError> {
         let current = self.active_version().await?;
         let tagged = self.stores.secrets.flipped_at(self.secret_id).await?;

@@ -157,6 +157,14 @@ pub async fn select_user(
     };
     let pointer = layouts::for_target(config, stores);
     let state = pointer.read().await?;
+    // A pointer value another rotator set is dated "now" until recorded.
+    // Record it at once, whatever this run decides next: that it was
+    // current at the read is true, and a run refused below (say, the other
+    // role cannot log in until the services are redeployed) must not read
+    // "now" again after a redeploy. A dry run changes nothing.
+    if !input.dry_run {
+        pointer.record_seen(&state).await?;
+    }
     let active = state.active.clone();
     let inactive = config
         .other(&active)
@@ -435,12 +443,6 @@ pub async fn select_user(
         readers: config.readers.clone(),
         in_use: dry_in_use,
     };
-    // A pointer value another rotator set is dated "now" until recorded:
-    // record that it was seen, so that once this run's redeploy is done the
-    // next run can rotate (a dry run changes nothing).
-    if !input.dry_run {
-        pointer.record_seen(&state).await?;
-    }
     info!(
         previous_user = %plan.previous_user,
         target_user = %plan.target_user,

@@ -727,3 +727,42 @@ async fn a_version_seen_is_not_recorded_once_awscurrent_moved_again() {
     );
     assert!(recorded.at_ms >= seen.moved_ms.unwrap());
 }
+
+/// Adoption after Secrets Manager's rotation stopped after setSecret (found
+/// by a review): green's AWSPENDING holds the password that works, the
+/// version labelled for it an old one. The first run cannot redeploy (a
+/// failed rollout would flip back to green's labelled version, which no
+/// longer logs in) and says so; it has recorded when it saw blue, so once
+/// the services are redeployed the next run rotates green, with its
+/// AWSPENDING password. It used to fail again on every run.
+#[tokio::test]
+async fn a_refused_first_run_still_records_when_it_saw_awscurrent() {
+    let w = alternating_world();
+    w.secrets.flips.lock().unwrap().clear();
+    w.secrets.add_staged(
+        SECRET,
+        "sm-2",
+        &alternating_json("green", "sm-pass-2"),
+        &[AWSPENDING],
+    );
+    w.database.set_password("green", "sm-pass-2");
+    let err = w.select(json!({})).await.unwrap_err();
+    assert_eq!(err.name(), "LoginRejected", "{err}");
+    assert_eq!(
+        w.secrets
+            .flipped_at(SECRET)
+            .await
+            .unwrap()
+            .map(|r| r.version_id),
+        Some("v-blue-1".to_string())
+    );
+    release(&w).await;
+    let plan = w.select(json!({})).await.unwrap();
+    assert_eq!(
+        (plan.mode, plan.target_user.as_str()),
+        (Mode::Rotate, "green")
+    );
+    let pending = w.generate(&plan).await.unwrap();
+    w.verify(&plan, &pending).await.unwrap();
+    assert!(w.alternating_invariant_holds());
+}
