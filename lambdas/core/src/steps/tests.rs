@@ -117,6 +117,18 @@ impl World {
         self.database.set_password("green", password);
     }
 
+    /// A new deployment of every service, rolled out (a release, or the
+    /// redeploy of an earlier rotation).
+    async fn release(&self) {
+        for service in ["web", "worker"] {
+            self.deployments
+                .force_new_deployment("app", service)
+                .await
+                .unwrap();
+        }
+        self.deployments.set_primary_state("app", "COMPLETED");
+    }
+
     async fn select(&self, input: serde_json::Value) -> Result<Plan, RotationError> {
         self.select_as(request(input)).await
     }
@@ -282,13 +294,7 @@ async fn the_next_rotation_rotates_the_other_user() {
     let w = world();
     // An earlier rotation flipped to green and rolled out completely.
     w.parameters.put(PARAM, "green").await.unwrap();
-    for service in ["web", "worker"] {
-        w.deployments
-            .force_new_deployment("app", service)
-            .await
-            .unwrap();
-    }
-    w.deployments.set_primary_state("app", "COMPLETED");
+    w.release().await;
     let plan = w.select(json!({})).await.unwrap();
     assert_eq!(plan.mode, Mode::Rotate);
     assert_eq!(

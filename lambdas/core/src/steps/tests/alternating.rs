@@ -604,15 +604,16 @@ async fn the_flip_time_is_trusted_only_for_the_version_it_names() {
     assert!(read.moved_ms.unwrap() >= before);
 }
 
-/// A release of every service (a deployment pgflip did not make), complete.
-async fn release(w: &World) {
-    for service in ["web", "worker"] {
-        w.deployments
-            .force_new_deployment("app", service)
-            .await
-            .unwrap();
-    }
-    w.deployments.set_primary_state("app", "COMPLETED");
+/// Secrets Manager's createSecret and setSecret for green: a version
+/// `version_id` staged `AWSPENDING` with `password`, set in the database.
+fn staged_for_green(w: &World, version_id: &str, password: &str) {
+    w.secrets.add_staged(
+        SECRET,
+        version_id,
+        &alternating_json("green", password),
+        &[AWSPENDING],
+    );
+    w.database.set_password("green", password);
 }
 
 /// Seed 11, scenario 415 of the chaos soak, and its kind: AWSCURRENT moved
@@ -633,7 +634,7 @@ async fn awscurrent_another_rotator_moved_is_redeployed_for_before_anything_is_r
             "an operator, by hand" => {
                 // Back to green's version (UpdateSecretVersionStage), after
                 // a release: the version is older than the move.
-                release(&w).await;
+                w.release().await;
                 w.secrets.promote(SECRET, "v-green-1").await.unwrap();
             }
             _ => {
@@ -642,14 +643,8 @@ async fn awscurrent_another_rotator_moved_is_redeployed_for_before_anything_is_r
                 }
                 // createSecret, setSecret; a release starts its tasks with
                 // blue, still AWSCURRENT; then finishSecret.
-                w.secrets.add_staged(
-                    SECRET,
-                    "sm-1",
-                    &alternating_json("green", "sm-pass-1"),
-                    &[AWSPENDING],
-                );
-                w.database.set_password("green", "sm-pass-1");
-                release(&w).await;
+                staged_for_green(&w, "sm-1", "sm-pass-1");
+                w.release().await;
                 w.secrets.promote(SECRET, "sm-1").await.unwrap();
             }
         }
@@ -739,13 +734,7 @@ async fn a_version_seen_is_not_recorded_once_awscurrent_moved_again() {
 async fn a_refused_first_run_still_records_when_it_saw_awscurrent() {
     let w = alternating_world();
     w.secrets.flips.lock().unwrap().clear();
-    w.secrets.add_staged(
-        SECRET,
-        "sm-2",
-        &alternating_json("green", "sm-pass-2"),
-        &[AWSPENDING],
-    );
-    w.database.set_password("green", "sm-pass-2");
+    staged_for_green(&w, "sm-2", "sm-pass-2");
     let err = w.select(json!({})).await.unwrap_err();
     assert_eq!(err.name(), "LoginRejected", "{err}");
     assert_eq!(
@@ -756,7 +745,7 @@ async fn a_refused_first_run_still_records_when_it_saw_awscurrent() {
             .map(|r| r.version_id),
         Some("v-blue-1".to_string())
     );
-    release(&w).await;
+    w.release().await;
     let plan = w.select(json!({})).await.unwrap();
     assert_eq!(
         (plan.mode, plan.target_user.as_str()),
