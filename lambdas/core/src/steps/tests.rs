@@ -2155,15 +2155,31 @@ async fn a_consumer_left_on_the_old_user_blocks_the_rotation_of_that_user() {
     // A partial run flipped and redeployed web only: worker's tasks hold
     // the user that is inactive now.
     flip_then_redeploy(&w, &["web"]).await;
-    let err = w
-        .select(json!({"services": ["web"], "unlistedConsumers": "warn"}))
-        .await
-        .unwrap_err();
-    assert_eq!(err.name(), "InactiveUserInUse");
-    assert!(err.to_string().contains("service worker"), "{err}");
-    assert!(!err.to_string().contains("service web"), "{err}");
-    w.assert_untouched();
     // A run that includes worker finishes the earlier rollout instead.
+    left_behind_blocks(
+        &w,
+        json!({"services": ["web"], "unlistedConsumers": "warn"}),
+        "worker",
+        "web",
+    )
+    .await;
+}
+
+/// A run limited by `input` after a partial rollout is refused
+/// `InactiveUserInUse` naming service `behind` and not `redeployed`, with
+/// nothing changed; a run over every service finishes the rollout instead.
+async fn left_behind_blocks(w: &World, input: serde_json::Value, behind: &str, redeployed: &str) {
+    let err = w.select(input).await.unwrap_err();
+    assert_eq!(err.name(), "InactiveUserInUse");
+    assert!(
+        err.to_string().contains(&format!("service {behind}")),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains(&format!("service {redeployed}")),
+        "{err}"
+    );
+    w.assert_untouched();
     let plan = w.select(json!({})).await.unwrap();
     assert_eq!(plan.mode, Mode::Redeploy);
 }
@@ -2178,14 +2194,8 @@ async fn a_consumer_left_on_the_old_user_blocks_the_rotation_of_that_user() {
 async fn a_configured_service_a_partial_run_left_behind_blocks_the_rotation_of_its_user() {
     let w = world();
     flip_then_redeploy(&w, &["worker"]).await;
-    let err = w.select(json!({"services": ["worker"]})).await.unwrap_err();
-    assert_eq!(err.name(), "InactiveUserInUse");
-    assert!(err.to_string().contains("service web"), "{err}");
-    assert!(!err.to_string().contains("service worker"), "{err}");
-    w.assert_untouched();
     // A run that includes web finishes the earlier rollout instead.
-    let plan = w.select(json!({})).await.unwrap();
-    assert_eq!(plan.mode, Mode::Redeploy);
+    left_behind_blocks(&w, json!({"services": ["worker"]}), "web", "worker").await;
 
     // Configured by ARN, left out by name: the same service, still blocking.
     let mut w = world();
